@@ -1,0 +1,10 @@
+"""Algorithm registry: config name -> class with ``update(batch) -> metrics``."""
+
+from drl.algorithms.base import Algorithm, TrainContext
+from drl.algorithms.ddpo import DDPO
+from drl.algorithms.pretrain import Pretrain
+from drl.algorithms.rwr import RWR
+
+ALGORITHMS: dict[str, type[Algorithm]] = {"pretrain": Pretrain, "rwr": RWR, "ddpo": DDPO}
+
+__all__ = ["ALGORITHMS", "Algorithm", "TrainContext"]

@@ -1,0 +1,142 @@
+"""DDPO: PPO over the denoising MDP (Black et al. 2023, "Training Diffusion Models with RL").
+
+State (c, t, x_t), action x_{t-1}, policy p_θ(x_{t-1} | x_t, c), reward r(x_0, c) at the
+end. Each epoch's trajectories are re-scored under the current weights with the same
+step function that sampled them, giving the importance ratio of every transition.
+
+Batching: the update flattens the epoch into (sample, step) pairs and runs the denoiser
+on ``train.batch_size`` pairs at a time, mixing timesteps in one call (the UNet takes a
+timestep per sample), so no call is wasted on a small batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+
+from drl.algorithms.base import Algorithm, TrainContext, chunks
+from drl.config import DDPOConfig
+from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
+from drl.models.finetune import base_weights, has_lora
+from drl.sampling import denoising_step
+from drl.stat_tracking import PerPromptStatTracker
+from drl.types import Rollout
+
+
+def select_train_steps(stochastic: torch.Tensor, batch_size: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """For each sample, a random subset (``fraction``) of its stochastic steps. -> [B, K] step indices."""
+    steps = stochastic.nonzero().squeeze(1)  # [S'] indices of steps with a density
+    keep = max(1, round(fraction * steps.numel()))
+    order = torch.stack([torch.randperm(steps.numel(), generator=generator) for _ in range(batch_size)])
+    return steps[order[:, :keep]]
+
+
+class DDPO(Algorithm):
+    def __init__(self, cfg: DDPOConfig, ctx: TrainContext):
+        super().__init__(cfg, ctx)
+        self.cfg: DDPOConfig = cfg
+        self.tracker = PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
+        # The KL reference: LoRA turns its adapters off; full fine-tuning keeps a frozen copy.
+        self.reference_unet = None
+        if cfg.kl_coef > 0 and not has_lora(ctx.model.unet):
+            self.reference_unet = copy.deepcopy(ctx.model.unet).requires_grad_(False).eval()
+
+    # -------------------------------------------------------------- advantages
+    def advantages(self, batch: Rollout) -> torch.Tensor:
+        rewards = batch.rewards.detach().cpu().numpy()
+        if self.cfg.per_prompt_stat_tracking:
+            adv = self.tracker.update(batch.prompts, rewards)
+        else:
+            adv = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+        adv = torch.as_tensor(adv, dtype=torch.float32, device=batch.latents.device)
+        return adv.clamp(-self.cfg.adv_clip_max, self.cfg.adv_clip_max)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Rollout) -> dict[str, float]:
+        cfg, ctx = self.cfg, self.ctx
+        advantages = self.advantages(batch)  # [B]
+        dims = batch.latents[0, 0].numel()
+        scale = 1.0 if cfg.logprob_reduction == "sum" else 1.0 / dims  # mean = sum / D, the same op both sides
+        steps = select_train_steps(batch.stochastic, batch.batch_size, cfg.timestep_fraction, self.generator)  # [B, K]
+        sample_index = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [B*K]
+        step_index = steps.reshape(-1)  # [B*K]
+        num_pairs = sample_index.numel()
+
+        totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_base": 0.0, "grad_norm": 0.0}
+        first_ratio_dev, optimizer_steps, skipped = None, 0, 0
+        ctx.model.unet.train()
+        for inner in range(cfg.num_inner_epochs):
+            order = torch.randperm(num_pairs, generator=self.generator)
+            for minibatch in order.chunk(cfg.minibatches):
+                for chunk in chunks(minibatch, ctx.cfg.train.batch_size):
+                    b, i = sample_index[chunk], step_index[chunk]
+                    stats = self._pair_loss(batch, b, i, advantages[b], scale)
+                    (stats["loss"] * (len(chunk) / len(minibatch))).backward()
+                    if first_ratio_dev is None:
+                        first_ratio_dev = stats["ratio_dev"]  # before any update: must be ~0 on-policy
+                    weight = len(chunk) / num_pairs / cfg.num_inner_epochs
+                    for key in ("loss", "approx_kl", "clipfrac", "kl_to_base"):
+                        totals[key] += float(stats[key].detach()) * weight
+                grad_norm, stepped = self.optimizer_step()
+                totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
+                optimizer_steps += stepped
+                skipped += not stepped
+        ctx.model.unet.eval()
+        metrics = {f"train/{k}": v for k, v in totals.items()}
+        metrics.update(
+            {
+                "train/ratio_dev_first": first_ratio_dev,
+                "train/optimizer_steps": optimizer_steps,
+                "train/skipped_steps": skipped,
+                "train/lr": self.lr,
+                "train/advantage_abs_mean": float(advantages.abs().mean()),
+                "train/pairs": num_pairs,
+            }
+        )
+        return metrics
+
+    def _pair_loss(self, batch: Rollout, b: torch.Tensor, i: torch.Tensor, adv: torch.Tensor, scale: float) -> dict:
+        """PPO loss of the transitions (sample b[k], step i[k]) under the current weights."""
+        ctx = self.ctx
+        x_t = batch.latents[b, i]  # [n, C, h, w]
+        x_prev = batch.latents[b, i + 1]  # [n, C, h, w]
+        t = batch.timesteps[b, i]  # [n]
+        embeds = batch.prompt_embeds[b]  # [n, L, D]
+        uncond = None if batch.uncond_embeds is None else batch.uncond_embeds[b]
+        guidance = ctx.collector.guidance_scale
+        with ctx.autocast():
+            out = ctx.model.denoise(x_t, t, embeds, uncond, guidance)
+        step = denoising_step(ctx.schedule, out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev)
+        log_prob = step.log_prob * scale
+        old_log_prob = batch.log_probs[b, i] * scale
+        ratio = torch.exp(log_prob - old_log_prob)
+        loss, clipfrac = ppo_clip_loss(adv, ratio, self.cfg.clip_range)
+        kl = torch.zeros(())
+        if self.cfg.kl_coef > 0:
+            with torch.no_grad(), ctx.autocast(), self._reference():
+                ref_out = ctx.model.denoise(x_t, t, embeds, uncond, guidance, unet=self.reference_unet)
+            ref_mean = denoising_step(ctx.schedule, ref_out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev).mean
+            kl = (gaussian_kl_equal_std(step.mean, ref_mean, step.std) * scale).mean()
+            loss = loss + self.cfg.kl_coef * kl
+        return {
+            "loss": loss,
+            "approx_kl": 0.5 * ((log_prob - old_log_prob) ** 2).mean().detach(),
+            "clipfrac": clipfrac.detach(),
+            "ratio_dev": float((ratio.detach() - 1).abs().max()),
+            "kl_to_base": kl.detach(),
+        }
+
+    def _reference(self):
+        if self.reference_unet is None and has_lora(self.ctx.model.unet):
+            return base_weights(self.ctx.model.unet)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.tracker.load_state_dict(state["tracker"])

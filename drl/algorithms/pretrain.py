@@ -1,0 +1,87 @@
+"""Pretraining with L_simple on procedural toy-world images (Ho et al. 2020).
+
+The "collector" of this algorithm reads the procedural world instead of sampling the
+model. Captions are corrupted per attribute (``caption_noise``), as web captions are,
+so the base model follows its prompts only partly and RL has something to fix; a
+fraction of captions is dropped to "" so classifier-free guidance works.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from diffusers.training_utils import EMAModel
+
+from drl.algorithms.base import Algorithm, TrainContext
+from drl.algorithms.denoising import denoising_loss
+from drl.config import PretrainConfig
+from drl.models.t2i import T2IModel
+from drl.toyworld import corrupt_caption, sample_images
+from drl.types import DataBatch
+
+
+class Pretrain(Algorithm):
+    def __init__(self, cfg: PretrainConfig, ctx: TrainContext):
+        if cfg.train_text_encoder:
+            ctx.model.text_encoder.requires_grad_(True)
+            ctx.params = ctx.params + list(ctx.model.text_encoder.parameters())
+        super().__init__(cfg, ctx)
+        self.cfg: PretrainConfig = cfg
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        )
+        self.ema = EMAModel(ctx.params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    def collect(self, generator: torch.Generator) -> list[DataBatch]:
+        """steps_per_epoch batches of fresh procedural images with noisy captions."""
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        resolution = self.ctx.cfg.model.resolution
+        batches = []
+        for _ in range(self.cfg.steps_per_epoch):
+            images, scenes = sample_images(self.ctx.cfg.train.batch_size, rng, resolution)
+            prompts = [
+                "" if rng.random() < self.cfg.caption_dropout else corrupt_caption(s, self.cfg.caption_noise, rng).prompt
+                for s in scenes
+            ]
+            batches.append(DataBatch(images=images.to(self.ctx.device), prompts=prompts))
+        return batches
+
+    def update(self, batches: list[DataBatch]) -> dict[str, float]:
+        ctx = self.ctx
+        losses, grad_norms = [], []
+        ctx.model.unet.train()
+        for batch in batches:
+            encode = ctx.model.encode_prompts_with_grad if self.cfg.train_text_encoder else ctx.model.encode_prompts
+            loss = denoising_loss(ctx, batch.images, encode(batch.prompts), self.generator).mean()
+            loss.backward()
+            grad_norm, _ = self.optimizer_step()
+            if self.ema is not None:
+                self.ema.step(ctx.params)
+            losses.append(float(loss.detach()))
+            grad_norms.append(grad_norm)
+        ctx.model.unet.eval()
+        return {"train/loss": float(np.mean(losses)), "train/grad_norm": float(np.mean(grad_norms)), "train/lr": self.lr}
+
+    def export_model(self) -> T2IModel:
+        if self.ema is None:
+            return self.ctx.model
+        exported = copy.deepcopy(self.ctx.model)
+        # Same order as ctx.params: the trainable unet weights, then the text encoder's.
+        trained = [p for p in exported.unet.parameters() if p.requires_grad]
+        if self.cfg.train_text_encoder:
+            trained += list(exported.text_encoder.parameters())
+        self.ema.copy_to(trained)
+        return exported
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])

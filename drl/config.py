@@ -1,0 +1,315 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+Each field has a type, a default and a one-line docstring under it. Hydra/OmegaConf
+reject unknown keys and wrong types while composing; :func:`validate` then checks
+ranges and cross-field rules and reports every fault at once, before any work starts.
+
+Group yaml files pick their schema through their defaults list, e.g.
+``conf/algorithm/ddpo.yaml`` starts with ``- /schema/algorithm/ddpo@_here_``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A user's config is wrong; the message says what and how to fix it."""
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = "toy_t2i"
+    """Short name used in run names and logs."""
+    path: str = "drl:toy_t2i"
+    """Diffusers save_pretrained directory, a hub id, or drl:<name> for a model shipped with drl."""
+    from_scratch: bool = False
+    """Build randomly initialised components with the toy architecture instead of loading `path` (pretraining)."""
+    resolution: int = 32
+    """Side of generated images in pixels (latents are resolution / vae scale factor)."""
+    finetune: str = "full"
+    """Which weights train: full (every denoiser weight) or lora (peft adapters on lora_targets)."""
+    lora_rank: int = 8
+    """LoRA rank r (finetune=lora)."""
+    lora_alpha: float = 8.0
+    """LoRA scale numerator: the update is (alpha / rank) * B @ A."""
+    lora_targets: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """Module names (peft target_modules) that receive LoRA adapters."""
+    gradient_checkpointing: bool = False
+    """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
+
+
+# ----------------------------------------------------------------------- scheduler
+@dataclass
+class SchedulerConfig:
+    kind: str = "ddim"
+    """Reverse process: ddim (eta-controlled; eta=0 is deterministic) or ddpm (ancestral, stochastic)."""
+    num_steps: int = 20
+    """Denoising steps per sample (the length of the MDP)."""
+    eta: float = 1.0
+    """DDIM's eta: 0 = deterministic ODE, 1 = DDPM-like noise. Ignored by ddpm."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance weight; 1.0 disables guidance (one denoiser call per step instead of two)."""
+
+
+# -------------------------------------------------------------------------- reward
+@dataclass
+class RewardConfig:
+    terms: Dict[str, float] = field(default_factory=lambda: {"toy_alignment": 1.0})
+    """Reward name -> weight; the run's reward is the weighted sum (see drl/rewards). Weight 0 switches a term off."""
+    jpeg_quality: int = 95
+    """JPEG quality used by jpeg_compressibility / jpeg_incompressibility."""
+    classifier_path: str = "drl:toy_classifier"
+    """Directory of the toy prompt-alignment classifier (toy_alignment)."""
+
+
+# ----------------------------------------------------------------------- algorithm
+@dataclass
+class AlgorithmConfig:
+    name: str = MISSING
+    """Which algorithm module runs: pretrain | rwr | ddpo."""
+    lr: float = 3e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this value (0 disables clipping)."""
+
+
+@dataclass
+class PretrainConfig(AlgorithmConfig):
+    name: str = "pretrain"
+    lr: float = 1e-3
+    steps_per_epoch: int = 50
+    """Optimizer steps per epoch, each on train.batch_size fresh procedural images."""
+    caption_dropout: float = 0.1
+    """Probability of training on the empty prompt, so classifier-free guidance works later."""
+    caption_noise: Dict[str, float] = field(
+        default_factory=lambda: {"colour": 0.2, "shape": 0.5, "position": 0.4, "size": 0.3}
+    )
+    """Per-attribute probability of a wrong caption word (noisy web captions make the base model imperfect)."""
+    train_text_encoder: bool = True
+    """Also train the text encoder (only sensible when it was built from scratch)."""
+    warmup_steps: int = 200
+    """Linear learning-rate warm-up."""
+    ema_decay: float = 0.999
+    """Decay of the weight EMA that is exported as the final model (0 disables the EMA)."""
+
+
+@dataclass
+class RWRConfig(AlgorithmConfig):
+    name: str = "rwr"
+    lr: float = 1e-4
+    beta: float = 5.0
+    """Inverse temperature: w_i = exp(beta * r_i), self-normalised to mean 1 over the epoch's samples."""
+    reward_normalization: str = "batch"
+    """Standardise rewards before weighting: batch (r - mean) / std, or none (raw rewards)."""
+    max_weight: float = 0.0
+    """Clip normalised weights to this value (0: no clip); guards against one sample taking all the weight."""
+    updates_per_epoch: int = 2
+    """Passes over the epoch's samples (each sample gets a fresh random t and noise every pass)."""
+    minibatches: int = 2
+    """Optimizer steps per pass."""
+
+
+@dataclass
+class DDPOConfig(AlgorithmConfig):
+    name: str = "ddpo"
+    lr: float = 1e-4
+    clip_range: float = 1e-4
+    """PPO clip range epsilon of the importance ratio (tuned for logprob_reduction)."""
+    adv_clip_max: float = 5.0
+    """Clip advantages to [-adv_clip_max, adv_clip_max]."""
+    num_inner_epochs: int = 1
+    """Passes over each epoch's samples."""
+    minibatches: int = 2
+    """Optimizer steps per inner epoch (the samples' (sample, step) pairs are split evenly)."""
+    timestep_fraction: float = 1.0
+    """Fraction of each trajectory's stochastic steps trained on (a random subset per sample)."""
+    logprob_reduction: str = "mean"
+    """How the per-step Gaussian log-prob is reduced over latent dims for the ratio: sum (exact) or mean (ddpo-pytorch)."""
+    kl_coef: float = 0.0
+    """Weight of the per-step KL(p_theta || p_base) penalty (exact for Gaussians of equal variance)."""
+    per_prompt_stat_tracking: bool = True
+    """Normalise rewards per prompt (running mean/std) instead of over the batch."""
+    stat_buffer_size: int = 32
+    """Rewards remembered per prompt by the stat tracker."""
+    stat_min_count: int = 8
+    """Below this many rewards for a prompt, fall back to batch statistics."""
+
+
+# ------------------------------------------------------------------------- prompts
+@dataclass
+class PromptsConfig:
+    source: str = "toy"
+    """toy (random scenes of the toy world), list (the `prompts` below) or file (one prompt per line at `path`)."""
+    prompts: List[str] = field(default_factory=list)
+    """Prompts for source=list."""
+    path: Optional[str] = None
+    """Text file for source=file."""
+    grid_prompts: List[str] = field(default_factory=list)
+    """Fixed prompts of the before/after grids; empty: the first prompts the source yields for seed 0."""
+
+
+# -------------------------------------------------------------------- train / run
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    """Number of epochs (sample, score, update)."""
+    samples_per_epoch: int = 64
+    """Samples generated per epoch (per process)."""
+    batch_size: int = 32
+    """Samples per denoiser call when sampling; (sample, step) pairs per call when training."""
+    save_every: int = 10
+    """Write a checkpoint every this many epochs (and always at the end)."""
+    grid_size: int = 16
+    """Images in each before/after sample grid."""
+    max_nonfinite_batches: int = 3
+    """Stop the run after this many consecutive epochs whose rewards or loss were NaN/inf (they are skipped)."""
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "auto"
+    """auto (cuda if available), cpu or cuda."""
+    mixed_precision: str = "no"
+    """Autocast dtype for the denoiser: no | bf16 | fp16 (log-probs are always float32)."""
+    num_threads: int = 0
+    """Torch CPU threads (0: torch's default)."""
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"
+    """wandb or none (metrics.jsonl, plots and grids are always written)."""
+    mode: str = "offline"
+    """W&B mode: offline (no account, sync later with `wandb sync`), online, or disabled."""
+    project: str = "drl"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B entity (team or user); None: your default."""
+    tags: List[str] = field(default_factory=list)
+    """W&B tags."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: Any = MISSING
+    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig)."""
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    """Seeds every random number generator; the same seed gives the same metrics."""
+    resume: Optional[str] = None
+    """A run directory (or checkpoint file) to continue from; by default a run resumes its own run dir's checkpoint."""
+    run_name: str = "${model.name}-${algorithm.name}"
+    """Shown in W&B and the run dir's name."""
+
+
+ALGORITHM_SCHEMAS = {"pretrain": PretrainConfig, "rwr": RWRConfig, "ddpo": DDPOConfig}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="drl_schema", node=Config)
+    for name, schema in ALGORITHM_SCHEMAS.items():
+        cs.store(group="schema/algorithm", name=name, node=schema)
+
+
+# ------------------------------------------------------------------------ validate
+def _choice(problems: list[str], key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        problems.append(f"{key}={value!r} is not one of {', '.join(map(str, allowed))}.")
+
+
+def _positive(problems: list[str], key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        problems.append(f"{key}={value} must be {'>= 0' if allow_zero else '> 0'}.")
+
+
+def _fraction(problems: list[str], key: str, value: float, closed_low: bool = False) -> None:
+    if not ((0 <= value if closed_low else 0 < value) and value <= 1):
+        problems.append(f"{key}={value} must be in {'[0' if closed_low else '(0'}, 1].")
+
+
+def find_problems(cfg: Config) -> list[str]:
+    """Every range and consistency fault of a composed config, as sentences."""
+    p: list[str] = []
+    t, s, m, a = cfg.train, cfg.scheduler, cfg.model, cfg.algorithm
+    for key in ("epochs", "samples_per_epoch", "batch_size", "save_every", "grid_size", "max_nonfinite_batches"):
+        _positive(p, f"train.{key}", getattr(t, key))
+    _choice(p, "scheduler.kind", s.kind, ("ddim", "ddpm"))
+    _positive(p, "scheduler.num_steps", s.num_steps)
+    _positive(p, "scheduler.eta", s.eta, allow_zero=True)
+    _positive(p, "scheduler.guidance_scale", s.guidance_scale)
+    _choice(p, "model.finetune", m.finetune, ("full", "lora"))
+    _positive(p, "model.lora_rank", m.lora_rank)
+    _positive(p, "model.resolution", m.resolution)
+    _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
+    _choice(p, "hardware.mixed_precision", cfg.hardware.mixed_precision, ("no", "bf16", "fp16"))
+    _positive(p, "hardware.num_threads", cfg.hardware.num_threads, allow_zero=True)
+    _choice(p, "logger.backend", cfg.logger.backend, ("wandb", "none"))
+    _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
+    _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))
+    if cfg.prompts.source == "list" and not cfg.prompts.prompts:
+        p.append("prompts.source=list needs a non-empty prompts.prompts list.")
+    if cfg.prompts.source == "file" and not cfg.prompts.path:
+        p.append("prompts.source=file needs prompts.path (a text file with one prompt per line).")
+    if not any(w != 0 for w in cfg.reward.terms.values()):
+        p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
+    _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
+    _positive(p, "algorithm.lr", a.lr)
+    _positive(p, "algorithm.max_grad_norm", a.max_grad_norm, allow_zero=True)
+    if isinstance(a, DDPOConfig):
+        _positive(p, "algorithm.clip_range", a.clip_range)
+        _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)
+        _positive(p, "algorithm.num_inner_epochs", a.num_inner_epochs)
+        _positive(p, "algorithm.minibatches", a.minibatches)
+        _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
+        _choice(p, "algorithm.logprob_reduction", a.logprob_reduction, ("sum", "mean"))
+        _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
+        _positive(p, "algorithm.stat_buffer_size", a.stat_buffer_size)
+        if s.kind == "ddim" and s.eta == 0:
+            p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
+    if isinstance(a, RWRConfig):
+        _choice(p, "algorithm.reward_normalization", a.reward_normalization, ("batch", "none"))
+        _positive(p, "algorithm.max_weight", a.max_weight, allow_zero=True)
+        _positive(p, "algorithm.updates_per_epoch", a.updates_per_epoch)
+        _positive(p, "algorithm.minibatches", a.minibatches)
+    if isinstance(a, PretrainConfig):
+        _positive(p, "algorithm.steps_per_epoch", a.steps_per_epoch)
+        _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)
+        for attr, rate in a.caption_noise.items():
+            _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
+        _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
+    if isinstance(a, (RWRConfig, DDPOConfig)) and min(t.samples_per_epoch, t.batch_size) > 0:
+        minibatches = a.minibatches
+        if t.samples_per_epoch < minibatches:
+            p.append(f"train.samples_per_epoch={t.samples_per_epoch} is smaller than algorithm.minibatches={minibatches}.")
+    return p
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Turn a composed DictConfig into typed objects, or raise one ConfigError listing every fault."""
+    try:
+        obj: Config = OmegaConf.to_object(cfg)  # resolves interpolations and checks types
+    except Exception as e:  # OmegaConf's errors carry full context; keep only the first line
+        raise ConfigError(str(e).splitlines()[0]) from None
+    if not isinstance(obj.algorithm, AlgorithmConfig):
+        raise ConfigError("algorithm is not set: choose one, e.g. algorithm=ddpo.")
+    problems = find_problems(obj)
+    if problems:
+        raise ConfigError(" ".join(problems) if len(problems) == 1 else "\n  - " + "\n  - ".join(problems))
+    return obj

@@ -1,0 +1,50 @@
+"""Which denoiser weights train: all of them, or peft LoRA adapters."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig
+
+ADAPTER_NAME = "default"
+
+
+def setup_trainable(unet: torch.nn.Module, finetune: str, rank: int, alpha: float, targets: list[str]) -> list[torch.nn.Parameter]:
+    """Freeze or adapt ``unet`` in place and return the parameters to optimise.
+
+    finetune="lora" adds a peft adapter through diffusers' own ``add_adapter`` so the
+    result exports with ``get_peft_model_state_dict`` and loads with ``load_lora_weights``.
+    """
+    if finetune == "full":
+        unet.requires_grad_(True)
+    elif finetune == "lora":
+        unet.requires_grad_(False)
+        config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets))
+        try:
+            unet.add_adapter(config, adapter_name=ADAPTER_NAME)
+        except ValueError as e:  # peft: "Target modules ... not found in the base model"
+            raise ValueError(f"model.lora_targets={list(targets)} match no module of the denoiser ({e}).") from None
+    else:
+        raise ValueError(f"model.finetune={finetune!r} is not one of full, lora.")
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
+def has_lora(unet: torch.nn.Module) -> bool:
+    return bool(getattr(unet, "_hf_peft_config_loaded", False))
+
+
+class base_weights:
+    """Context manager: run the denoiser as the base model (LoRA adapters disabled).
+
+    Only meaningful with LoRA; full fine-tuning keeps a frozen copy instead (see reference_denoiser).
+    """
+
+    def __init__(self, unet: torch.nn.Module):
+        self.unet = unet
+
+    def __enter__(self):
+        self.unet.disable_adapters()
+        return self.unet
+
+    def __exit__(self, *exc):
+        self.unet.enable_adapters()
+        return False

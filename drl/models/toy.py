@@ -1,0 +1,88 @@
+"""The toy text-to-image architecture: real diffusers/transformers components, small.
+
+A 32x32 pixel-space UNet2DConditionModel (cross-attention at 8x8), a 2-layer
+CLIPTextModel and a word-level tokenizer over the toy world's vocabulary. It is
+what ``drl-train algorithm=pretrain model.from_scratch=true`` trains; the trained
+result ships in drl/assets/toy_t2i.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from drl.models.t2i import T2IModel
+from drl.toyworld import vocabulary
+
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+MAX_TOKENS = 12  # "a small purple triangle at the bottom right" + <bos> + <eos> = 10
+TEXT_DIM = 64
+
+# Same noise schedule family as Stable Diffusion, with SD's DDIM conventions
+# (steps_offset=1, set_alpha_to_one=False) so every DDIM step with eta > 0 is stochastic.
+TOY_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    prediction_type="epsilon",
+    clip_sample=True,
+    clip_sample_range=1.0,
+    steps_offset=1,
+    set_alpha_to_one=False,
+    timestep_spacing="leading",
+)
+
+
+def build_toy_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: one id per toy-world word, padded to MAX_TOKENS like CLIP's."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + vocabulary())}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        model_max_length=MAX_TOKENS,
+    )
+
+
+def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
+    """Randomly initialised toy components (seeded)."""
+    tokenizer = build_toy_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_DIM,
+            intermediate_size=2 * TEXT_DIM,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=MAX_TOKENS,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(
+        sample_size=resolution,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler_config = dict(DDIMScheduler(**TOY_SCHEDULER_CONFIG).config)
+    return T2IModel(tokenizer, text_encoder, unet, scheduler_config, vae=None)

@@ -1,0 +1,52 @@
+"""Where prompts come from: the toy world, a list in the config, or a text file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from drl.config import PromptsConfig
+
+
+class PromptSource:
+    """Draws prompts uniformly (with replacement) from a fixed pool, using the run's generator."""
+
+    def __init__(self, pool: list[str], metadata: list[dict]):
+        if not pool:
+            raise ValueError("The prompt pool is empty.")
+        self.pool, self.pool_metadata = pool, metadata
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[list[str], list[dict]]:
+        index = torch.randint(len(self.pool), (n,), generator=generator).tolist()
+        return [self.pool[i] for i in index], [dict(self.pool_metadata[i]) for i in index]
+
+    def first(self, n: int) -> list[str]:
+        """A fixed, varied list of n prompts (the pool cycled), for before/after grids."""
+        return [self.pool[i % len(self.pool)] for i in range(n)]
+
+
+def build_prompt_source(cfg: PromptsConfig) -> PromptSource:
+    if cfg.source == "toy":
+        from drl.toyworld import all_scenes
+
+        scenes = all_scenes()
+        # Interleave so that the first few prompts (the grids) cover different colours and shapes.
+        scenes = sorted(scenes, key=lambda s: (hash_order(s.prompt), s.prompt))
+        return PromptSource([s.prompt for s in scenes], [{"scene": s.prompt} for s in scenes])
+    if cfg.source == "list":
+        return PromptSource(list(cfg.prompts), [{} for _ in cfg.prompts])
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts.path={str(path)!r} does not exist; give a text file with one prompt per line.")
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"prompts.path={str(path)!r} holds no prompts (one per line expected).")
+    return PromptSource(lines, [{} for _ in lines])
+
+
+def hash_order(text: str) -> int:
+    """A deterministic pseudo-random rank (Python's hash() is salted per process)."""
+    import zlib
+
+    return zlib.crc32(text.encode())

@@ -1,0 +1,97 @@
+"""The one rollout collector that every algorithm uses.
+
+It runs the denoising chain for a batch of prompts in chunks of ``batch_size``
+denoiser calls and records what the algorithms need: every x_t, its timestep and
+the exact log-probability of each transition (drl.sampling.denoising_step, the
+same function the update re-scores with).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+
+from drl.models.t2i import T2IModel
+from drl.sampling import NoiseSchedule, denoising_step
+from drl.types import Rollout
+
+
+class RolloutCollector:
+    def __init__(
+        self,
+        model: T2IModel,
+        schedule: NoiseSchedule,
+        *,
+        eta: float,
+        guidance_scale: float,
+        batch_size: int,
+        resolution: int,
+        device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ):
+        self.model = model
+        self.schedule = schedule
+        self.eta = eta
+        self.guidance_scale = guidance_scale
+        self.batch_size = batch_size
+        self.device = device
+        self.autocast = autocast
+        size = model.latent_size(resolution)
+        self.latent_shape = (model.latent_channels, size, size)
+
+    def uncond_embeds(self, n: int) -> torch.Tensor | None:
+        """Empty-prompt embeddings [n, L, D] when guidance is on, else None."""
+        if self.guidance_scale == 1.0:
+            return None
+        return self.model.encode_prompts([""]).expand(n, -1, -1)
+
+    @torch.no_grad()
+    def collect(self, prompts: list[str], metadata: list[dict], generator: torch.Generator) -> Rollout:
+        """Sample one trajectory per prompt. Noise comes from ``generator`` only (reproducible)."""
+        chunks = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunks.append(self._collect_chunk(prompts[start : start + self.batch_size], generator))
+        cat = lambda key: torch.cat([c[key] for c in chunks])  # noqa: E731
+        uncond = None if chunks[0]["uncond"] is None else cat("uncond")
+        return Rollout(
+            prompts=list(prompts),
+            metadata=list(metadata),
+            prompt_embeds=cat("embeds"),
+            uncond_embeds=uncond,
+            latents=cat("latents"),
+            timesteps=cat("timesteps"),
+            log_probs=cat("log_probs"),
+            stochastic=chunks[0]["stochastic"],
+            samples=cat("samples"),
+        )
+
+    def _collect_chunk(self, prompts: list[str], generator: torch.Generator) -> dict:
+        n, steps = len(prompts), self.schedule.num_steps
+        embeds = self.model.encode_prompts(prompts)  # [n, L, D]
+        uncond = self.uncond_embeds(n)
+        # Noise is drawn on the CPU generator whatever the device, so runs reproduce across devices.
+        x = torch.randn((n, *self.latent_shape), generator=generator).to(self.device)  # x_T: [n, C, h, w]
+        latents = [x]
+        log_probs, stochastic = [], []
+        timesteps = self.schedule.timesteps.to(self.device)
+        for t in timesteps:
+            t_batch = t.expand(n)
+            with self.autocast():
+                out = self.model.denoise(x, t_batch, embeds, uncond, self.guidance_scale)
+            noise = torch.randn(x.shape, generator=generator).to(self.device)  # z: [n, C, h, w]
+            step = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise)
+            x = step.prev_sample
+            latents.append(x)
+            log_probs.append(step.log_prob)
+            stochastic.append(bool(step.stochastic[0]))
+        return {
+            "embeds": embeds,
+            "uncond": uncond,
+            "latents": torch.stack(latents, dim=1),  # [n, S + 1, C, h, w]
+            "timesteps": timesteps.unsqueeze(0).expand(n, steps).clone(),  # [n, S]
+            "log_probs": torch.stack(log_probs, dim=1),  # [n, S]
+            "stochastic": torch.tensor(stochastic, device=self.device),  # [S]
+            "samples": self.model.decode(x),  # [n, 3, H, W]
+        }

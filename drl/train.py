@@ -1,0 +1,221 @@
+"""The one training loop. Every algorithm runs in it; they differ only in update().
+
+    for epoch:  batch   = algorithm.collect(generator)          # SAMPLING (the shared collector)
+                rewards = reward(batch.samples, prompts, meta)   #   (rollouts only)
+                metrics = algorithm.update(batch)                # UPDATE
+                log(metrics); checkpoint()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
+from drl.checkpoint import export_lora, find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from drl.config import Config, ConfigError
+from drl.logging import RunLogger
+from drl.models.finetune import has_lora, setup_trainable
+from drl.models.t2i import T2IModel, load_t2i
+from drl.prompts import build_prompt_source
+from drl.rewards import WeightedReward, build_reward
+from drl.rollout import RolloutCollector
+from drl.sampling import make_schedule
+from drl.types import Rollout
+
+GRID_SEED_OFFSET = 10_000  # the before/after grids use their own fixed noise
+
+
+class NonFiniteError(RuntimeError):
+    """Rewards or losses stayed NaN/inf for too many epochs; the last good checkpoint is kept."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("hardware.device=cuda but no CUDA device is visible; use hardware=cpu.")
+    return torch.device(name)
+
+
+def make_autocast(device: torch.device, mixed_precision: str):
+    if mixed_precision == "no":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: Config) -> T2IModel:
+    if cfg.model.from_scratch:
+        from drl.models.toy import build_toy_t2i
+
+        return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
+    return load_t2i(cfg.model.path)
+
+
+def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]:
+    """Everything a run needs, built (and checked) before any epoch starts."""
+    device = pick_device(cfg.hardware.device)
+    model = build_model(cfg).to(device)
+    model.text_encoder.eval()
+    params = setup_trainable(
+        model.unet, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets
+    )
+    if cfg.model.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    model.unet.eval()
+    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
+    autocast = make_autocast(device, cfg.hardware.mixed_precision)
+    collector = RolloutCollector(
+        model,
+        schedule,
+        eta=cfg.scheduler.eta,
+        guidance_scale=cfg.scheduler.guidance_scale,
+        batch_size=cfg.train.batch_size,
+        resolution=cfg.model.resolution,
+        device=device,
+        autocast=autocast,
+    )
+    ctx = TrainContext(cfg, model, schedule, collector, build_prompt_source(cfg.prompts), params, device, autocast)
+    reward = build_reward(cfg.reward, device)
+    algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
+    return ctx, reward, algorithm
+
+
+def _trainable_modules(ctx: TrainContext) -> dict[str, torch.nn.Module]:
+    return {"unet": ctx.model.unet, "text_encoder": ctx.model.text_encoder}
+
+
+def sample_grid(ctx: TrainContext, reward: WeightedReward, seed: int) -> tuple[Rollout, list[str]]:
+    """The fixed-prompt, fixed-noise grid batch: identical inputs before and after training."""
+    cfg = ctx.cfg
+    prompts = list(cfg.prompts.grid_prompts) or ctx.prompts.first(cfg.train.grid_size)
+    generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
+    grid = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
+    with torch.no_grad():
+        grid.rewards, _ = reward(grid.samples, grid.prompts, grid.metadata)
+    return grid, prompts
+
+
+def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
+    """Run ``cfg`` in ``run_dir``; returns the last epoch's mean reward (the sweep objective)."""
+    if cfg.hardware.num_threads > 0:
+        torch.set_num_threads(cfg.hardware.num_threads)
+    seed_everything(cfg.seed)
+    ctx, reward, algorithm = build_context(cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name)
+    start_epoch, nonfinite_in_a_row = 0, 0
+
+    checkpoint_path = find_checkpoint(run_dir, cfg.resume)
+    if checkpoint_path is not None:
+        state = load_checkpoint(checkpoint_path)
+        load_trainable_state(_trainable_modules(ctx), state["weights"])
+        algorithm.load_state_dict(state["algorithm"])
+        generator.set_state(state["generator"])
+        start_epoch = state["epoch"] + 1
+        nonfinite_in_a_row = state["nonfinite_in_a_row"]
+        logger.truncate_after(state["epoch"])
+        tqdm.write(f"Resuming from {checkpoint_path} at epoch {start_epoch}.")
+
+    def checkpoint(epoch: int) -> None:
+        state = {
+            "epoch": epoch,
+            "weights": trainable_state(_trainable_modules(ctx)),
+            "algorithm": algorithm.state_dict(),
+            "generator": generator.get_state(),
+            "nonfinite_in_a_row": nonfinite_in_a_row,
+        }
+        save_checkpoint(run_dir / "checkpoints", state)
+
+    try:
+        if start_epoch == 0:
+            before, prompts = sample_grid(ctx, reward, cfg.seed)
+            logger.log_grid("samples_before", before.samples, prompts, before.rewards, epoch=0)
+
+        last_reward = float("nan")
+        progress = tqdm(range(start_epoch, cfg.train.epochs), desc=cfg.run_name, unit="epoch", initial=start_epoch, total=cfg.train.epochs)
+        for epoch in progress:
+            # ------------------------------------------------------------ SAMPLING
+            t0 = time.perf_counter()
+            batch = algorithm.collect(generator)
+            record: dict = {"epoch": epoch}
+            if isinstance(batch, Rollout):
+                with torch.no_grad():
+                    batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
+                if not torch.isfinite(batch.rewards).all():
+                    nonfinite_in_a_row += 1
+                    bad = int((~torch.isfinite(batch.rewards)).sum())
+                    tqdm.write(f"epoch {epoch}: {bad} non-finite rewards; the batch is skipped ({nonfinite_in_a_row} in a row).")
+                    if nonfinite_in_a_row >= cfg.train.max_nonfinite_batches:
+                        raise NonFiniteError(
+                            f"The reward was NaN/inf in {nonfinite_in_a_row} epochs in a row; stopping. "
+                            f"The last good checkpoint is in {run_dir / 'checkpoints'}."
+                        )
+                    logger.log({"epoch": epoch, "skipped_nonfinite": 1})
+                    continue
+                rewards = batch.rewards.float()
+                record.update(
+                    reward_mean=float(rewards.mean()),
+                    reward_std=float(rewards.std(unbiased=False)),
+                    samples=batch.batch_size,
+                    **{f"reward/{k}": float(v.float().mean()) for k, v in batch.reward_terms.items()},
+                )
+                last_reward = record["reward_mean"]
+            t_sample = time.perf_counter() - t0
+
+            # -------------------------------------------------------------- UPDATE
+            t1 = time.perf_counter()
+            metrics = algorithm.update(batch)
+            t_update = time.perf_counter() - t1
+            loss = metrics.get("train/loss", 0.0)
+            if not math.isfinite(loss):
+                nonfinite_in_a_row += 1
+                if nonfinite_in_a_row >= cfg.train.max_nonfinite_batches:
+                    raise NonFiniteError(f"The loss was NaN/inf in {nonfinite_in_a_row} epochs in a row; stopping.")
+            else:
+                nonfinite_in_a_row = 0
+
+            n = cfg.train.samples_per_epoch
+            record.update(metrics)
+            record.update(
+                sample_time_s=t_sample,
+                update_time_s=t_update,
+                samples_per_s=n / (t_sample + t_update),
+            )
+            logger.log(record)
+            progress.set_postfix(
+                {k: f"{v:.3g}" for k, v in [("reward", record.get("reward_mean", float("nan"))), ("loss", loss), ("samples/s", record["samples_per_s"])]}
+            )
+            if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
+                checkpoint(epoch)
+
+        after, prompts = sample_grid(ctx, reward, cfg.seed)
+        logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
+        export_final(algorithm, ctx, run_dir)
+        return last_reward
+    finally:
+        logger.finish()
+
+
+def export_final(algorithm: Algorithm, ctx: TrainContext, run_dir: Path) -> None:
+    """The trained result: a LoRA adapter (diffusers format) or a whole save_pretrained model."""
+    model = algorithm.export_model()
+    if has_lora(model.unet):
+        export_lora(model.unet, run_dir / "lora")
+    else:
+        model.save_pretrained(run_dir / "model")

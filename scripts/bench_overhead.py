@@ -1,0 +1,104 @@
+"""How much time drl adds around the denoiser.
+
+(a) rollout: RolloutCollector.collect  /  the bare UNet forward passes it makes
+(b) DDPO update: DDPO.update  /  the bare UNet forward+backward passes it makes
+
+Both sides run the same number of denoiser calls with the same batch shapes, in one
+process, after a warm-up; each figure is the median of --repeats runs. Run it on an
+idle machine (torch on 2 threads slows several-fold when anything else runs):
+
+    python scripts/bench_overhead.py                    # the default toy model and config
+    python scripts/bench_overhead.py train.samples_per_epoch=32 scheduler.num_steps=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("overrides", nargs="*", help="drl-train overrides (default config otherwise)")
+    args = parser.parse_args()
+
+    from hydra import compose, initialize_config_dir
+    from drl.cli import config_dir
+    from drl.config import register_configs, validate
+    from drl.train import build_context
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = validate(compose(config_name="config", overrides=["logger=none", *args.overrides]))
+    ctx, reward, algorithm = build_context(cfg)
+    unet, model = ctx.model.unet, ctx.model
+    n, bs, steps = cfg.train.samples_per_epoch, cfg.train.batch_size, cfg.scheduler.num_steps
+    prompts, metadata = ctx.prompts.sample(n, torch.Generator().manual_seed(0))
+    embeds = model.encode_prompts(prompts)
+    shape = ctx.collector.latent_shape
+    timesteps = ctx.schedule.timesteps
+
+    # ---------------------------------------------------------------- (a) rollout
+    def rollout():
+        return ctx.collector.collect(prompts, metadata, torch.Generator().manual_seed(1))
+
+    x = torch.randn(bs, *shape)
+
+    @torch.no_grad()
+    def bare_forward():
+        for start in range(0, n, bs):
+            c = embeds[start : start + bs]
+            for t in timesteps:
+                unet(x[: len(c)], t.expand(len(c)), encoder_hidden_states=c).sample
+
+    rollout(), bare_forward()  # warm-up
+    t_rollout = median_time(rollout, args.repeats)
+    t_forward = median_time(bare_forward, args.repeats)
+
+    # ------------------------------------------------------------------ (b) update
+    batch = rollout()
+    batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    optimizer_state = algorithm.optimizer.state_dict()
+
+    def update():
+        algorithm.update(batch)
+        unet.load_state_dict(state)  # every repeat starts from the same weights
+        algorithm.optimizer.load_state_dict(optimizer_state)
+
+    pairs = max(1, round(cfg.algorithm.timestep_fraction * int(batch.stochastic.sum()))) * n
+    xs, ts, cs = torch.randn(pairs, *shape), timesteps[torch.arange(pairs) % len(timesteps)], embeds.repeat_interleave(
+        pairs // n, dim=0
+    )
+
+    def bare_forward_backward():
+        for minibatch in torch.arange(pairs).chunk(cfg.algorithm.minibatches):
+            for chunk in minibatch.split(bs):
+                unet(xs[chunk], ts[chunk], encoder_hidden_states=cs[chunk]).sample.float().square().mean().backward()
+            unet.zero_grad(set_to_none=True)
+
+    unet.train()
+    update(), bare_forward_backward()  # warm-up
+    t_update = median_time(update, args.repeats)
+    t_fwd_bwd = median_time(bare_forward_backward, args.repeats)
+
+    print(f"config: {n} samples x {steps} steps, batch {bs}, {pairs} training pairs, {torch.get_num_threads()} threads")
+    print(f"(a) rollout {t_rollout:.3f} s / bare forward {t_forward:.3f} s = {t_rollout / t_forward:.3f}")
+    print(f"(b) DDPO update {t_update:.3f} s / bare forward+backward {t_fwd_bwd:.3f} s = {t_update / t_fwd_bwd:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""drl-train as a user runs it: from any directory, with good and bad overrides, and -m sweeps."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY
+
+DRL_TRAIN = shutil.which("drl-train") or os.path.join(os.path.dirname(sys.executable), "drl-train")
+
+
+def drl_train(args, cwd):
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([DRL_TRAIN, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["algorithm=nope"], 1, "Could not find 'algorithm/nope'"),
+        (["train.epochs=abc"], 1, "Value 'abc' of type 'str' could not be converted to Integer"),
+        (["train.epochs=-1"], 2, "drl-train: error: invalid config: train.epochs=-1 must be > 0."),
+        (["algorithm.no_such_key=1"], 1, "Key 'no_such_key' not in 'DDPOConfig'"),
+        (["model.path=/nowhere/model", "logger=none"], 2, "No model found at '/nowhere/model'"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, args, code, message):
+    result = drl_train(args, tmp_path)
+    assert result.returncode == code
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_groups(tmp_path):
+    result = drl_train(["--help"], tmp_path)
+    assert result.returncode == 0
+    for line in ("algorithm: ddpo, pretrain, rwr", "scheduler: ddim, ddpm", "hardware: cpu, gpu"):
+        assert line in result.stdout
+
+
+def test_multirun_sweeps_both_algorithms(tmp_path, random_toy_model):
+    sweep_dir = tmp_path / "sweep"
+    result = drl_train(
+        ["-m", "algorithm=rwr,ddpo", *TINY, "train.epochs=1", f"model.path={random_toy_model}", f"hydra.sweep.dir={sweep_dir}"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "metrics.jsonl").is_file())
+    assert [p.name for p in runs] == ["0-toy_t2i-rwr", "1-toy_t2i-ddpo"]
+    for run in runs:
+        record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        assert record["epoch"] == 0 and "reward_mean" in record
