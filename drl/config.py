@@ -72,7 +72,7 @@ class RewardConfig:
 @dataclass
 class AlgorithmConfig:
     name: str = MISSING
-    """Which algorithm module runs: pretrain | rwr | ddpo."""
+    """Which algorithm module runs: pretrain | rwr | ddpo | alignprop."""
     lr: float = 3e-4
     """AdamW learning rate."""
     weight_decay: float = 0.0
@@ -145,6 +145,20 @@ class DDPOConfig(AlgorithmConfig):
     """Below this many rewards for a prompt, fall back to batch statistics."""
 
 
+@dataclass
+class AlignPropConfig(AlgorithmConfig):
+    name: str = "alignprop"
+    lr: float = 1e-4
+    truncation: str = "random"
+    """Steps that carry gradient: all, last (the last truncation_steps: DRaFT-K) or random (last K ~ U{1..truncation_steps})."""
+    truncation_steps: int = 2
+    """K of truncation=last / the largest K of truncation=random."""
+    checkpoint_denoiser: bool = True
+    """Recompute each denoiser call's activations in the backward pass (memory for compute)."""
+    gradient_accumulation: int = 1
+    """Batches of train.batch_size samples per optimizer step."""
+
+
 # ------------------------------------------------------------------------- prompts
 @dataclass
 class PromptsConfig:
@@ -205,7 +219,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: Any = MISSING
-    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig)."""
+    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig)."""
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -218,7 +232,7 @@ class Config:
     """Shown in W&B and the run dir's name."""
 
 
-ALGORITHM_SCHEMAS = {"pretrain": PretrainConfig, "rwr": RWRConfig, "ddpo": DDPOConfig}
+ALGORITHM_SCHEMAS = {"pretrain": PretrainConfig, "rwr": RWRConfig, "ddpo": DDPOConfig, "alignprop": AlignPropConfig}
 
 
 def register_configs() -> None:
@@ -288,6 +302,10 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.max_weight", a.max_weight, allow_zero=True)
         _positive(p, "algorithm.updates_per_epoch", a.updates_per_epoch)
         _positive(p, "algorithm.minibatches", a.minibatches)
+    if isinstance(a, AlignPropConfig):
+        _choice(p, "algorithm.truncation", a.truncation, ("all", "last", "random"))
+        _positive(p, "algorithm.truncation_steps", a.truncation_steps)
+        _positive(p, "algorithm.gradient_accumulation", a.gradient_accumulation)
     if isinstance(a, PretrainConfig):
         _positive(p, "algorithm.steps_per_epoch", a.steps_per_epoch)
         _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)

@@ -12,6 +12,7 @@ import contextlib
 from typing import Callable
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from drl.models.t2i import T2IModel
 from drl.sampling import NoiseSchedule, denoising_step
@@ -40,6 +41,7 @@ class RolloutCollector:
         self.autocast = autocast
         size = model.latent_size(resolution)
         self.latent_shape = (model.latent_channels, size, size)
+        self.dtype = model.unet.dtype  # latents live in the denoiser's dtype (float64 in gradient checks)
 
     def uncond_embeds(self, n: int) -> torch.Tensor | None:
         """Empty-prompt embeddings [n, L, D] when guidance is on, else None."""
@@ -72,7 +74,7 @@ class RolloutCollector:
         embeds = self.model.encode_prompts(prompts)  # [n, L, D]
         uncond = self.uncond_embeds(n)
         # Noise is drawn on the CPU generator whatever the device, so runs reproduce across devices.
-        x = torch.randn((n, *self.latent_shape), generator=generator).to(self.device)  # x_T: [n, C, h, w]
+        x = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype).to(self.device)  # x_T: [n, C, h, w]
         latents = [x]
         log_probs, stochastic = [], []
         timesteps = self.schedule.timesteps.to(self.device)
@@ -80,7 +82,7 @@ class RolloutCollector:
             t_batch = t.expand(n)
             with self.autocast():
                 out = self.model.denoise(x, t_batch, embeds, uncond, self.guidance_scale)
-            noise = torch.randn(x.shape, generator=generator).to(self.device)  # z: [n, C, h, w]
+            noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
             step = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise)
             x = step.prev_sample
             latents.append(x)
@@ -95,3 +97,37 @@ class RolloutCollector:
             "stochastic": torch.tensor(stochastic, device=self.device),  # [S]
             "samples": self.model.decode(x),  # [n, 3, H, W]
         }
+
+    def sample_with_grad(
+        self,
+        prompts: list[str],
+        generator: torch.Generator,
+        grad_steps: torch.Tensor,
+        checkpoint_denoiser: bool = False,
+    ) -> torch.Tensor:
+        """Run the chain with gradients through the steps where ``grad_steps`` [S] is True.
+
+        Returns the decoded samples [B, 3, H, W] in [0, 1], differentiable w.r.t. the
+        trainable weights through every step in ``grad_steps`` (AlignProp, DRaFT-K). The
+        step noise is reparameterised (x_{t-1} = mu_theta + sigma * z with z fixed), so
+        eta > 0 is allowed; eta = 0 is the deterministic DDIM chain. A step outside
+        ``grad_steps`` runs without a graph, which cuts the gradient path there.
+        """
+        n = len(prompts)
+        embeds = self.model.encode_prompts(prompts)  # [n, L, D]
+        uncond = self.uncond_embeds(n)
+        x = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype).to(self.device)  # x_T: [n, C, h, w]
+        for i, t in enumerate(self.schedule.timesteps.to(self.device)):
+            t_batch = t.expand(n)
+            noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
+            with torch.set_grad_enabled(bool(grad_steps[i])):
+                out = self._denoise_maybe_checkpointed(x, t_batch, embeds, uncond, checkpoint_denoiser and bool(grad_steps[i]))
+                x = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise).prev_sample
+        return self.model.decode(x)
+
+    def _denoise_maybe_checkpointed(self, x, t, embeds, uncond, use_checkpoint: bool) -> torch.Tensor:
+        def run(x_in):
+            with self.autocast():
+                return self.model.denoise(x_in, t, embeds, uncond, self.guidance_scale)
+
+        return checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)

@@ -135,15 +135,21 @@ class StepOutput:
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+    """[B] -> [B, 1, ..., 1] in ``like``'s dtype, to broadcast against ``like``."""
+    return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def _math_dtype(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half/bfloat16/float32 inputs; float64 stays float64 (gradient checks)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def predict_x0_eps(
     schedule: NoiseSchedule, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂_0, ε̂) from the model output, in float32; x̂_0 clipped if the scheduler clips."""
-    a_t = _bcast(schedule.alpha_bar(t).float(), sample)
-    out, x = model_output.float(), sample.float()
+    out, x = _math_dtype(model_output), _math_dtype(sample)
+    a_t = _bcast(schedule.alpha_bar(t), x)
     if schedule.prediction_type == "epsilon":
         eps = out
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
@@ -166,8 +172,8 @@ def gaussian_log_prob(
     """log N(x; mean, std² I) reduced over non-batch dims; 0 where std is (near) zero. [B]"""
     stochastic = std > MIN_STOCHASTIC_STD
     safe_std = torch.where(stochastic, std, torch.ones_like(std))
-    s = _bcast(safe_std, x)
-    per_dim = -((x.float() - mean.float()) ** 2) / (2 * s**2) - s.log() - _HALF_LOG_2PI
+    s = _bcast(safe_std, _math_dtype(x))
+    per_dim = -((_math_dtype(x) - _math_dtype(mean)) ** 2) / (2 * s**2) - s.log() - _HALF_LOG_2PI
     dims = tuple(range(1, x.ndim))
     reduced = per_dim.sum(dims) if reduction == "sum" else per_dim.mean(dims)
     return torch.where(stochastic, reduced, torch.zeros_like(reduced))
@@ -189,20 +195,20 @@ def step_mean_std(
         variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
         std = eta * variance.sqrt()
         dir_coef = (1 - a_prev - std**2).clamp(min=0).sqrt()
-        mean = _bcast(a_prev.sqrt().float(), x0) * x0 + _bcast(dir_coef.float(), eps) * eps
+        mean = _bcast(a_prev.sqrt(), x0) * x0 + _bcast(dir_coef, eps) * eps
     else:
         # Ho et al. 2020, eq. 7 (posterior q(x_{t-1} | x_t, x_0) with x_0 := x̂_0).
         alpha_t = a_t / a_prev
         beta_t = 1 - alpha_t
         x0_coef = a_prev.sqrt() * beta_t / (1 - a_t)
         xt_coef = alpha_t.sqrt() * (1 - a_prev) / (1 - a_t)
-        mean = _bcast(x0_coef.float(), x0) * x0 + _bcast(xt_coef.float(), x0) * sample.float()
+        mean = _bcast(x0_coef, x0) * x0 + _bcast(xt_coef, x0) * _math_dtype(sample)
         if schedule.variance_type == "fixed_small":
             variance = ((1 - a_prev) / (1 - a_t) * beta_t).clamp(min=1e-20)
         else:
             variance = beta_t
         std = variance.sqrt()
-    return mean, std.float(), x0
+    return mean, std.to(x0.dtype), x0
 
 
 def denoising_step(
@@ -237,7 +243,7 @@ def denoising_step(
         if noise is None:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
         # A deterministic step adds nothing, exactly as diffusers (DDPM adds σ·z with σ≈1e-10).
-        prev_sample = mean + _bcast(torch.where(stochastic, std, torch.zeros_like(std)), mean) * noise.float()
+        prev_sample = mean + _bcast(torch.where(stochastic, std, torch.zeros_like(std)), mean) * noise.to(mean.dtype)
     log_prob = gaussian_log_prob(prev_sample, mean, std, reduction)
     return StepOutput(
         prev_sample=prev_sample.to(sample.dtype),
@@ -251,8 +257,9 @@ def denoising_step(
 
 def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Forward process q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1-ᾱ_t) I) (Ho et al. 2020, eq. 4)."""
-    a_t = _bcast(schedule.alphas_cumprod.to(t.device)[t].float(), x0)
-    return (a_t.sqrt() * x0.float() + (1 - a_t).sqrt() * noise.float()).to(x0.dtype)
+    x0_, noise_ = _math_dtype(x0), _math_dtype(noise)
+    a_t = _bcast(schedule.alphas_cumprod.to(t.device)[t], x0_)
+    return (a_t.sqrt() * x0_ + (1 - a_t).sqrt() * noise_).to(x0.dtype)
 
 
 def training_target(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -260,8 +267,9 @@ def training_target(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tens
     if schedule.prediction_type == "epsilon":
         return noise
     if schedule.prediction_type == "v_prediction":
-        a_t = _bcast(schedule.alphas_cumprod.to(t.device)[t].float(), x0)
-        return (a_t.sqrt() * noise.float() - (1 - a_t).sqrt() * x0.float()).to(noise.dtype)
+        x0_, noise_ = _math_dtype(x0), _math_dtype(noise)
+        a_t = _bcast(schedule.alphas_cumprod.to(t.device)[t], x0_)
+        return (a_t.sqrt() * noise_ - (1 - a_t).sqrt() * x0_).to(noise.dtype)
     if schedule.prediction_type == "sample":
         return x0
     raise ValueError(f"Unknown prediction_type {schedule.prediction_type!r}.")

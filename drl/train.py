@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
 from drl.checkpoint import export_lora, find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
+from drl.diagnostics import DriftProbe
 from drl.logging import RunLogger
 from drl.models.finetune import has_lora, setup_trainable
 from drl.models.t2i import T2IModel, load_t2i
@@ -90,8 +91,8 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
         device=device,
         autocast=autocast,
     )
-    ctx = TrainContext(cfg, model, schedule, collector, build_prompt_source(cfg.prompts), params, device, autocast)
     reward = build_reward(cfg.reward, device)
+    ctx = TrainContext(cfg, model, schedule, collector, build_prompt_source(cfg.prompts), params, reward, device, autocast)
     algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
     return ctx, reward, algorithm
 
@@ -120,6 +121,9 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     generator = torch.Generator().manual_seed(cfg.seed)
     logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name)
     start_epoch, nonfinite_in_a_row = 0, 0
+
+    # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.
+    drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed)
 
     checkpoint_path = find_checkpoint(run_dir, cfg.resume)
     if checkpoint_path is not None:
@@ -175,7 +179,6 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
                     samples=batch.batch_size,
                     **{f"reward/{k}": float(v.float().mean()) for k, v in batch.reward_terms.items()},
                 )
-                last_reward = record["reward_mean"]
             t_sample = time.perf_counter() - t0
 
             # -------------------------------------------------------------- UPDATE
@@ -190,9 +193,11 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             else:
                 nonfinite_in_a_row = 0
 
-            n = cfg.train.samples_per_epoch
-            record.update(metrics)
+            n = len(batch)
+            record.update(metrics)  # algorithms that sample inside update() report reward_mean themselves
+            last_reward = record.get("reward_mean", last_reward)
             record.update(
+                drift_from_base=drift(),
                 sample_time_s=t_sample,
                 update_time_s=t_update,
                 samples_per_s=n / (t_sample + t_update),

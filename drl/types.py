@@ -37,6 +37,9 @@ class Rollout:
     def batch_size(self) -> int:
         return self.latents.shape[0]
 
+    def __len__(self) -> int:
+        return self.batch_size
+
     @property
     def num_steps(self) -> int:
         return self.timesteps.shape[1]
@@ -56,3 +59,17 @@ class DataBatch:
 
     images: torch.Tensor
     prompts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass
+class PromptBatch:
+    """Prompts only, for algorithms that sample inside their update (AlignProp)."""
+
+    prompts: list[str]  # [B]
+    metadata: list[dict]  # [B]
+
+    def __len__(self) -> int:
+        return len(self.prompts)

@@ -36,12 +36,15 @@ def test_ddpo_run_leaves_everything_a_person_looks_at(tmp_path, random_toy_model
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
 
 
-@pytest.mark.parametrize("algorithm", ["rwr", "pretrain"])
+@pytest.mark.parametrize("algorithm", ["rwr", "pretrain", "alignprop"])
 def test_other_algorithms_run(tmp_path, random_toy_model, algorithm):
     extra = ["algorithm.steps_per_epoch=2"] if algorithm == "pretrain" else []
     _run(tmp_path, random_toy_model, f"algorithm={algorithm}", *extra)
     records = _records(tmp_path)
     assert len(records) == 2 and all(math.isfinite(r["train/loss"]) for r in records)
+    assert all(math.isfinite(r["drift_from_base"]) for r in records) and records[-1]["drift_from_base"] > 0
+    if algorithm != "pretrain":
+        assert all(math.isfinite(r["reward_mean"]) for r in records)
     assert (tmp_path / "model" / "unet").is_dir()
 
 

@@ -11,6 +11,7 @@ import torch
 from drl.config import AlgorithmConfig, Config
 from drl.models.t2i import T2IModel
 from drl.prompts import PromptSource
+from drl.rewards import WeightedReward
 from drl.rollout import RolloutCollector
 from drl.sampling import NoiseSchedule
 from drl.types import Rollout
@@ -26,6 +27,7 @@ class TrainContext:
     collector: RolloutCollector
     prompts: PromptSource
     params: list[torch.nn.Parameter]  # what the optimizer trains
+    reward: WeightedReward
     device: torch.device
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 

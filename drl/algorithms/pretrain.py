@@ -34,27 +34,25 @@ class Pretrain(Algorithm):
         )
         self.ema = EMAModel(ctx.params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
 
-    def collect(self, generator: torch.Generator) -> list[DataBatch]:
-        """steps_per_epoch batches of fresh procedural images with noisy captions."""
+    def collect(self, generator: torch.Generator) -> DataBatch:
+        """steps_per_epoch x batch_size fresh procedural images with noisy captions."""
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-        resolution = self.ctx.cfg.model.resolution
-        batches = []
-        for _ in range(self.cfg.steps_per_epoch):
-            images, scenes = sample_images(self.ctx.cfg.train.batch_size, rng, resolution)
-            prompts = [
-                "" if rng.random() < self.cfg.caption_dropout else corrupt_caption(s, self.cfg.caption_noise, rng).prompt
-                for s in scenes
-            ]
-            batches.append(DataBatch(images=images.to(self.ctx.device), prompts=prompts))
-        return batches
+        n = self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size
+        images, scenes = sample_images(n, rng, self.ctx.cfg.model.resolution)  # [n, 3, H, W]
+        prompts = [
+            "" if rng.random() < self.cfg.caption_dropout else corrupt_caption(s, self.cfg.caption_noise, rng).prompt
+            for s in scenes
+        ]
+        return DataBatch(images=images.to(self.ctx.device), prompts=prompts)
 
-    def update(self, batches: list[DataBatch]) -> dict[str, float]:
-        ctx = self.ctx
+    def update(self, batch: DataBatch) -> dict[str, float]:
+        ctx, size = self.ctx, self.ctx.cfg.train.batch_size
+        encode = ctx.model.encode_prompts_with_grad if self.cfg.train_text_encoder else ctx.model.encode_prompts
         losses, grad_norms = [], []
         ctx.model.unet.train()
-        for batch in batches:
-            encode = ctx.model.encode_prompts_with_grad if self.cfg.train_text_encoder else ctx.model.encode_prompts
-            loss = denoising_loss(ctx, batch.images, encode(batch.prompts), self.generator).mean()
+        for start in range(0, len(batch), size):  # one optimizer step per train.batch_size images
+            prompts = batch.prompts[start : start + size]
+            loss = denoising_loss(ctx, batch.images[start : start + size], encode(prompts), self.generator).mean()
             loss.backward()
             grad_norm, _ = self.optimizer_step()
             if self.ema is not None:

@@ -100,7 +100,8 @@ class T2IModel:
             images = latents
         else:
             images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return ((images.float() + 1) / 2).clamp(0, 1)
+        images = images if images.dtype == torch.float64 else images.float()  # float64 stays (gradient checks)
+        return ((images + 1) / 2).clamp(0, 1)
 
     def make_scheduler(self, kind: str) -> DDIMScheduler | DDPMScheduler:
         """A fresh DDIM or DDPM scheduler with the model's own noise schedule."""

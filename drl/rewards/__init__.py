@@ -29,10 +29,17 @@ def _toy_alignment(cfg: RewardConfig, device: torch.device) -> Reward:
     return toy_alignment(cfg.classifier_path, device)
 
 
+def _toy_aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.toy_aesthetic import toy_aesthetic
+
+    return toy_aesthetic()
+
+
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
     "toy_alignment": _toy_alignment,
+    "toy_aesthetic": _toy_aesthetic,
 }
 
 

@@ -1,0 +1,81 @@
+"""AlignProp: backpropagate a differentiable reward through the sampling chain
+(Prabhudesai et al. 2023, "Aligning Text-to-Image Diffusion Models with Reward Backpropagation").
+
+The DDIM chain is treated as a recurrent network: loss = -r(decode(x_0), c), and the
+gradient flows back through the decoder and the denoiser calls of the chosen steps:
+
+    truncation=all     every step (full backprop through time)
+    truncation=last    the last K steps only (DRaFT-K, Clark et al. 2023)
+    truncation=random  the last K' steps, K' ~ U{1..K} drawn per update (AlignProp's randomised truncation)
+
+Memory is tamed by truncation and by checkpointing each denoiser call
+(``checkpoint_denoiser``: activations are recomputed in the backward pass).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from drl.algorithms.base import Algorithm, TrainContext
+from drl.config import AlignPropConfig, ConfigError
+from drl.types import PromptBatch
+
+
+def truncation_mask(num_steps: int, mode: str, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Which of the S sampling steps (in sampling order) carry gradient. -> [S] bool"""
+    if mode == "all":
+        return torch.ones(num_steps, dtype=torch.bool)
+    if mode == "random":
+        k = int(torch.randint(1, k + 1, (1,), generator=generator))
+    k = min(k, num_steps)
+    mask = torch.zeros(num_steps, dtype=torch.bool)
+    mask[num_steps - k :] = True
+    return mask
+
+
+class AlignProp(Algorithm):
+    def __init__(self, cfg: AlignPropConfig, ctx: TrainContext):
+        not_differentiable = [r.name for r in ctx.reward.rewards if not r.differentiable]
+        if not_differentiable:
+            raise ConfigError(
+                f"algorithm=alignprop needs a differentiable reward, and {', '.join(not_differentiable)} is not: "
+                "use algorithm=ddpo or algorithm=rwr for black-box rewards."
+            )
+        super().__init__(cfg, ctx)
+        self.cfg: AlignPropConfig = cfg
+
+    def collect(self, generator: torch.Generator) -> PromptBatch:
+        """Only prompts: the samples are generated inside update(), with gradients."""
+        prompts, metadata = self.ctx.prompts.sample(self.ctx.cfg.train.samples_per_epoch, generator)
+        return PromptBatch(prompts, metadata)
+
+    def update(self, batch: PromptBatch) -> dict[str, float]:
+        ctx, cfg = self.ctx, self.cfg
+        size = ctx.cfg.train.batch_size
+        rewards, grad_norms, steps_with_grad = [], [], []
+        ctx.model.unet.train()
+        starts = list(range(0, len(batch.prompts), size))
+        for k, start in enumerate(starts):
+            prompts = batch.prompts[start : start + size]
+            metadata = batch.metadata[start : start + size]
+            mask = truncation_mask(ctx.schedule.num_steps, cfg.truncation, cfg.truncation_steps, self.generator)
+            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser)
+            scores, _ = ctx.reward(samples, prompts, metadata)  # [b]
+            loss = -scores.mean() / cfg.gradient_accumulation
+            loss.backward()
+            rewards.append(scores.detach())
+            steps_with_grad.append(int(mask.sum()))
+            if (k + 1) % cfg.gradient_accumulation == 0 or k + 1 == len(starts):
+                grad_norm, _ = self.optimizer_step()
+                grad_norms.append(grad_norm)
+        ctx.model.unet.eval()
+        r = torch.cat(rewards)
+        return {
+            "reward_mean": float(r.mean()),
+            "reward_std": float(r.std(unbiased=False)),
+            "samples": r.numel(),
+            "train/loss": float(-r.mean()),
+            "train/grad_norm": sum(grad_norms) / len(grad_norms),
+            "train/steps_with_grad": sum(steps_with_grad) / len(steps_with_grad),
+            "train/lr": self.lr,
+        }

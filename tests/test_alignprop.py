@@ -1,0 +1,99 @@
+"""AlignProp's reward gradient through the DDIM chain, against finite differences; truncation."""
+
+import pytest
+import torch
+
+from drl.algorithms.alignprop import truncation_mask
+from drl.config import ConfigError
+from drl.models.finetune import setup_trainable
+from drl.models.t2i import load_t2i
+from drl.rollout import RolloutCollector
+from drl.sampling import make_schedule
+from drl.train import build_context
+
+from conftest import compose_config
+
+
+def _float64_collector(random_toy_model, steps=3, eta=0.0):
+    model = load_t2i(random_toy_model)
+    params = setup_trainable(model.unet, "lora", rank=2, alpha=2.0, targets=["to_q", "to_v"])
+    model.unet.to(torch.float64).eval()
+    model.text_encoder.to(torch.float64)
+    with torch.no_grad():  # non-zero LoRA B so the adapter is live
+        for p in params:
+            p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    schedule = make_schedule(model.make_scheduler("ddim"), steps)
+    collector = RolloutCollector(
+        model, schedule, eta=eta, guidance_scale=1.0, batch_size=2, resolution=32, device=torch.device("cpu")
+    )
+    return collector, params
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_reward_gradient_matches_finite_differences(random_toy_model, eta):
+    collector, params = _float64_collector(random_toy_model, eta=eta)
+    weights = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    prompts = ["a small red circle at the top left", "a large blue square at the center"]
+    all_steps = torch.ones(3, dtype=torch.bool)
+
+    def reward():
+        samples = collector.sample_with_grad(prompts, torch.Generator().manual_seed(5), all_steps)
+        return (samples * weights).sum()
+
+    reward().backward()
+    for param in params[:3]:
+        index = (0,) * param.ndim
+        analytic = float(param.grad[index])
+        eps = 1e-6
+        with torch.no_grad():
+            original = float(param[index])
+            param[index] = original + eps
+            up = float(reward())
+            param[index] = original - eps
+            down = float(reward())
+            param[index] = original
+        numeric = (up - down) / (2 * eps)
+        assert abs(analytic - numeric) <= 1e-2 * max(abs(numeric), 1e-8), (analytic, numeric)
+
+
+@pytest.mark.parametrize(
+    "mode, k, expected",
+    [("all", 2, [True, True, True, True]), ("last", 2, [False, False, True, True]), ("last", 1, [False, False, False, True])],
+)
+def test_truncation_masks(mode, k, expected):
+    assert truncation_mask(4, mode, k, torch.Generator().manual_seed(0)).tolist() == expected
+
+
+def test_random_truncation_draws_k_from_1_to_K():
+    g = torch.Generator().manual_seed(0)
+    counts = {int(truncation_mask(6, "random", 3, g).sum()) for _ in range(60)}
+    assert counts == {1, 2, 3}
+
+
+def test_only_the_truncated_steps_call_the_denoiser_with_grad(random_toy_model):
+    collector, _ = _float64_collector(random_toy_model, steps=4)
+    calls = []
+    hook = collector.model.unet.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    mask = truncation_mask(4, "last", 2, torch.Generator())
+    samples = collector.sample_with_grad(["a small red circle at the top left"], torch.Generator().manual_seed(0), mask)
+    hook.remove()
+    assert calls == [False, False, True, True]
+    assert samples.requires_grad
+
+
+def test_checkpointed_gradient_equals_plain_gradient(random_toy_model):
+    collector, params = _float64_collector(random_toy_model)
+    grads = []
+    for use_checkpoint in (False, True):
+        for p in params:
+            p.grad = None
+        samples = collector.sample_with_grad(["a small red circle at the top left"], torch.Generator().manual_seed(0), torch.ones(3, dtype=torch.bool), use_checkpoint)
+        samples.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_alignprop_refuses_a_non_differentiable_reward(random_toy_model):
+    cfg = compose_config([f"model.path={random_toy_model}", "algorithm=alignprop", "reward=jpeg_compressibility"])
+    with pytest.raises(ConfigError, match="needs a differentiable reward, and jpeg_compressibility is not"):
+        build_context(cfg)
