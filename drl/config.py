@@ -49,8 +49,8 @@ class ModelConfig:
 class SchedulerConfig:
     kind: str = "ddim"
     """Reverse process: ddim (eta-controlled; eta=0 is deterministic) or ddpm (ancestral, stochastic)."""
-    num_steps: int = 20
-    """Denoising steps per sample (the length of the MDP)."""
+    num_steps: int = 10
+    """Denoising steps per sample (the length of the MDP); Stable Diffusion users typically take 50."""
     eta: float = 1.0
     """DDIM's eta: 0 = deterministic ODE, 1 = DDPM-like noise. Ignored by ddpm."""
     guidance_scale: float = 1.0
@@ -60,7 +60,7 @@ class SchedulerConfig:
 # -------------------------------------------------------------------------- reward
 @dataclass
 class RewardConfig:
-    terms: Dict[str, float] = field(default_factory=lambda: {"toy_alignment": 1.0})
+    terms: Dict[str, float] = field(default_factory=dict)
     """Reward name -> weight; the run's reward is the weighted sum (see drl/rewards). Weight 0 switches a term off."""
     jpeg_quality: int = 95
     """JPEG quality used by jpeg_compressibility / jpeg_incompressibility."""
@@ -107,7 +107,7 @@ class PretrainConfig(AlgorithmConfig):
 class RWRConfig(AlgorithmConfig):
     name: str = "rwr"
     lr: float = 1e-4
-    beta: float = 5.0
+    beta: float = 1.0
     """Inverse temperature: w_i = exp(beta * r_i), self-normalised to mean 1 over the epoch's samples."""
     reward_normalization: str = "batch"
     """Standardise rewards before weighting: batch (r - mean) / std, or none (raw rewards)."""
@@ -122,9 +122,9 @@ class RWRConfig(AlgorithmConfig):
 @dataclass
 class DDPOConfig(AlgorithmConfig):
     name: str = "ddpo"
-    lr: float = 1e-4
-    clip_range: float = 1e-4
-    """PPO clip range epsilon of the importance ratio (tuned for logprob_reduction)."""
+    lr: float = 3e-4
+    clip_range: float = 1e-3
+    """PPO clip range epsilon of the importance ratio (tuned for logprob_reduction: ddpo-pytorch uses 1e-4 with mean)."""
     adv_clip_max: float = 5.0
     """Clip advantages to [-adv_clip_max, adv_clip_max]."""
     num_inner_epochs: int = 1
@@ -137,8 +137,10 @@ class DDPOConfig(AlgorithmConfig):
     """How the per-step Gaussian log-prob is reduced over latent dims for the ratio: sum (exact) or mean (ddpo-pytorch)."""
     kl_coef: float = 0.0
     """Weight of the per-step KL(p_theta || p_base) penalty (exact for Gaussians of equal variance)."""
+    group_size: int = 1
+    """Samples per prompt in an epoch; > 1 normalises advantages within each prompt's group (group-relative)."""
     per_prompt_stat_tracking: bool = True
-    """Normalise rewards per prompt (running mean/std) instead of over the batch."""
+    """With group_size=1: normalise rewards per prompt (running mean/std) instead of over the batch."""
     stat_buffer_size: int = 32
     """Rewards remembered per prompt by the stat tracker."""
     stat_min_count: int = 8
@@ -157,6 +159,8 @@ class AlignPropConfig(AlgorithmConfig):
     """Recompute each denoiser call's activations in the backward pass (memory for compute)."""
     gradient_accumulation: int = 1
     """Batches of train.batch_size samples per optimizer step."""
+    refl: bool = False
+    """ReFL instead of the full chain: stop at a random one of the last truncation_steps steps and score its x̂_0."""
 
 
 # ------------------------------------------------------------------------- prompts
@@ -295,6 +299,9 @@ def find_problems(cfg: Config) -> list[str]:
         _choice(p, "algorithm.logprob_reduction", a.logprob_reduction, ("sum", "mean"))
         _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
         _positive(p, "algorithm.stat_buffer_size", a.stat_buffer_size)
+        _positive(p, "algorithm.group_size", a.group_size)
+        if t.samples_per_epoch % a.group_size:
+            p.append(f"train.samples_per_epoch={t.samples_per_epoch} is not a multiple of algorithm.group_size={a.group_size}.")
         if s.kind == "ddim" and s.eta == 0:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):

@@ -104,6 +104,7 @@ class RolloutCollector:
         generator: torch.Generator,
         grad_steps: torch.Tensor,
         checkpoint_denoiser: bool = False,
+        stop_step: int | None = None,
     ) -> torch.Tensor:
         """Run the chain with gradients through the steps where ``grad_steps`` [S] is True.
 
@@ -112,6 +113,9 @@ class RolloutCollector:
         step noise is reparameterised (x_{t-1} = mu_theta + sigma * z with z fixed), so
         eta > 0 is allowed; eta = 0 is the deterministic DDIM chain. A step outside
         ``grad_steps`` runs without a graph, which cuts the gradient path there.
+
+        ``stop_step`` (ReFL, Xu et al. 2023): stop at that step and decode its one-step
+        prediction x̂_0 instead of finishing the chain.
         """
         n = len(prompts)
         embeds = self.model.encode_prompts(prompts)  # [n, L, D]
@@ -122,7 +126,10 @@ class RolloutCollector:
             noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
             with torch.set_grad_enabled(bool(grad_steps[i])):
                 out = self._denoise_maybe_checkpointed(x, t_batch, embeds, uncond, checkpoint_denoiser and bool(grad_steps[i]))
-                x = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise).prev_sample
+                step = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise)
+                if i == stop_step:
+                    return self.model.decode(step.pred_original_sample)
+                x = step.prev_sample
         return self.model.decode(x)
 
     def _denoise_maybe_checkpointed(self, x, t, embeds, uncond, use_checkpoint: bool) -> torch.Tensor:

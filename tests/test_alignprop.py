@@ -97,3 +97,15 @@ def test_alignprop_refuses_a_non_differentiable_reward(random_toy_model):
     cfg = compose_config([f"model.path={random_toy_model}", "algorithm=alignprop", "reward=jpeg_compressibility"])
     with pytest.raises(ConfigError, match="needs a differentiable reward, and jpeg_compressibility is not"):
         build_context(cfg)
+
+
+def test_refl_scores_the_one_step_prediction_with_a_single_grad_call(random_toy_model):
+    collector, params = _float64_collector(random_toy_model, steps=4)
+    calls = []
+    hook = collector.model.unet.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    mask = torch.tensor([False, False, True, False])
+    samples = collector.sample_with_grad(["a small red circle at the top left"], torch.Generator().manual_seed(0), mask, stop_step=2)
+    hook.remove()
+    assert calls == [False, False, True]  # the chain stops at step 2
+    samples.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)

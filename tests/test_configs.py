@@ -33,8 +33,14 @@ def test_every_group_option_composes(option):
 def test_defaults_are_ddpo_on_the_toy_world():
     cfg = compose_config([], tiny=False)
     assert isinstance(cfg.algorithm, DDPOConfig)
-    assert cfg.model.path == "drl:toy_t2i" and cfg.reward.terms == {"toy_alignment": 1.0}
+    assert cfg.model.path == "drl:toy_t2i" and cfg.reward.terms == {"toy_aesthetic": 1.0}
     assert cfg.logger.backend == "wandb" and cfg.logger.mode == "offline"
+
+
+def test_reward_group_replaces_the_terms():
+    assert compose_config(["reward=jpeg_incompressibility"]).reward.terms == {"jpeg_incompressibility": 1.0}
+    both = compose_config(["reward=toy_alignment", "reward.terms={jpeg_compressibility: 0.5}"])
+    assert both.reward.terms == {"toy_alignment": 1.0, "jpeg_compressibility": 0.5}
 
 
 def test_algorithm_switch_changes_schema():

@@ -62,3 +62,11 @@ def test_per_prompt_stat_tracker():
     restored = PerPromptStatTracker(4, 2)
     restored.load_state_dict(tracker.state_dict())
     assert restored.update(["a"], np.array([2.0]))[0] == tracker.update(["a"], np.array([2.0]))[0]
+
+
+def test_group_advantages_normalise_within_each_prompt_group():
+    from drl.algorithms.ddpo import group_advantages
+
+    rewards = torch.tensor([1.0, 3.0, 10.0, 10.0, -2.0, 2.0])
+    adv = group_advantages(rewards, group_size=2)
+    torch.testing.assert_close(adv, torch.tensor([-1.0, 1.0, 0.0, 0.0, -1.0, 1.0]), atol=1e-5, rtol=0)

@@ -15,7 +15,7 @@ def _ctx(random_toy_model, *overrides):
 
 
 def test_collector_shapes_and_types(random_toy_model):
-    ctx, reward, _ = _ctx(random_toy_model, "train.batch_size=3")
+    ctx, reward, _ = _ctx(random_toy_model, "train.batch_size=3", "reward=toy_alignment")
     prompts, meta = ctx.prompts.sample(5, torch.Generator().manual_seed(0))
     batch = ctx.collector.collect(prompts, meta, torch.Generator().manual_seed(0))  # 2 chunks: 3 + 2
     S = ctx.schedule.num_steps

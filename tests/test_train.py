@@ -27,7 +27,7 @@ def test_ddpo_run_leaves_everything_a_person_looks_at(tmp_path, random_toy_model
     final = _run(tmp_path, random_toy_model)
     records = _records(tmp_path)
     assert [r["epoch"] for r in records] == [0, 1]
-    for key in ("reward_mean", "reward_std", "samples_per_s", "train/loss", "train/approx_kl", "train/clipfrac", "train/ratio_dev_first", "reward/toy_alignment"):
+    for key in ("reward_mean", "reward_std", "samples_per_s", "train/loss", "train/approx_kl", "train/clipfrac", "train/ratio_dev_first", "reward/toy_aesthetic"):
         assert math.isfinite(records[-1][key]), key
     assert records[0]["train/ratio_dev_first"] < 1e-4  # on-policy before the first update
     assert final == records[-1]["reward_mean"]
@@ -80,10 +80,16 @@ def test_nan_reward_is_skipped_then_stops_and_keeps_the_good_checkpoint(tmp_path
 
         return Reward("flaky", fn, differentiable=False)
 
-    monkeypatch.setitem(reward_registry.REWARDS, "toy_alignment", flaky)
+    monkeypatch.setitem(reward_registry.REWARDS, "toy_aesthetic", flaky)
     with pytest.raises(NonFiniteError, match="3 epochs in a row"):
         _run(tmp_path, random_toy_model, "train.epochs=6", "train.save_every=1")
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["weights"]["unet"].values())
     assert sum(r.get("skipped_nonfinite", 0) for r in _records(tmp_path)) == 2
+
+
+def test_wandb_offline_run_is_written_into_the_run_dir(tmp_path, random_toy_model):
+    _run(tmp_path, random_toy_model, "logger=wandb", "logger.mode=offline", "train.epochs=1")
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))

@@ -7,6 +7,8 @@ gradient flows back through the decoder and the denoiser calls of the chosen ste
     truncation=all     every step (full backprop through time)
     truncation=last    the last K steps only (DRaFT-K, Clark et al. 2023)
     truncation=random  the last K' steps, K' ~ U{1..K} drawn per update (AlignProp's randomised truncation)
+    refl=true          ReFL (Xu et al. 2023): stop at a random one of the last K steps and score the
+                       one-step prediction x̂_0, with gradient through that single denoiser call
 
 Memory is tamed by truncation and by checkpointing each denoiser call
 (``checkpoint_denoiser``: activations are recomputed in the backward pass).
@@ -49,6 +51,16 @@ class AlignProp(Algorithm):
         prompts, metadata = self.ctx.prompts.sample(self.ctx.cfg.train.samples_per_epoch, generator)
         return PromptBatch(prompts, metadata)
 
+    def _grad_steps(self) -> tuple[torch.Tensor, int | None]:
+        """(steps with gradient [S] bool, ReFL's stop step or None)."""
+        num_steps, k = self.ctx.schedule.num_steps, self.cfg.truncation_steps
+        if not self.cfg.refl:
+            return truncation_mask(num_steps, self.cfg.truncation, k, self.generator), None
+        stop = num_steps - int(torch.randint(1, min(k, num_steps) + 1, (1,), generator=self.generator))
+        mask = torch.zeros(num_steps, dtype=torch.bool)
+        mask[stop] = True
+        return mask, stop
+
     def update(self, batch: PromptBatch) -> dict[str, float]:
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
@@ -58,8 +70,8 @@ class AlignProp(Algorithm):
         for k, start in enumerate(starts):
             prompts = batch.prompts[start : start + size]
             metadata = batch.metadata[start : start + size]
-            mask = truncation_mask(ctx.schedule.num_steps, cfg.truncation, cfg.truncation_steps, self.generator)
-            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser)
+            mask, stop = self._grad_steps()
+            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop)
             scores, _ = ctx.reward(samples, prompts, metadata)  # [b]
             loss = -scores.mean() / cfg.gradient_accumulation
             loss.backward()

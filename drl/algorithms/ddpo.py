@@ -33,6 +33,13 @@ def select_train_steps(stochastic: torch.Tensor, batch_size: int, fraction: floa
     return steps[order[:, :keep]]
 
 
+def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(r - mean_group) / (std_group + 1e-6) over consecutive groups of group_size samples. [B]"""
+    groups = rewards.view(-1, group_size)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
+    return ((groups - mean) / (std + 1e-6)).view(-1)
+
+
 class DDPO(Algorithm):
     def __init__(self, cfg: DDPOConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
@@ -43,10 +50,21 @@ class DDPO(Algorithm):
         if cfg.kl_coef > 0 and not has_lora(ctx.model.unet):
             self.reference_unet = copy.deepcopy(ctx.model.unet).requires_grad_(False).eval()
 
+    # ---------------------------------------------------------------- sampling
+    def collect(self, generator: torch.Generator) -> Rollout:
+        """group_size samples of each prompt (consecutive), each with its own noise."""
+        k = self.cfg.group_size
+        prompts, metadata = self.ctx.prompts.sample(self.ctx.cfg.train.samples_per_epoch // k, generator)
+        prompts = [p for p in prompts for _ in range(k)]
+        metadata = [m for m in metadata for _ in range(k)]
+        return self.ctx.collector.collect(prompts, metadata, generator)
+
     # -------------------------------------------------------------- advantages
     def advantages(self, batch: Rollout) -> torch.Tensor:
         rewards = batch.rewards.detach().cpu().numpy()
-        if self.cfg.per_prompt_stat_tracking:
+        if self.cfg.group_size > 1:
+            adv = group_advantages(batch.rewards.detach().float().cpu(), self.cfg.group_size).numpy()
+        elif self.cfg.per_prompt_stat_tracking:
             adv = self.tracker.update(batch.prompts, rewards)
         else:
             adv = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
