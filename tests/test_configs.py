@@ -39,7 +39,7 @@ def test_defaults_are_ddpo_on_the_toy_world():
 
 def test_reward_group_replaces_the_terms():
     assert compose_config(["reward=jpeg_incompressibility"]).reward.terms == {"jpeg_incompressibility": 1.0}
-    both = compose_config(["reward=toy_alignment", "reward.terms={jpeg_compressibility: 0.5}"])
+    both = compose_config(["reward=toy_alignment", "+reward.terms.jpeg_compressibility=0.5"])
     assert both.reward.terms == {"toy_alignment": 1.0, "jpeg_compressibility": 0.5}
 
 

@@ -35,7 +35,7 @@ class RWR(Algorithm):
                     per_sample = denoising_loss(ctx, x0[chunk], batch.prompt_embeds[chunk], self.generator)
                     loss = (weights[chunk] * per_sample).sum() / len(minibatch)
                     loss.backward()
-                    loss_total += float(loss) * len(minibatch) / n / cfg.updates_per_epoch
+                    loss_total += float(loss.detach()) * len(minibatch) / n / cfg.updates_per_epoch
                 grad_norm, stepped = self.optimizer_step()
                 grad_norm_total += grad_norm
                 steps += stepped
