@@ -93,3 +93,24 @@ def test_wandb_offline_run_is_written_into_the_run_dir(tmp_path, random_toy_mode
     _run(tmp_path, random_toy_model, "logger=wandb", "logger.mode=offline", "train.epochs=1")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["algorithm.kl_coef=0.1", "algorithm.lr=1e-2"],
+        ["algorithm.kl_coef=0.1", "algorithm.lr=1e-2", "model.finetune=lora"],
+        ["algorithm.logprob_reduction=sum", "algorithm.clip_range=0.2"],
+        ["algorithm.group_size=4", "algorithm.num_inner_epochs=2", "algorithm.timestep_fraction=0.5"],
+        ["scheduler=ddpm", "scheduler.guidance_scale=2.0"],
+    ],
+    ids=["kl-full", "kl-lora", "sum-reduction", "groups", "ddpm-cfg"],
+)
+def test_ddpo_variants_run_on_policy(tmp_path, random_toy_model, variant):
+    _run(tmp_path, random_toy_model, *variant)
+    records = _records(tmp_path)
+    assert records[0]["train/ratio_dev_first"] < 1e-3  # float32, identical inputs: ~0
+    if "algorithm.kl_coef=0.1" in variant:
+        assert records[0]["train/kl_to_base"] > 0 and math.isfinite(records[1]["train/kl_to_base"])
+    if "algorithm.group_size=4" in variant:
+        assert records[0]["train/pairs"] == 8 * 2  # 8 samples x half of 4 steps
