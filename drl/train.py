@@ -151,7 +151,8 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             before, prompts = sample_grid(ctx, reward, cfg.seed)
             logger.log_grid("samples_before", before.samples, prompts, before.rewards, epoch=0)
 
-        last_reward = float("nan")
+        # A resumed run that is already complete still returns its objective to a sweep.
+        last_reward = next((r["reward_mean"] for r in reversed(logger.records()) if "reward_mean" in r), float("nan"))
         progress = tqdm(range(start_epoch, cfg.train.epochs), desc=cfg.run_name, unit="epoch", initial=start_epoch, total=cfg.train.epochs)
         for epoch in progress:
             # ------------------------------------------------------------ SAMPLING

@@ -114,3 +114,14 @@ def test_ddpo_variants_run_on_policy(tmp_path, random_toy_model, variant):
         assert records[0]["train/kl_to_base"] > 0 and math.isfinite(records[1]["train/kl_to_base"])
     if "algorithm.group_size=4" in variant:
         assert records[0]["train/pairs"] == 8 * 2  # 8 samples x half of 4 steps
+
+
+def test_alignprop_accumulates_gradients_and_trains_lora(tmp_path, random_toy_model):
+    _run(
+        tmp_path, random_toy_model, "algorithm=alignprop", "reward=toy_alignment", "model.finetune=lora",
+        "train.samples_per_epoch=8", "train.batch_size=4", "algorithm.gradient_accumulation=2",
+        "algorithm.truncation=last", "algorithm.truncation_steps=2",
+    )
+    records = _records(tmp_path)
+    assert all(r["train/optimizer_steps"] == 1 and r["train/steps_with_grad"] == 2 for r in records)
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()

@@ -89,5 +89,6 @@ class AlignProp(Algorithm):
             "train/loss": float(-r.mean()),
             "train/grad_norm": sum(grad_norms) / len(grad_norms),
             "train/steps_with_grad": sum(steps_with_grad) / len(steps_with_grad),
+            "train/optimizer_steps": len(grad_norms),
             "train/lr": self.lr,
         }
