@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import torch
 
-from drl.config import PromptsConfig
+from drl.config import ConfigError, PromptsConfig
 
 
 class PromptSource:
@@ -31,8 +32,9 @@ def build_prompt_source(cfg: PromptsConfig) -> PromptSource:
         from drl.toyworld import all_scenes
 
         scenes = all_scenes()
-        # Interleave so that the first few prompts (the grids) cover different colours and shapes.
-        scenes = sorted(scenes, key=lambda s: (hash_order(s.prompt), s.prompt))
+        # A fixed pseudo-random order (crc32, not hash(), which is salted per process), so that the
+        # first few prompts, which the grids use, mix colours, shapes and positions.
+        scenes = sorted(scenes, key=lambda s: (zlib.crc32(s.prompt.encode()), s.prompt))
         return PromptSource([s.prompt for s in scenes], [{"scene": s.prompt} for s in scenes])
     if cfg.source == "list":
         return PromptSource(list(cfg.prompts), [{} for _ in cfg.prompts])
@@ -41,12 +43,6 @@ def build_prompt_source(cfg: PromptsConfig) -> PromptSource:
         raise FileNotFoundError(f"prompts.path={str(path)!r} does not exist; give a text file with one prompt per line.")
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not lines:
-        raise ValueError(f"prompts.path={str(path)!r} holds no prompts (one per line expected).")
+        raise ConfigError(f"prompts.path={str(path)!r} holds no prompts (one per line expected).")
     return PromptSource(lines, [{} for _ in lines])
 
-
-def hash_order(text: str) -> int:
-    """A deterministic pseudo-random rank (Python's hash() is salted per process)."""
-    import zlib
-
-    return zlib.crc32(text.encode())
