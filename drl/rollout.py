@@ -9,13 +9,14 @@ same function the update re-scores with).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from drl.models.t2i import T2IModel
-from drl.sampling import NoiseSchedule, denoising_step
+from drl.sampling import MIN_STOCHASTIC_STD, NoiseSchedule, denoising_step, step_mean_std
 from drl.types import Rollout
 
 
@@ -125,16 +126,20 @@ class RolloutCollector:
             t_batch = t.expand(n)
             noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
             with torch.set_grad_enabled(bool(grad_steps[i])):
-                out = self._denoise_maybe_checkpointed(x, t_batch, embeds, uncond, checkpoint_denoiser and bool(grad_steps[i]))
-                step = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise)
+                # Checkpointing the whole step (denoiser + update) keeps only x_t per step in memory.
+                # partial binds this step's t and z now: the recomputation runs later, in backward.
+                run = functools.partial(self._reparameterised_step, t=t_batch, embeds=embeds, uncond=uncond, noise=noise)
+                use_checkpoint = checkpoint_denoiser and bool(grad_steps[i])
+                x_prev, x0 = checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)
                 if i == stop_step:
-                    return self.model.decode(step.pred_original_sample)
-                x = step.prev_sample
+                    return self.model.decode(x0)
+                x = x_prev
         return self.model.decode(x)
 
-    def _denoise_maybe_checkpointed(self, x, t, embeds, uncond, use_checkpoint: bool) -> torch.Tensor:
-        def run(x_in):
-            with self.autocast():
-                return self.model.denoise(x_in, t, embeds, uncond, self.guidance_scale)
-
-        return checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)
+    def _reparameterised_step(self, x, t, embeds, uncond, noise) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t -> (x_{t-1} = mu_theta + sigma_t * z, x̂_0), differentiable in the weights; no log-prob."""
+        with self.autocast():
+            out = self.model.denoise(x, t, embeds, uncond, self.guidance_scale)
+        mean, std, x0 = step_mean_std(self.schedule, out, t, x, self.eta)
+        std = torch.where(std > MIN_STOCHASTIC_STD, std, torch.zeros_like(std))  # as denoising_step does
+        return mean + std.view(-1, *([1] * (mean.ndim - 1))) * noise.to(mean.dtype), x0
