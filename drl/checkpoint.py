@@ -68,11 +68,16 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def export_lora(unet: torch.nn.Module, directory: Path) -> None:
-    """Save LoRA adapters in diffusers' format: a plain diffusers user calls pipe.load_lora_weights(directory)."""
+def export_lora(unet: torch.nn.Module, directory: Path, pipeline_cls=None, layers_arg: str = "unet_lora_layers") -> None:
+    """Save LoRA adapters in diffusers' format: a plain diffusers user calls pipe.load_lora_weights(directory).
+
+    ``pipeline_cls.save_lora_weights(directory, **{layers_arg: ...})`` writes the file: StableDiffusionPipeline
+    (the default) and StableDiffusionXLPipeline take ``unet_lora_layers``, StableDiffusion3Pipeline
+    ``transformer_lora_layers``.
+    """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers, safe_serialization=True)
+    (pipeline_cls or StableDiffusionPipeline).save_lora_weights(directory, **{layers_arg: layers}, safe_serialization=True)

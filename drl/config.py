@@ -28,6 +28,8 @@ class ModelConfig:
     """Short name used in run names and logs."""
     path: str = "drl:toy_t2i"
     """Diffusers save_pretrained directory, a hub id, or drl:<name> for a model shipped with drl."""
+    family: str = "auto"
+    """Model layout: sd (1.x/2.x), sdxl, sd3 (flow matching; needs scheduler=flow) or auto (from the directory)."""
     from_scratch: bool = False
     """Build randomly initialised components with the toy architecture instead of loading `path` (pretraining)."""
     resolution: int = 32
@@ -42,17 +44,19 @@ class ModelConfig:
     """Module names (peft target_modules) that receive LoRA adapters."""
     gradient_checkpointing: bool = False
     """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
+    vae_decode_chunk: int = 8
+    """Images per VAE decode call (bounds the decoder's peak memory; gradients flow through every chunk)."""
 
 
 # ----------------------------------------------------------------------- scheduler
 @dataclass
 class SchedulerConfig:
     kind: str = "ddim"
-    """Reverse process: ddim (eta-controlled; eta=0 is deterministic) or ddpm (ancestral, stochastic)."""
+    """Reverse process: ddim (eta-controlled; eta=0 is deterministic), ddpm (ancestral) or flow (SD3: the flow SDE)."""
     num_steps: int = 10
     """Denoising steps per sample (the length of the MDP); Stable Diffusion users typically take 50."""
     eta: float = 1.0
-    """DDIM's eta: 0 = deterministic ODE, 1 = DDPM-like noise. Ignored by ddpm."""
+    """DDIM's eta: 0 = deterministic ODE, 1 = DDPM-like noise; for flow the SDE noise level (flow_grpo's 0.7). Ignored by ddpm."""
     guidance_scale: float = 1.0
     """Classifier-free guidance weight; 1.0 disables guidance (one denoiser call per step instead of two)."""
 
@@ -66,6 +70,16 @@ class RewardConfig:
     """JPEG quality used by jpeg_compressibility / jpeg_incompressibility."""
     classifier_path: str = "drl:toy_classifier"
     """Directory of the toy prompt-alignment classifier (toy_alignment)."""
+    aesthetic_clip_path: str = "~/.cache/drl/clip-vit-large-patch14"
+    """Local copy of openai/clip-vit-large-patch14, the image encoder of the aesthetic reward."""
+    aesthetic_head_path: str = "~/.cache/drl/sac+logos+ava1-l14-linearMSE.pth"
+    """LAION's aesthetic MLP head (improved-aesthetic-predictor), .pth state dict or .safetensors."""
+    clip_path: str = "~/.cache/drl/clip-vit-large-patch14"
+    """Local copy of a transformers CLIP model for clip_score."""
+    pickscore_path: str = "~/.cache/drl/PickScore_v1"
+    """Local copy of yuvalkirstain/PickScore_v1."""
+    pickscore_processor_path: Optional[str] = "~/.cache/drl/CLIP-ViT-H-14-laion2B-s32B-b79K"
+    """Tokenizer + preprocessor_config.json for PickScore (laion/CLIP-ViT-H-14-laion2B-s32B-b79K); null: pickscore_path."""
 
 
 # ----------------------------------------------------------------------- algorithm
@@ -268,11 +282,15 @@ def find_problems(cfg: Config) -> list[str]:
     t, s, m, a = cfg.train, cfg.scheduler, cfg.model, cfg.algorithm
     for key in ("epochs", "samples_per_epoch", "batch_size", "save_every", "grid_size", "max_nonfinite_batches"):
         _positive(p, f"train.{key}", getattr(t, key))
-    _choice(p, "scheduler.kind", s.kind, ("ddim", "ddpm"))
+    _choice(p, "scheduler.kind", s.kind, ("ddim", "ddpm", "flow"))
     _positive(p, "scheduler.num_steps", s.num_steps)
     _positive(p, "scheduler.eta", s.eta, allow_zero=True)
     _positive(p, "scheduler.guidance_scale", s.guidance_scale)
     _choice(p, "model.finetune", m.finetune, ("full", "lora"))
+    _choice(p, "model.family", m.family, ("auto", "sd", "sdxl", "sd3"))
+    _positive(p, "model.vae_decode_chunk", m.vae_decode_chunk)
+    if (m.family == "sd3") != (s.kind == "flow") and m.family != "auto":
+        p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models (sd3) take scheduler=flow, the others ddim or ddpm.")
     _positive(p, "model.lora_rank", m.lora_rank)
     _positive(p, "model.resolution", m.resolution)
     _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
@@ -302,7 +320,7 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.group_size", a.group_size)
         if t.samples_per_epoch % a.group_size:
             p.append(f"train.samples_per_epoch={t.samples_per_epoch} is not a multiple of algorithm.group_size={a.group_size}.")
-        if s.kind == "ddim" and s.eta == 0:
+        if s.kind in ("ddim", "flow") and s.eta == 0:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):
         _choice(p, "algorithm.reward_normalization", a.reward_normalization, ("batch", "none"))

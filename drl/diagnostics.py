@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from drl.models.t2i import T2IModel
@@ -14,21 +16,22 @@ class DriftProbe:
     probe needs no copy of the base weights.
     """
 
-    def __init__(self, model: T2IModel, timesteps: torch.Tensor, prompts: list[str], latent_shape: tuple, seed: int):
+    def __init__(self, model: T2IModel, timesteps: torch.Tensor, prompts: list[str], latent_shape: tuple, seed: int, autocast=contextlib.nullcontext):
         g = torch.Generator().manual_seed(seed)
         n = len(prompts)
         device = model.unet.device
-        self.model = model
+        self.model, self.autocast = model, autocast
         self.x = torch.randn((n, *latent_shape), generator=g).to(device)  # [n, C, h, w]
         self.t = timesteps[torch.randint(len(timesteps), (n,), generator=g)].to(device)  # [n]
-        self.embeds = model.encode_prompts(prompts)  # [n, L, D]
+        self.cond = model.encode_prompts(prompts)  # batch n
         self.base = self._predict()
 
     @torch.no_grad()
     def _predict(self) -> torch.Tensor:
         was_training = self.model.unet.training
         self.model.unet.eval()
-        out = self.model.unet(self.x, self.t, encoder_hidden_states=self.embeds).sample.float()
+        with self.autocast():
+            out = self.model.denoise(self.x, self.t, self.cond).float()
         self.model.unet.train(was_training)
         return out
 

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from drl.models.t2i import T2IModel
 from drl.sampling import MIN_STOCHASTIC_STD, NoiseSchedule, denoising_step, step_mean_std
-from drl.types import Rollout
+from drl.types import Conditioning, Rollout
 
 
 class RolloutCollector:
@@ -42,13 +42,15 @@ class RolloutCollector:
         self.autocast = autocast
         size = model.latent_size(resolution)
         self.latent_shape = (model.latent_channels, size, size)
-        self.dtype = model.unet.dtype  # latents live in the denoiser's dtype (float64 in gradient checks)
+        # Latents stay float32 under mixed precision, so that the stored x_{t-1} is the one the
+        # log-prob was computed on (float64 models, in gradient checks, keep float64).
+        self.dtype = torch.float64 if model.unet.dtype == torch.float64 else torch.float32
 
-    def uncond_embeds(self, n: int) -> torch.Tensor | None:
-        """Empty-prompt embeddings [n, L, D] when guidance is on, else None."""
+    def uncond(self, n: int) -> Conditioning | None:
+        """The empty prompt's conditioning (batch n) when guidance is on, else None."""
         if self.guidance_scale == 1.0:
             return None
-        return self.model.encode_prompts([""]).expand(n, -1, -1)
+        return self.model.negative_conditioning(n)
 
     @torch.no_grad()
     def collect(self, prompts: list[str], metadata: list[dict], generator: torch.Generator) -> Rollout:
@@ -57,12 +59,12 @@ class RolloutCollector:
         for start in range(0, len(prompts), self.batch_size):
             chunks.append(self._collect_chunk(prompts[start : start + self.batch_size], generator))
         cat = lambda key: torch.cat([c[key] for c in chunks])  # noqa: E731
-        uncond = None if chunks[0]["uncond"] is None else cat("uncond")
+        uncond = None if chunks[0]["uncond"] is None else Conditioning.cat([c["uncond"] for c in chunks])
         return Rollout(
             prompts=list(prompts),
             metadata=list(metadata),
-            prompt_embeds=cat("embeds"),
-            uncond_embeds=uncond,
+            cond=Conditioning.cat([c["cond"] for c in chunks]),
+            uncond=uncond,
             latents=cat("latents"),
             timesteps=cat("timesteps"),
             log_probs=cat("log_probs"),
@@ -72,8 +74,8 @@ class RolloutCollector:
 
     def _collect_chunk(self, prompts: list[str], generator: torch.Generator) -> dict:
         n, steps = len(prompts), self.schedule.num_steps
-        embeds = self.model.encode_prompts(prompts)  # [n, L, D]
-        uncond = self.uncond_embeds(n)
+        cond = self.model.encode_prompts(prompts)  # batch n
+        uncond = self.uncond(n)
         # Noise is drawn on the CPU generator whatever the device, so runs reproduce across devices.
         x = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype).to(self.device)  # x_T: [n, C, h, w]
         latents = [x]
@@ -82,7 +84,7 @@ class RolloutCollector:
         for t in timesteps:
             t_batch = t.expand(n)
             with self.autocast():
-                out = self.model.denoise(x, t_batch, embeds, uncond, self.guidance_scale)
+                out = self.model.denoise(x, t_batch, cond, uncond, self.guidance_scale)
             noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
             step = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise)
             x = step.prev_sample
@@ -90,7 +92,7 @@ class RolloutCollector:
             log_probs.append(step.log_prob)
             stochastic.append(bool(step.stochastic[0]))
         return {
-            "embeds": embeds,
+            "cond": cond,
             "uncond": uncond,
             "latents": torch.stack(latents, dim=1),  # [n, S + 1, C, h, w]
             "timesteps": timesteps.unsqueeze(0).expand(n, steps).clone(),  # [n, S]
@@ -119,8 +121,8 @@ class RolloutCollector:
         prediction x̂_0 instead of finishing the chain.
         """
         n = len(prompts)
-        embeds = self.model.encode_prompts(prompts)  # [n, L, D]
-        uncond = self.uncond_embeds(n)
+        cond = self.model.encode_prompts(prompts)  # batch n
+        uncond = self.uncond(n)
         x = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype).to(self.device)  # x_T: [n, C, h, w]
         for i, t in enumerate(self.schedule.timesteps.to(self.device)):
             t_batch = t.expand(n)
@@ -128,7 +130,7 @@ class RolloutCollector:
             with torch.set_grad_enabled(bool(grad_steps[i])):
                 # Checkpointing the whole step (denoiser + update) keeps only x_t per step in memory.
                 # partial binds this step's t and z now: the recomputation runs later, in backward.
-                run = functools.partial(self._reparameterised_step, t=t_batch, embeds=embeds, uncond=uncond, noise=noise)
+                run = functools.partial(self._reparameterised_step, t=t_batch, cond=cond, uncond=uncond, noise=noise)
                 use_checkpoint = checkpoint_denoiser and bool(grad_steps[i])
                 x_prev, x0 = checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)
                 if i == stop_step:
@@ -136,10 +138,10 @@ class RolloutCollector:
                 x = x_prev
         return self.model.decode(x)
 
-    def _reparameterised_step(self, x, t, embeds, uncond, noise) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reparameterised_step(self, x, t, cond, uncond, noise) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t -> (x_{t-1} = mu_theta + sigma_t * z, x̂_0), differentiable in the weights; no log-prob."""
         with self.autocast():
-            out = self.model.denoise(x, t, embeds, uncond, self.guidance_scale)
+            out = self.model.denoise(x, t, cond, uncond, self.guidance_scale)
         mean, std, x0 = step_mean_std(self.schedule, out, t, x, self.eta)
         std = torch.where(std > MIN_STOCHASTIC_STD, std, torch.zeros_like(std))  # as denoising_step does
-        return mean + std.view(-1, *([1] * (mean.ndim - 1))) * noise.to(mean.dtype), x0
+        return (mean + std.view(-1, *([1] * (mean.ndim - 1))) * noise.to(mean.dtype)).to(x.dtype), x0

@@ -24,6 +24,10 @@ deterministic: they carry log-prob 0 and ``stochastic = False``.
 
 All coefficients come from the diffusers scheduler's own ``alphas_cumprod`` and
 timestep schedule; the math runs in float32 whatever the model's dtype.
+
+Flow-matching models (SD3) sample with an SDE whose steps are Gaussians too
+(drl.sampling_flow); the functions below dispatch on ``schedule.kind == "flow"``, so the
+collector and the algorithms call the same functions for every model family.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+from drl.sampling_flow import FlowSchedule, flow_add_noise, flow_mean_std, flow_training_target, make_flow_schedule
 
 Reduction = Literal["sum", "mean"]
 # Below this σ a step counts as deterministic (DDPM clamps its last variance to 1e-20).
@@ -75,12 +81,14 @@ class NoiseSchedule:
         return prev[index]
 
 
-def make_schedule(scheduler: DDIMScheduler | DDPMScheduler, num_steps: int) -> NoiseSchedule:
+def make_schedule(scheduler, num_steps: int) -> NoiseSchedule | FlowSchedule:
     """Read a diffusers scheduler's schedule for ``num_steps`` sampling steps.
 
-    Uses the scheduler's own ``set_timesteps`` (so "leading"/"trailing" spacing and
+    A FlowMatchEulerDiscreteScheduler gives a FlowSchedule (drl.sampling_flow). Otherwise this uses the scheduler's own ``set_timesteps`` (so "leading"/"trailing" spacing and
     ``steps_offset`` behave exactly as in diffusers) and its own previous-timestep rule.
     """
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return make_flow_schedule(scheduler, num_steps)
     if getattr(scheduler.config, "thresholding", False):
         raise ValueError("Dynamic thresholding is not supported: set thresholding=False in the scheduler config.")
     scheduler.set_timesteps(num_steps)
@@ -184,8 +192,10 @@ def step_mean_std(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """μ_θ(x_t, t), σ_t and x̂_0 of the reverse Gaussian, float32.
 
-    t: [B] long timesteps (each sample may sit at a different step).
+    t: [B] long timesteps (each sample may sit at a different step); float σ·T for flow schedules.
     """
+    if schedule.kind == "flow":
+        return flow_mean_std(schedule, model_output, t, sample, eta)
     x0, eps = predict_x0_eps(schedule, model_output, t, sample)
     prev_t = schedule.prev_of(t)
     a_t = schedule.alpha_bar(t)
@@ -230,7 +240,7 @@ def denoising_step(
         model_output: [B, *D] the denoiser's output (any dtype; the math runs in float32).
         t: [B] long current timesteps.
         sample: [B, *D] x_t.
-        eta: DDIM's η (0: deterministic ODE, 1: DDPM-like). Ignored by DDPM.
+        eta: DDIM's η (0: deterministic ODE, 1: DDPM-like); the SDE noise level a for flow. Ignored by DDPM.
         prev_sample: a stored x_{t-1} to re-score instead of drawing one (the update phase).
         noise: [B, *D] the variance noise z to use when drawing; else drawn from ``generator``.
         reduction: "sum" (exact log-likelihood) or "mean" over the non-batch dims.
@@ -256,7 +266,9 @@ def denoising_step(
 
 
 def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Forward process q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1-ᾱ_t) I) (Ho et al. 2020, eq. 4)."""
+    """Forward process q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1-ᾱ_t) I) (Ho et al. 2020, eq. 4); flow: (1-σ) x_0 + σ ε."""
+    if schedule.kind == "flow":
+        return flow_add_noise(schedule, x0, noise, t)
     x0_, noise_ = _math_dtype(x0), _math_dtype(noise)
     a_t = _bcast(schedule.alphas_cumprod.to(t.device)[t], x0_)
     return (a_t.sqrt() * x0_ + (1 - a_t).sqrt() * noise_).to(x0.dtype)
@@ -264,6 +276,8 @@ def add_noise(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t:
 
 def training_target(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """What the denoiser should output at (x_t, t) under its prediction_type (L_simple's target)."""
+    if schedule.kind == "flow":
+        return flow_training_target(x0, noise)
     if schedule.prediction_type == "epsilon":
         return noise
     if schedule.prediction_type == "v_prediction":
@@ -273,3 +287,10 @@ def training_target(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tens
     if schedule.prediction_type == "sample":
         return x0
     raise ValueError(f"Unknown prediction_type {schedule.prediction_type!r}.")
+
+
+def sample_training_timesteps(schedule: NoiseSchedule | FlowSchedule, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Random training timesteps for L_simple: uniform integers in [0, T) or, for flow, σ·T with σ ~ U(0, 1). [n]"""
+    if schedule.kind == "flow":
+        return torch.rand(n, generator=generator) * schedule.num_train_timesteps
+    return torch.randint(schedule.alphas_cumprod.numel(), (n,), generator=generator)

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
-from drl.checkpoint import export_lora, find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from drl.checkpoint import find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
 from drl.diagnostics import DriftProbe
 from drl.logging import RunLogger
@@ -65,7 +65,11 @@ def build_model(cfg: Config) -> T2IModel:
         from drl.models.toy import build_toy_t2i
 
         return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
-    return load_t2i(cfg.model.path)
+    model = load_t2i(cfg.model.path, cfg.model.family)
+    model.decode_chunk_size = cfg.model.vae_decode_chunk
+    if hasattr(model, "resolution"):  # SDXL's added time ids carry the image size
+        model.resolution = cfg.model.resolution
+    return model
 
 
 def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]:
@@ -81,6 +85,8 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
     model.unet.eval()
     schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
     autocast = make_autocast(device, cfg.hardware.mixed_precision)
+    if cfg.hardware.mixed_precision != "no":
+        model.cast_frozen(torch.bfloat16 if cfg.hardware.mixed_precision == "bf16" else torch.float16)
     collector = RolloutCollector(
         model,
         schedule,
@@ -123,7 +129,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     start_epoch, nonfinite_in_a_row = 0, 0
 
     # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.
-    drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed)
+    drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast)
 
     checkpoint_path = find_checkpoint(run_dir, cfg.resume)
     if checkpoint_path is not None:
@@ -222,6 +228,6 @@ def export_final(algorithm: Algorithm, ctx: TrainContext, run_dir: Path) -> None
     """The trained result: a LoRA adapter (diffusers format) or a whole save_pretrained model."""
     model = algorithm.export_model()
     if has_lora(model.unet):
-        export_lora(model.unet, run_dir / "lora")
+        model.save_lora(run_dir / "lora")
     else:
         model.save_pretrained(run_dir / "model")

@@ -4,7 +4,7 @@ Shape legend:
     B  samples in the batch            S  denoising steps per sample
     C  latent channels                 h, w  latent height, width
     L  prompt tokens                   D  text hidden size
-    H, W  decoded image height, width
+    H, W  decoded image height, width  P  pooled text embedding size (SDXL, SD3)
 """
 
 from __future__ import annotations
@@ -12,6 +12,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+
+@dataclass
+class Conditioning:
+    """What the denoiser is conditioned on, per sample: named tensors whose first dim is the batch.
+
+    The model that builds it (``T2IModel.encode_prompts``) is the one that consumes it
+    (``T2IModel.denoiser_kwargs``); the collector and the algorithms only index, concatenate
+    and move it. Entries by model family:
+
+        SD 1.x/2.x   encoder_hidden_states [B, L, D]
+        SDXL         encoder_hidden_states [B, L, D], text_embeds [B, P], time_ids [B, 6]
+        SD3 (flow)   encoder_hidden_states [B, L, D], pooled_projections [B, P]
+    """
+
+    tensors: dict[str, torch.Tensor]
+
+    def __getitem__(self, key):
+        """cond["name"] -> that tensor; cond[index] -> the Conditioning of those samples."""
+        if isinstance(key, str):
+            return self.tensors[key]
+        return Conditioning({k: v[key] for k, v in self.tensors.items()})
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    @staticmethod
+    def cat(parts: list["Conditioning"]) -> "Conditioning":
+        return Conditioning({k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors})
+
+    def expand(self, n: int) -> "Conditioning":
+        """A batch of one -> n views of it (no copy)."""
+        return Conditioning({k: v.expand(n, *v.shape[1:]) for k, v in self.tensors.items()})
+
+    def to(self, *args, **kwargs) -> "Conditioning":
+        return Conditioning({k: v.to(*args, **kwargs) for k, v in self.tensors.items()})
 
 
 @dataclass
@@ -23,10 +59,10 @@ class Rollout:
 
     prompts: list[str]  # [B]
     metadata: list[dict]  # [B] whatever the prompt source knows (e.g. the toy scene)
-    prompt_embeds: torch.Tensor  # [B, L, D]
-    uncond_embeds: torch.Tensor | None  # [B, L, D] empty-prompt embeddings when guidance is on
+    cond: Conditioning  # [B, ...] the prompts' conditioning (e.g. encoder_hidden_states [B, L, D])
+    uncond: Conditioning | None  # [B, ...] empty-prompt conditioning when guidance is on
     latents: torch.Tensor  # [B, S + 1, C, h, w]  x_T ... x_0
-    timesteps: torch.Tensor  # [B, S] long
+    timesteps: torch.Tensor  # [B, S] the denoiser's timestep: long (DDPM/DDIM) or float σ·1000 (flow)
     log_probs: torch.Tensor  # [B, S] float32, exact (summed) log p(x_{t-1} | x_t) at sampling time
     stochastic: torch.Tensor  # [S] bool: steps with a density (trainable by likelihood methods)
     samples: torch.Tensor  # [B, 3, H, W] float in [0, 1], the decoded x_0
@@ -43,6 +79,11 @@ class Rollout:
     @property
     def num_steps(self) -> int:
         return self.timesteps.shape[1]
+
+    @property
+    def prompt_embeds(self) -> torch.Tensor:
+        """The text encoder's hidden states [B, L, D] (every model family has them)."""
+        return self.cond["encoder_hidden_states"]
 
     @property
     def final_latents(self) -> torch.Tensor:

@@ -121,11 +121,11 @@ class DDPO(Algorithm):
         x_t = batch.latents[b, i]  # [n, C, h, w]
         x_prev = batch.latents[b, i + 1]  # [n, C, h, w]
         t = batch.timesteps[b, i]  # [n]
-        embeds = batch.prompt_embeds[b]  # [n, L, D]
-        uncond = None if batch.uncond_embeds is None else batch.uncond_embeds[b]
+        cond = batch.cond[b]  # batch n
+        uncond = None if batch.uncond is None else batch.uncond[b]
         guidance = ctx.collector.guidance_scale
         with ctx.autocast():
-            out = ctx.model.denoise(x_t, t, embeds, uncond, guidance)
+            out = ctx.model.denoise(x_t, t, cond, uncond, guidance)
         step = denoising_step(ctx.schedule, out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev)
         log_prob = step.log_prob * scale
         old_log_prob = batch.log_probs[b, i] * scale
@@ -134,7 +134,7 @@ class DDPO(Algorithm):
         kl = torch.zeros(())
         if self.cfg.kl_coef > 0:
             with torch.no_grad(), ctx.autocast(), self._reference():
-                ref_out = ctx.model.denoise(x_t, t, embeds, uncond, guidance, unet=self.reference_unet)
+                ref_out = ctx.model.denoise(x_t, t, cond, uncond, guidance, unet=self.reference_unet)
             ref_mean = denoising_step(ctx.schedule, ref_out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev).mean
             kl = (gaussian_kl_equal_std(step.mean, ref_mean, step.std) * scale).mean()
             loss = loss + self.cfg.kl_coef * kl

@@ -32,7 +32,7 @@ class RWR(Algorithm):
             order = torch.randperm(n, generator=self.generator)
             for minibatch in order.chunk(cfg.minibatches):
                 for chunk in chunks(minibatch, ctx.cfg.train.batch_size):
-                    per_sample = denoising_loss(ctx, x0[chunk], batch.prompt_embeds[chunk], self.generator)
+                    per_sample = denoising_loss(ctx, x0[chunk], batch.cond[chunk], self.generator)
                     loss = (weights[chunk] * per_sample).sum() / len(minibatch)
                     loss.backward()
                     loss_total += float(loss.detach()) * len(minibatch) / n / cfg.updates_per_epoch

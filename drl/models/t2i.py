@@ -4,17 +4,25 @@ The toy model and Stable Diffusion load through the same code: a directory in
 diffusers' ``save_pretrained`` layout with ``unet/``, ``text_encoder/``,
 ``tokenizer/``, ``scheduler/`` and, for latent models, ``vae/``. The toy model is
 pixel-space (no ``vae/``): its "latents" are the images themselves in [-1, 1].
+SDXL (drl.models.sdxl) adds a second text encoder; SD3 (drl.models.sd3) is a flow
+model with a transformer denoiser. All three build a :class:`Conditioning` from
+prompts and consume it in ``denoise``, so nothing else needs to know the family.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
-from transformers import AutoTokenizer, CLIPTextModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+from transformers import AutoTokenizer
+
+from drl.checkpoint import export_lora
+from drl.config import ConfigError
+from drl.types import Conditioning
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
@@ -35,54 +43,73 @@ def missing_model_message(path: str, what: str = "model") -> str:
 
 @dataclass
 class T2IModel:
-    """The parts of a text-to-image pipeline that RL fine-tuning touches."""
+    """The parts of a text-to-image pipeline that RL fine-tuning touches (Stable Diffusion 1.x/2.x layout).
+
+    Subclasses for other families (drl.models.sdxl, drl.models.sd3) change only how prompts
+    become a :class:`Conditioning` and how it is passed to the denoiser; the collector, the
+    step math and the algorithms are the same for all. ``unet`` is the denoiser whatever its
+    architecture (SD3's is an SD3Transformer2DModel).
+    """
 
     tokenizer: object
-    text_encoder: CLIPTextModel
-    unet: UNet2DConditionModel
+    text_encoder: torch.nn.Module
+    unet: torch.nn.Module
     scheduler_config: dict
     vae: AutoencoderKL | None = None
+    decode_chunk_size: int = 8  # images per VAE decode call: bounds the decoder's activation memory
+
+    SCHEDULER_KINDS = ("ddim", "ddpm")
+    PIPELINE = "StableDiffusionPipeline"  # the diffusers pipeline that loads this layout (and its LoRA)
+    LORA_LAYERS_ARG = "unet_lora_layers"  # that pipeline's save_lora_weights argument for the denoiser
 
     # ---------------------------------------------------------------- text
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """prompts -> hidden states [B, L, D] (padded to the tokenizer's max length)."""
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        """prompts -> the denoiser's conditioning (batch B); here encoder_hidden_states [B, L, D]."""
         return self.encode_prompts_with_grad(prompts)
 
-    def encode_prompts_with_grad(self, prompts: list[str]) -> torch.Tensor:
-        device = self.text_encoder.device
-        ids = self.tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        return self.text_encoder(ids)[0]
+    def encode_prompts_with_grad(self, prompts: list[str]) -> Conditioning:
+        return Conditioning({"encoder_hidden_states": self.text_encoder(_token_ids(self.tokenizer, prompts, self.device))[0]})
+
+    def negative_conditioning(self, n: int) -> Conditioning:
+        """The unconditional branch of classifier-free guidance: the empty prompt, batch n."""
+        return self.encode_prompts([""]).expand(n)
+
+    def denoiser_kwargs(self, cond: Conditioning) -> dict:
+        """The keyword arguments the denoiser's forward takes besides the latents and timestep."""
+        return {"encoder_hidden_states": cond["encoder_hidden_states"]}
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [self.text_encoder]
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
 
     # ------------------------------------------------------------ denoiser
     def denoise(
         self,
         latents: torch.Tensor,
         t: torch.Tensor,
-        embeds: torch.Tensor,
-        uncond_embeds: torch.Tensor | None = None,
+        cond: Conditioning,
+        uncond: Conditioning | None = None,
         guidance_scale: float = 1.0,
-        unet: UNet2DConditionModel | None = None,
+        unet: torch.nn.Module | None = None,
     ) -> torch.Tensor:
         """The denoiser's output with classifier-free guidance (``unet`` overrides self.unet, e.g. a reference copy).
 
-        latents: [B, C, h, w]; t: [B] long; embeds, uncond_embeds: [B, L, D].
+        latents: [B, C, h, w]; t: [B]; cond, uncond: batch B.
         With guidance the conditional and unconditional passes run as one batch of 2B.
         """
         unet = self.unet if unet is None else unet
-        if guidance_scale == 1.0 or uncond_embeds is None:
-            return unet(latents, t, encoder_hidden_states=embeds).sample
+        if guidance_scale == 1.0 or uncond is None:
+            return unet(latents, timestep=t, **self.denoiser_kwargs(cond)).sample
         both = unet(
-            torch.cat([latents, latents]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond_embeds, embeds])
+            torch.cat([latents, latents]), timestep=torch.cat([t, t]), **self.denoiser_kwargs(Conditioning.cat([uncond, cond]))
         ).sample
-        uncond, cond = both.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
+        uncond_out, cond_out = both.chunk(2)
+        return uncond_out + guidance_scale * (cond_out - uncond_out)
 
     # ------------------------------------------------------------- decoder
     @property
@@ -95,65 +122,197 @@ class T2IModel:
         return resolution // (2 ** (len(self.vae.config.block_out_channels) - 1))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [B, C, h, w] -> images [B, 3, H, W] float in [0, 1] (differentiable)."""
+        """latents [B, C, h, w] -> images [B, 3, H, W] float in [0, 1] (differentiable), decode_chunk_size at a time."""
         if self.vae is None:
             images = latents
         else:
-            images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+            scale = self.vae.config.scaling_factor
+            shift = getattr(self.vae.config, "shift_factor", None) or 0.0  # SD3's VAE is shifted, SD's is not
+            images = torch.cat(
+                [self.vae.decode(z.to(self.vae.dtype) / scale + shift).sample for z in latents.split(self.decode_chunk_size)]
+            )
         images = images if images.dtype == torch.float64 else images.float()  # float64 stays (gradient checks)
         return ((images + 1) / 2).clamp(0, 1)
 
-    def make_scheduler(self, kind: str) -> DDIMScheduler | DDPMScheduler:
-        """A fresh DDIM or DDPM scheduler with the model's own noise schedule."""
+    def make_scheduler(self, kind: str):
+        """A fresh scheduler of ``kind`` with the model's own noise schedule."""
+        self.check_scheduler_kind(kind)
         cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
         return cls.from_config(self.scheduler_config)
 
+    def check_scheduler_kind(self, kind: str) -> None:
+        if kind not in self.SCHEDULER_KINDS:
+            raise ConfigError(
+                f"scheduler={kind} does not fit a {type(self).__name__}: use scheduler={' or scheduler='.join(self.SCHEDULER_KINDS)}."
+            )
+
+    # ------------------------------------------------------------ placement
     def to(self, device: torch.device | str) -> "T2IModel":
-        for part in (self.text_encoder, self.unet, self.vae):
+        for part in (*self.text_encoders, self.unet, self.vae):
             if part is not None:
                 part.to(device)
         return self
 
+    def cast_frozen(self, dtype: torch.dtype) -> None:
+        """Mixed precision: store the frozen parts (text encoders, VAE, LoRA's base weights) in ``dtype``.
+
+        Trained weights stay float32 (the optimizer's master copy); autocast runs the matmuls.
+        """
+        for part in (*self.text_encoders, self.vae):
+            if part is not None:
+                part.to(dtype)
+        for p in self.unet.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
+
+    # -------------------------------------------------------------- saving
+    def pipeline_components(self) -> dict:
+        return {"vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.unet,
+                "scheduler": self.make_scheduler(self.SCHEDULER_KINDS[0]),
+                "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+    def to_pipeline(self):
+        """This model as the plain diffusers pipeline of its family (sharing the modules)."""
+        import diffusers
+
+        return getattr(diffusers, self.PIPELINE)(**self.pipeline_components())
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
-        self.unet.save_pretrained(directory / "unet")
-        self.text_encoder.save_pretrained(directory / "text_encoder")
-        self.tokenizer.save_pretrained(directory / "tokenizer")
-        DDIMScheduler.from_config(self.scheduler_config).save_pretrained(directory / "scheduler")
-        if self.vae is not None:
-            self.vae.save_pretrained(directory / "vae")
+        if self.vae is None:  # the pixel-space toy model: no diffusers pipeline fits it
+            self.unet.save_pretrained(directory / "unet")
+            self.text_encoder.save_pretrained(directory / "text_encoder")
+            self.tokenizer.save_pretrained(directory / "tokenizer")
+            DDIMScheduler.from_config(self.scheduler_config).save_pretrained(directory / "scheduler")
+        else:
+            self.to_pipeline().save_pretrained(directory)
+
+    def save_lora(self, directory: str | os.PathLike) -> None:
+        """The denoiser's LoRA adapter in diffusers' format: ``pipe.load_lora_weights(directory)`` loads it."""
+        import diffusers
+
+        export_lora(self.unet, Path(directory), getattr(diffusers, self.PIPELINE), self.LORA_LAYERS_ARG)
 
 
-def load_t2i(path: str) -> T2IModel:
+def _token_ids(tokenizer, prompts: list[str], device: torch.device, max_length: int | None = None) -> torch.Tensor:
+    """prompts -> input ids [B, L], padded to the tokenizer's max length as the diffusers pipelines do."""
+    return tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=max_length or tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+
+
+FAMILIES = ("sd", "sdxl", "sd3")
+
+
+def detect_family(location: str) -> str:
+    """sd, sdxl or sd3 from a local directory's layout (transformer/ -> sd3, text_encoder_2/ -> sdxl)."""
+    local = Path(location)
+    if (local / "transformer").is_dir():
+        return "sd3"
+    if (local / "text_encoder_2").is_dir():
+        return "sdxl"
+    return "sd"
+
+
+def load_t2i(path: str, family: str = "auto") -> T2IModel:
     """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
 
+    ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's layout).
     Missing weights raise FileNotFoundError with one sentence naming the path.
     """
     location = resolve_path(path)
     local = Path(location).expanduser()
     if local.is_dir():
         location = str(local)
-        needed = [d for d in ("unet", "text_encoder", "tokenizer", "scheduler") if not (local / d).is_dir()]
-        if needed:
-            raise FileNotFoundError(
-                f"{location!r} is not a complete diffusers text-to-image directory: missing {', '.join(needed)}/."
-            )
     elif not _looks_like_hub_id(location):
         raise FileNotFoundError(missing_model_message(location))
+    if family == "auto":
+        family = detect_family(location) if local.is_dir() else "sd"
+    from drl.models.sd3 import SD3Model
+    from drl.models.sdxl import SDXLModel
+
+    cls = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model}[family]
+    parts = load_components(location, local.is_dir(), COMPONENTS[family])
+    model = cls(**parts)
+    if family == "sdxl":
+        model.force_zeros_for_empty_prompt = _pipeline_flag(location, "force_zeros_for_empty_prompt", True)
+    for encoder in model.text_encoders:
+        encoder.requires_grad_(False)
+    if model.vae is not None:
+        model.vae.requires_grad_(False)
+    return model
+
+
+# Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
+COMPONENTS: dict[str, list[tuple[str, str, str, bool]]] = {
+    "sd": [
+        ("unet", "unet", "UNet2DConditionModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModel", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", False),  # absent only in pixel-space models (the toy)
+    ],
+    "sdxl": [
+        ("unet", "unet", "UNet2DConditionModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModel", True),
+        ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
+    ],
+    "sd3": [
+        ("unet", "transformer", "SD3Transformer2DModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModelWithProjection", True),
+        ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
+        ("text_encoder_3", "text_encoder_3", "T5EncoderModel", False),  # optional, as in diffusers (zeros without it)
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
+        ("tokenizer_3", "tokenizer_3", "tokenizer", False),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
+    ],
+}
+
+
+def load_components(location: str, is_local: bool, spec: list[tuple[str, str, str, bool]]) -> dict:
+    """from_pretrained every component of ``spec`` from ``location`` (subfolders), with one clear error if absent."""
+    import diffusers
+    import transformers
+
+    if is_local:
+        missing = [sub for _, sub, _, required in spec if required and not (Path(location) / sub).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"{location!r} is not a complete diffusers directory for this model: missing {', '.join(m + '/' for m in missing)}."
+            )
+    parts = {}
     try:
-        unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet")
-        text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder")
-        tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
-        scheduler_config = dict(DDPMScheduler.load_config(location, subfolder="scheduler"))
-        vae = None
-        if not local.is_dir() or (local / "vae").is_dir():
-            vae = AutoencoderKL.from_pretrained(location, subfolder="vae")
+        for field_name, sub, loader, required in spec:
+            if is_local and not (Path(location) / sub).is_dir():
+                continue  # optional and absent
+            if loader == "tokenizer":
+                parts[field_name] = AutoTokenizer.from_pretrained(location, subfolder=sub)
+            elif loader == "scheduler":
+                parts[field_name] = dict(DDPMScheduler.load_config(location, subfolder=sub))
+            else:
+                cls = getattr(diffusers, loader, None) or getattr(transformers, loader)
+                parts[field_name] = cls.from_pretrained(location, subfolder=sub)
     except OSError as e:  # hub id not cached and no network, or a broken directory
         raise FileNotFoundError(missing_model_message(location) + f" ({str(e).splitlines()[0]})") from None
-    text_encoder.requires_grad_(False)
-    if vae is not None:
-        vae.requires_grad_(False)
-    return T2IModel(tokenizer, text_encoder, unet, scheduler_config, vae)
+    return parts
+
+
+def _pipeline_flag(location: str, key: str, default: bool) -> bool:
+    """A flag of the pipeline's model_index.json (e.g. SDXL's force_zeros_for_empty_prompt)."""
+    index = Path(location) / "model_index.json"
+    if index.is_file():
+        return bool(json.loads(index.read_text()).get(key, default))
+    return default
 
 
 def _looks_like_hub_id(location: str) -> bool:

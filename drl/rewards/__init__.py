@@ -35,11 +35,32 @@ def _toy_aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
     return toy_aesthetic()
 
 
+def _aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.clip import aesthetic
+
+    return aesthetic(cfg.aesthetic_clip_path, cfg.aesthetic_head_path, device)
+
+
+def _clip_score(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.clip import clip_score
+
+    return clip_score(cfg.clip_path, device)
+
+
+def _pickscore(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.clip import pickscore
+
+    return pickscore(cfg.pickscore_path, cfg.pickscore_processor_path, device)
+
+
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
     "toy_alignment": _toy_alignment,
     "toy_aesthetic": _toy_aesthetic,
+    "aesthetic": _aesthetic,
+    "clip_score": _clip_score,
+    "pickscore": _pickscore,
 }
 
 

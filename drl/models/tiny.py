@@ -1,0 +1,202 @@
+"""Tiny, randomly initialised models with the real architectures, for tests and smoke runs.
+
+Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
+character) whose vocabulary is written here, and every network is built from a small config.
+
+    python -m drl.models.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, clip
+    drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet2DConditionModel
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    T5Config,
+    T5EncoderModel,
+)
+
+from drl.models.sd3 import SD3Model
+from drl.models.sdxl import SDXLModel
+from drl.models.t2i import T2IModel
+
+MAX_TOKENS = 16  # the tiny tokenizers' model_max_length (real CLIP: 77)
+TEXT_DIM = 16
+PROJECTION_DIM = 8
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's preprocessing constants
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+SD_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+    prediction_type="epsilon", clip_sample=False, steps_offset=1, set_alpha_to_one=False,
+)
+
+
+def _byte_characters() -> list[str]:
+    """GPT-2/CLIP's reversible byte -> printable character map (256 characters)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def build_clip_tokenizer(max_length: int = MAX_TOKENS) -> CLIPTokenizer:
+    """A real CLIPTokenizer (byte-level BPE, lower-cased) with a character vocabulary and no merges."""
+    chars = _byte_characters()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def _text_config(tokenizer, **kw) -> CLIPTextConfig:
+    base = dict(
+        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=MAX_TOKENS, projection_dim=PROJECTION_DIM,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextConfig(**{**base, **kw})
+
+
+def _vae(latent_channels: int = 4, **kw) -> AutoencoderKL:
+    """A 2x-downsampling VAE: 16 px images <-> 8 px latents."""
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        norm_num_groups=4, sample_size=16, **kw,
+    )
+
+
+def _unet(cross_attention_dim: int, **kw) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=4, **kw,
+    )
+
+
+def build_tiny_sd(seed: int = 0) -> T2IModel:
+    """SD 1.x layout: UNet2DConditionModel + AutoencoderKL + CLIPTextModel + CLIPTokenizer + DDIM."""
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    torch.manual_seed(seed + 1)
+    unet = _unet(TEXT_DIM)
+    torch.manual_seed(seed + 2)
+    vae = _vae()
+    return T2IModel(tokenizer, text_encoder, unet, dict(DDIMScheduler(**SD_SCHEDULER).config), vae)
+
+
+def build_tiny_sdxl(seed: int = 0) -> SDXLModel:
+    """SDXL layout: two text encoders (the second with a projection), text_time added conditioning."""
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer))
+    torch.manual_seed(seed + 2)
+    time_dim = 4
+    unet = _unet(
+        2 * TEXT_DIM, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=PROJECTION_DIM + 6 * time_dim,
+    )
+    torch.manual_seed(seed + 3)
+    vae = _vae()
+    return SDXLModel(
+        tokenizer, text_encoder, unet, dict(DDIMScheduler(**SD_SCHEDULER).config), vae,
+        text_encoder_2=text_encoder_2, tokenizer_2=build_clip_tokenizer(), resolution=16,
+    )
+
+
+def build_tiny_sd3(seed: int = 0, with_t5: bool = True) -> SD3Model:
+    """SD3 layout: SD3Transformer2DModel, two projected CLIP encoders, an optional T5, a shifted VAE, flow scheduler."""
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(_text_config(tokenizer))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer))
+    joint_dim = 2 * TEXT_DIM
+    text_encoder_3 = None
+    if with_t5:
+        torch.manual_seed(seed + 2)
+        text_encoder_3 = T5EncoderModel(
+            T5Config(vocab_size=len(tokenizer), d_model=joint_dim, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+        )
+    torch.manual_seed(seed + 3)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=joint_dim, caption_projection_dim=16,
+        pooled_projection_dim=2 * PROJECTION_DIM, pos_embed_max_size=8,
+    )
+    torch.manual_seed(seed + 4)
+    vae = _vae(scaling_factor=1.5305, shift_factor=0.0609)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return SD3Model(
+        tokenizer, text_encoder, transformer, dict(scheduler.config), vae,
+        text_encoder_2=text_encoder_2, tokenizer_2=build_clip_tokenizer(),
+        text_encoder_3=text_encoder_3, tokenizer_3=build_clip_tokenizer(32) if with_t5 else None, t5_max_length=32,
+    )
+
+
+def save_tiny_clip(directory: str | Path, seed: int = 0, image_size: int = 16) -> Path:
+    """A tiny CLIPModel + tokenizer + preprocessor_config.json in the layout of openai/clip-vit-large-patch14."""
+    directory = Path(directory)
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=_text_config(tokenizer).to_dict(),
+        vision_config=CLIPVisionConfig(
+            hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=4, projection_dim=PROJECTION_DIM,
+        ).to_dict(),
+        projection_dim=PROJECTION_DIM,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": image_size},
+        "do_center_crop": True, "crop_size": {"height": image_size, "width": image_size},
+        "do_normalize": True, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+    }
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+    return directory
+
+
+def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, seed: int = 0) -> Path:
+    """A random MLP head in the LAION aesthetic predictor's state-dict format (layers.{0,2,4,6,7})."""
+    from drl.rewards.clip import aesthetic_mlp
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    torch.save(aesthetic_mlp(input_dim).state_dict(), path)
+    return path
+
+
+BUILDERS = {"sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=[*BUILDERS, "clip"])
+    parser.add_argument("directory")
+    args = parser.parse_args()
+    if args.kind == "clip":
+        save_tiny_clip(args.directory)
+        save_tiny_aesthetic_head(Path(args.directory) / "aesthetic_head.pth")
+    else:
+        BUILDERS[args.kind]().save_pretrained(args.directory)
+    print(f"wrote a tiny random {args.kind} to {args.directory}")
+
+
+if __name__ == "__main__":
+    main()
