@@ -44,12 +44,12 @@ def test_same_generator_same_rollout(random_toy_model):
 
 def test_classifier_free_guidance_changes_samples(random_toy_model):
     ctx, _, _ = _ctx(random_toy_model, "scheduler.guidance_scale=3.0")
-    assert ctx.collector.uncond_embeds(2).shape[0] == 2
+    assert len(ctx.collector.uncond(2)) == 2
     prompts, meta = ctx.prompts.sample(2, torch.Generator().manual_seed(0))
     guided = ctx.collector.collect(prompts, meta, torch.Generator().manual_seed(1))
     ctx.collector.guidance_scale = 1.0
     plain = ctx.collector.collect(prompts, meta, torch.Generator().manual_seed(1))
-    assert guided.uncond_embeds is not None and plain.uncond_embeds is None
+    assert guided.uncond is not None and plain.uncond is None
     assert not torch.allclose(guided.latents[:, -1], plain.latents[:, -1])
 
 
@@ -61,7 +61,7 @@ def test_importance_ratio_is_one_on_policy(random_toy_model):
     b = torch.tensor([0, 1, 2, 3, 0, 2])
     i = torch.tensor([0, 3, 1, 2, 3, 0])  # different timesteps in one denoiser call
     with torch.no_grad():
-        out = ctx.model.denoise(batch.latents[b, i], batch.timesteps[b, i], batch.prompt_embeds[b])
+        out = ctx.model.denoise(batch.latents[b, i], batch.timesteps[b, i], batch.cond[b])
     step = denoising_step(ctx.schedule, out, batch.timesteps[b, i], batch.latents[b, i], eta=1.0, prev_sample=batch.latents[b, i + 1])
     dims = batch.latents[0, 0].numel()
     ratio_mean = torch.exp((step.log_prob - batch.log_probs[b, i]) / dims)

@@ -1,0 +1,141 @@
+"""SD 1.x, SDXL and SD3 (flow) through the one loop, on tiny random components saved to disk.
+
+Every model is built by drl.models.tiny (real diffusers/transformers classes, a locally written
+CLIP tokenizer), saved with save_pretrained and loaded back by path, exactly as a user's model.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from drl.config import ConfigError
+from drl.models.t2i import load_t2i
+from drl.models.tiny import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
+from drl.sampling import denoising_step
+from drl.train import build_context, train
+
+from conftest import TINY, compose_config
+from test_cli import drl_train
+
+BUILDERS = {"sd15": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
+# A tiny run: 16 px images (8 px latents), 2 denoising steps, 4 samples, 2 epochs.
+SMALL = ["hardware.num_threads=1", "model.resolution=16", "scheduler.num_steps=2", "train.samples_per_epoch=4", "train.batch_size=4", "train.grid_size=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_models")
+    for name, build in BUILDERS.items():
+        build(seed=0).save_pretrained(root / name)
+    return {name: str(root / name) for name in BUILDERS}
+
+
+def _overrides(name, tiny_dirs, *extra):
+    scheduler = ["scheduler=flow"] if name == "sd3" else []
+    return [f"model={name}", f"model.path={tiny_dirs[name]}", *scheduler, *SMALL, *extra]
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_saved_directories_are_diffusers_pipelines_and_load_as_their_family(tiny_dirs):
+    from diffusers import DiffusionPipeline
+
+    for name, cls_name in [("sd15", "T2IModel"), ("sdxl", "SDXLModel"), ("sd3", "SD3Model")]:
+        index = json.loads(open(f"{tiny_dirs[name]}/model_index.json").read())
+        pipe = DiffusionPipeline.from_pretrained(tiny_dirs[name])
+        assert type(pipe).__name__ == index["_class_name"]
+        assert type(load_t2i(tiny_dirs[name])).__name__ == cls_name  # family from the layout
+
+
+def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
+    result = drl_train([*TINY, *_overrides("sd15", tiny_dirs), "logger=none", "hardware.num_threads=1", f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["epoch"] for r in _records(tmp_path)] == [0, 1]
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "name, algorithm",
+    [("sd15", "ddpo"), ("sd15", "rwr"), ("sd15", "alignprop"), ("sdxl", "ddpo"), ("sdxl", "rwr"), ("sdxl", "alignprop"),
+     ("sd3", "ddpo"), ("sd3", "rwr"), ("sd3", "alignprop")],
+)  # fmt: skip
+def test_every_family_trains_with_every_algorithm(tmp_path, tiny_dirs, name, algorithm):
+    final = train(compose_config(_overrides(name, tiny_dirs, f"algorithm={algorithm}", "algorithm.lr=1e-2")), tmp_path)
+    records = _records(tmp_path)
+    assert len(records) == 2 and math.isfinite(final)
+    assert all(math.isfinite(r["train/loss"]) and math.isfinite(r["reward_mean"]) for r in records)
+    assert records[-1]["drift_from_base"] > 0  # the LoRA weights moved
+    if algorithm == "ddpo":
+        assert records[0]["train/ratio_dev_first"] <= 1e-5
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert (tmp_path / "samples_after.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd3"])
+def test_on_policy_ratio_is_one_in_float32(tiny_dirs, name):
+    """Re-scoring stored transitions in a mixed-timestep batch reproduces the sampling log-probs.
+
+    The ratio DDPO clips (logprob_reduction=mean, the default) is 1 within 1e-5 in float32; with the
+    exact sum over latent dims, float32 rounding of a different batch composition is amplified D-fold.
+    """
+    ctx, _, _ = build_context(compose_config(_overrides(name, tiny_dirs, "scheduler.num_steps=3")))
+    batch = ctx.collector.collect(["a cat", "a dog", "a red cube"], [{}] * 3, torch.Generator().manual_seed(0))
+    assert batch.stochastic.all() and batch.latents.dtype == torch.float32
+    b, i = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 2, 1, 2, 0])
+    with torch.no_grad():
+        out = ctx.model.denoise(batch.latents[b, i], batch.timesteps[b, i], batch.cond[b])
+    step = denoising_step(ctx.schedule, out, batch.timesteps[b, i], batch.latents[b, i], eta=ctx.collector.eta, prev_sample=batch.latents[b, i + 1])
+    dims = batch.latents[0, 0].numel()
+    ratio_mean = torch.exp((step.log_prob - batch.log_probs[b, i]) / dims)
+    assert float((ratio_mean - 1).abs().max()) <= 1e-5
+    ratio_sum = torch.exp(step.log_prob - batch.log_probs[b, i])
+    assert float((ratio_sum - 1).abs().max()) <= 1e-3
+
+
+def test_sdxl_conditioning_carries_pooled_embeds_and_time_ids(tiny_dirs):
+    model = load_t2i(tiny_dirs["sdxl"])
+    model.resolution = 16
+    cond = model.encode_prompts(["a cat", "a dog"])
+    assert cond["encoder_hidden_states"].shape == (2, 16, 32)  # both encoders' hidden states side by side
+    assert cond["text_embeds"].shape == (2, 8) and cond["time_ids"].tolist() == [[16, 16, 0, 0, 16, 16]] * 2
+    uncond = model.negative_conditioning(2)  # force_zeros_for_empty_prompt, as diffusers does
+    assert not uncond["encoder_hidden_states"].any() and not uncond["text_embeds"].any()
+
+
+def test_sd3_conditioning_matches_the_diffusers_pipeline(tiny_dirs):
+    from diffusers import StableDiffusion3Pipeline
+
+    model = load_t2i(tiny_dirs["sd3"])
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_dirs["sd3"])
+    embeds, _, pooled, _ = pipe.encode_prompt(["a cat"], None, None, do_classifier_free_guidance=False, max_sequence_length=model.t5_max_length)
+    cond = model.encode_prompts(["a cat"])
+    torch.testing.assert_close(cond["encoder_hidden_states"], embeds)
+    torch.testing.assert_close(cond["pooled_projections"], pooled)
+
+
+@pytest.mark.parametrize("name, pipeline", [("sd15", "StableDiffusionPipeline"), ("sdxl", "StableDiffusionXLPipeline"), ("sd3", "StableDiffusion3Pipeline")])
+def test_exported_lora_loads_into_a_fresh_diffusers_pipeline_and_changes_it(tmp_path, tiny_dirs, name, pipeline):
+    import diffusers
+
+    train(compose_config(_overrides(name, tiny_dirs, "algorithm=alignprop", "algorithm.lr=5e-2", "train.epochs=1")), tmp_path)
+    pipe = getattr(diffusers, pipeline).from_pretrained(tiny_dirs[name])
+
+    def generate():
+        kw = dict(height=16, width=16, num_inference_steps=2, output_type="pt", guidance_scale=1.0)
+        return pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).images
+
+    before = generate()
+    pipe.load_lora_weights(str(tmp_path / "lora"))
+    after = generate()
+    assert before.shape == after.shape == (1, 3, 16, 16)
+    assert (after - before).abs().max() > 1e-4
+
+
+def test_sd3_refuses_ddim_with_one_sentence(tiny_dirs):
+    """A flow model found by auto-detection with the default DDIM scheduler: a ConfigError (exit 2 in drl-train)."""
+    with pytest.raises(ConfigError, match=r"^scheduler=ddim does not fit a SD3Model: use scheduler=flow\.$"):
+        build_context(compose_config([f"model.path={tiny_dirs['sd3']}", *SMALL]))
