@@ -139,3 +139,14 @@ def test_sd3_refuses_ddim_with_one_sentence(tiny_dirs):
     """A flow model found by auto-detection with the default DDIM scheduler: a ConfigError (exit 2 in drl-train)."""
     with pytest.raises(ConfigError, match=r"^scheduler=ddim does not fit a SD3Model: use scheduler=flow\.$"):
         build_context(compose_config([f"model.path={tiny_dirs['sd3']}", *SMALL]))
+
+
+def test_alignprop_backpropagates_the_clip_aesthetic_reward_into_sd15(tmp_path, tiny_dirs):
+    from drl.models.tiny import save_tiny_aesthetic_head, save_tiny_clip
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    head = save_tiny_aesthetic_head(tmp_path / "head.pth")
+    reward = ["reward=aesthetic", f"reward.aesthetic_clip_path={clip}", f"reward.aesthetic_head_path={head}"]
+    train(compose_config(_overrides("sd15", tiny_dirs, "algorithm=alignprop", "train.epochs=1", *reward)), tmp_path / "run")
+    record = _records(tmp_path / "run")[0]
+    assert math.isfinite(record["reward/aesthetic"]) and record["train/grad_norm"] > 0

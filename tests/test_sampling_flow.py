@@ -56,8 +56,8 @@ def test_log_prob_matches_an_independent_gaussian(eta):
 
 def test_sde_keeps_the_marginals_of_the_flow():
     """With the exact velocity of Gaussian data, the SDE ends at the data distribution N(m, s²)."""
-    m, s, n = 1.5, 0.5, 20_000
-    schedule = _schedule(num_steps=100, shift=1.0)
+    m, s, n = 1.5, 0.5, 8_000
+    schedule = _schedule(num_steps=50, shift=1.0)
 
     def exact_velocity(x, sigma):  # E[ε - x_0 | x_σ] for x_0 ~ N(m, s²), x_σ = (1-σ) x_0 + σ ε
         a = 1 - sigma
