@@ -149,4 +149,4 @@ def test_alignprop_backpropagates_the_clip_aesthetic_reward_into_sd15(tmp_path, 
     reward = ["reward=aesthetic", f"reward.aesthetic_clip_path={clip}", f"reward.aesthetic_head_path={head}"]
     train(compose_config(_overrides("sd15", tiny_dirs, "algorithm=alignprop", "train.epochs=1", *reward)), tmp_path / "run")
     record = _records(tmp_path / "run")[0]
-    assert math.isfinite(record["reward/aesthetic"]) and record["train/grad_norm"] > 0
+    assert math.isfinite(record["reward_mean"]) and record["train/grad_norm"] > 0 and record["drift_from_base"] > 0
