@@ -39,14 +39,14 @@ class Conditioning:
         return next(iter(self.tensors.values())).shape[0]
 
     @staticmethod
-    def cat(parts: list["Conditioning"]) -> "Conditioning":
+    def cat(parts: list[Conditioning]) -> Conditioning:
         return Conditioning({k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors})
 
-    def expand(self, n: int) -> "Conditioning":
+    def expand(self, n: int) -> Conditioning:
         """A batch of one -> n views of it (no copy)."""
         return Conditioning({k: v.expand(n, *v.shape[1:]) for k, v in self.tensors.items()})
 
-    def to(self, *args, **kwargs) -> "Conditioning":
+    def to(self, *args, **kwargs) -> Conditioning:
         return Conditioning({k: v.to(*args, **kwargs) for k, v in self.tensors.items()})
 
 

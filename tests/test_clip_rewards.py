@@ -44,7 +44,12 @@ def test_preprocessing_matches_clips_image_processor(clip_dir):
 
 
 def test_clip_score_and_pickscore_match_clips_forward(clip_dir):
-    cfg = RewardConfig(terms={"clip_score": 1.0, "pickscore": 1.0}, clip_path=str(clip_dir), pickscore_path=str(clip_dir), pickscore_processor_path=None)
+    cfg = RewardConfig(
+        terms={"clip_score": 1.0, "pickscore": 1.0},
+        clip_path=str(clip_dir),
+        pickscore_path=str(clip_dir),
+        pickscore_processor_path=None,
+    )
     images = _images(16)
     _, terms = build_reward(cfg, "cpu")(images, PROMPTS, [{}, {}])
     model = CLIPModel.from_pretrained(clip_dir).eval()
@@ -60,7 +65,9 @@ def test_clip_score_and_pickscore_match_clips_forward(clip_dir):
 def test_aesthetic_loads_laions_head_format_and_is_differentiable(clip_dir):
     state = torch.load(clip_dir / "aesthetic_head.pth", weights_only=True)
     assert sorted({k.split(".")[1] for k in state}) == ["0", "2", "4", "6", "7"]  # the public checkpoint's keys
-    cfg = RewardConfig(terms={"aesthetic": 1.0}, aesthetic_clip_path=str(clip_dir), aesthetic_head_path=str(clip_dir / "aesthetic_head.pth"))
+    cfg = RewardConfig(
+        terms={"aesthetic": 1.0}, aesthetic_clip_path=str(clip_dir), aesthetic_head_path=str(clip_dir / "aesthetic_head.pth")
+    )
     reward = build_reward(cfg, "cpu")
     assert reward.differentiable
     images = _images(16).requires_grad_(True)
@@ -95,6 +102,8 @@ def test_missing_reward_weights_name_the_path_and_the_download(tmp_path, terms, 
 
 
 def test_missing_aesthetic_head_names_the_wget_command(tmp_path, clip_dir):
-    cfg = RewardConfig(terms={"aesthetic": 1.0}, aesthetic_clip_path=str(clip_dir), aesthetic_head_path=str(tmp_path / "head.pth"))
+    cfg = RewardConfig(
+        terms={"aesthetic": 1.0}, aesthetic_clip_path=str(clip_dir), aesthetic_head_path=str(tmp_path / "head.pth")
+    )
     with pytest.raises(FileNotFoundError, match="No LAION aesthetic head found at .*head.pth.*wget https://"):
         build_reward(cfg, "cpu")

@@ -6,9 +6,12 @@ CLIP tokenizer), saved with save_pretrained and loaded back by path, exactly as 
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, compose_config
+from test_cli import drl_train
 
 from drl.config import ConfigError
 from drl.models.t2i import load_t2i
@@ -16,12 +19,16 @@ from drl.models.tiny import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
 from drl.sampling import denoising_step
 from drl.train import build_context, train
 
-from conftest import TINY, compose_config
-from test_cli import drl_train
-
 BUILDERS = {"sd15": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
 # A tiny run: 16 px images (8 px latents), 2 denoising steps, 4 samples, 2 epochs.
-SMALL = ["hardware.num_threads=1", "model.resolution=16", "scheduler.num_steps=2", "train.samples_per_epoch=4", "train.batch_size=4", "train.grid_size=2"]
+SMALL = [
+    "hardware.num_threads=1",
+    "model.resolution=16",
+    "scheduler.num_steps=2",
+    "train.samples_per_epoch=4",
+    "train.batch_size=4",
+    "train.grid_size=2",
+]
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +52,16 @@ def test_saved_directories_are_diffusers_pipelines_and_load_as_their_family(tiny
     from diffusers import DiffusionPipeline
 
     for name, cls_name in [("sd15", "T2IModel"), ("sdxl", "SDXLModel"), ("sd3", "SD3Model")]:
-        index = json.loads(open(f"{tiny_dirs[name]}/model_index.json").read())
+        index = json.loads((Path(tiny_dirs[name]) / "model_index.json").read_text())
         pipe = DiffusionPipeline.from_pretrained(tiny_dirs[name])
         assert type(pipe).__name__ == index["_class_name"]
         assert type(load_t2i(tiny_dirs[name])).__name__ == cls_name  # family from the layout
 
 
 def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
-    result = drl_train([*TINY, *_overrides("sd15", tiny_dirs), "logger=none", "hardware.num_threads=1", f"hydra.run.dir={tmp_path}"], tmp_path)
+    result = drl_train(
+        [*TINY, *_overrides("sd15", tiny_dirs), "logger=none", "hardware.num_threads=1", f"hydra.run.dir={tmp_path}"], tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert [r["epoch"] for r in _records(tmp_path)] == [0, 1]
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
@@ -88,7 +97,9 @@ def test_on_policy_ratio_is_one_in_float32(tiny_dirs, name):
     b, i = torch.tensor([0, 1, 2, 0, 2]), torch.tensor([0, 2, 1, 2, 0])
     with torch.no_grad():
         out = ctx.model.denoise(batch.latents[b, i], batch.timesteps[b, i], batch.cond[b])
-    step = denoising_step(ctx.schedule, out, batch.timesteps[b, i], batch.latents[b, i], eta=ctx.collector.eta, prev_sample=batch.latents[b, i + 1])
+    step = denoising_step(
+        ctx.schedule, out, batch.timesteps[b, i], batch.latents[b, i], eta=ctx.collector.eta, prev_sample=batch.latents[b, i + 1]
+    )
     dims = batch.latents[0, 0].numel()
     ratio_mean = torch.exp((step.log_prob - batch.log_probs[b, i]) / dims)
     assert float((ratio_mean - 1).abs().max()) <= 1e-5
@@ -111,13 +122,18 @@ def test_sd3_conditioning_matches_the_diffusers_pipeline(tiny_dirs):
 
     model = load_t2i(tiny_dirs["sd3"])
     pipe = StableDiffusion3Pipeline.from_pretrained(tiny_dirs["sd3"])
-    embeds, _, pooled, _ = pipe.encode_prompt(["a cat"], None, None, do_classifier_free_guidance=False, max_sequence_length=model.t5_max_length)
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        ["a cat"], None, None, do_classifier_free_guidance=False, max_sequence_length=model.t5_max_length
+    )
     cond = model.encode_prompts(["a cat"])
     torch.testing.assert_close(cond["encoder_hidden_states"], embeds)
     torch.testing.assert_close(cond["pooled_projections"], pooled)
 
 
-@pytest.mark.parametrize("name, pipeline", [("sd15", "StableDiffusionPipeline"), ("sdxl", "StableDiffusionXLPipeline"), ("sd3", "StableDiffusion3Pipeline")])
+@pytest.mark.parametrize(
+    "name, pipeline",
+    [("sd15", "StableDiffusionPipeline"), ("sdxl", "StableDiffusionXLPipeline"), ("sd3", "StableDiffusion3Pipeline")],
+)
 def test_exported_lora_loads_into_a_fresh_diffusers_pipeline_and_changes_it(tmp_path, tiny_dirs, name, pipeline):
     import diffusers
 
@@ -150,3 +166,14 @@ def test_alignprop_backpropagates_the_clip_aesthetic_reward_into_sd15(tmp_path, 
     train(compose_config(_overrides("sd15", tiny_dirs, "algorithm=alignprop", "train.epochs=1", *reward)), tmp_path / "run")
     record = _records(tmp_path / "run")[0]
     assert math.isfinite(record["reward_mean"]) and record["train/grad_norm"] > 0 and record["drift_from_base"] > 0
+
+
+def test_mixed_precision_stores_frozen_parts_in_bf16_and_trains_float32_lora(tmp_path, tiny_dirs):
+    cfg = compose_config(_overrides("sd3", tiny_dirs, "hardware.mixed_precision=bf16", "hardware.device=cpu"))
+    ctx, _, _ = build_context(cfg)
+    assert all(e.dtype == torch.bfloat16 for e in ctx.model.text_encoders) and ctx.model.vae.dtype == torch.bfloat16
+    assert ctx.params and all(p.dtype == torch.float32 for p in ctx.params)
+    frozen = [p for p in ctx.model.unet.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    train(cfg, tmp_path)
+    assert all(r["train/ratio_dev_first"] <= 1e-5 and math.isfinite(r["train/loss"]) for r in _records(tmp_path))

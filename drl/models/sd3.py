@@ -50,7 +50,10 @@ class SD3Model(T2IModel):
             t5 = self.text_encoder_3(_token_ids(self.tokenizer_3, prompts, self.device, self.t5_max_length))[0]
         clip = torch.nn.functional.pad(clip, (0, width - clip.shape[-1]))  # [B, 77, J]
         return Conditioning(
-            {"encoder_hidden_states": torch.cat([clip, t5.to(clip.dtype)], dim=-2), "pooled_projections": torch.cat(pooled, dim=-1)}
+            {
+                "encoder_hidden_states": torch.cat([clip, t5.to(clip.dtype)], dim=-2),
+                "pooled_projections": torch.cat(pooled, dim=-1),
+            }
         )
 
     def denoiser_kwargs(self, cond: Conditioning) -> dict:
@@ -61,7 +64,14 @@ class SD3Model(T2IModel):
         return FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
 
     def pipeline_components(self) -> dict:
-        return {"transformer": self.unet, "scheduler": self.make_scheduler("flow"), "vae": self.vae,
-                "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
-                "text_encoder_2": self.text_encoder_2, "tokenizer_2": self.tokenizer_2,
-                "text_encoder_3": self.text_encoder_3, "tokenizer_3": self.tokenizer_3}
+        return {
+            "transformer": self.unet,
+            "scheduler": self.make_scheduler("flow"),
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "tokenizer": self.tokenizer,
+            "text_encoder_2": self.text_encoder_2,
+            "tokenizer_2": self.tokenizer_2,
+            "text_encoder_3": self.text_encoder_3,
+            "tokenizer_3": self.tokenizer_3,
+        }

@@ -56,7 +56,13 @@ class SDXLModel(T2IModel):
         }
 
     def pipeline_components(self) -> dict:
-        return {"vae": self.vae, "text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2,
-                "tokenizer": self.tokenizer, "tokenizer_2": self.tokenizer_2, "unet": self.unet,
-                "scheduler": self.make_scheduler(self.SCHEDULER_KINDS[0]),
-                "force_zeros_for_empty_prompt": self.force_zeros_for_empty_prompt}
+        return {
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+            "tokenizer": self.tokenizer,
+            "tokenizer_2": self.tokenizer_2,
+            "unet": self.unet,
+            "scheduler": self.make_scheduler(self.SCHEDULER_KINDS[0]),
+            "force_zeros_for_empty_prompt": self.force_zeros_for_empty_prompt,
+        }

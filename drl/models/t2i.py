@@ -116,10 +116,13 @@ class T2IModel:
     def latent_channels(self) -> int:
         return self.unet.config.in_channels
 
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel (1 for pixel-space models)."""
+        return 1 if self.vae is None else 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     def latent_size(self, resolution: int) -> int:
-        if self.vae is None:
-            return resolution
-        return resolution // (2 ** (len(self.vae.config.block_out_channels) - 1))
+        return resolution // self.vae_scale_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, C, h, w] -> images [B, 3, H, W] float in [0, 1] (differentiable), decode_chunk_size at a time."""

@@ -38,8 +38,14 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's preprocessing c
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 SD_SCHEDULER = dict(
-    num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-    prediction_type="epsilon", clip_sample=False, steps_offset=1, set_alpha_to_one=False,
+    num_train_timesteps=1000,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    prediction_type="epsilon",
+    clip_sample=False,
+    steps_offset=1,
+    set_alpha_to_one=False,
 )
 
 
@@ -61,9 +67,16 @@ def build_clip_tokenizer(max_length: int = MAX_TOKENS) -> CLIPTokenizer:
 
 def _text_config(tokenizer, **kw) -> CLIPTextConfig:
     base = dict(
-        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=MAX_TOKENS, projection_dim=PROJECTION_DIM,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_DIM,
+        intermediate_size=2 * TEXT_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=PROJECTION_DIM,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return CLIPTextConfig(**{**base, **kw})
 
@@ -71,17 +84,32 @@ def _text_config(tokenizer, **kw) -> CLIPTextConfig:
 def _vae(latent_channels: int = 4, **kw) -> AutoencoderKL:
     """A 2x-downsampling VAE: 16 px images <-> 8 px latents."""
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"), up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        norm_num_groups=4, sample_size=16, **kw,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        norm_num_groups=4,
+        sample_size=16,
+        **kw,
     )
 
 
 def _unet(cross_attention_dim: int, **kw) -> UNet2DConditionModel:
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=4, **kw,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=4,
+        **kw,
     )
 
 
@@ -107,14 +135,22 @@ def build_tiny_sdxl(seed: int = 0) -> SDXLModel:
     torch.manual_seed(seed + 2)
     time_dim = 4
     unet = _unet(
-        2 * TEXT_DIM, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        2 * TEXT_DIM,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=PROJECTION_DIM + 6 * time_dim,
     )
     torch.manual_seed(seed + 3)
     vae = _vae()
     return SDXLModel(
-        tokenizer, text_encoder, unet, dict(DDIMScheduler(**SD_SCHEDULER).config), vae,
-        text_encoder_2=text_encoder_2, tokenizer_2=build_clip_tokenizer(), resolution=16,
+        tokenizer,
+        text_encoder,
+        unet,
+        dict(DDIMScheduler(**SD_SCHEDULER).config),
+        vae,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=build_clip_tokenizer(),
+        resolution=16,
     )
 
 
@@ -134,17 +170,32 @@ def build_tiny_sd3(seed: int = 0, with_t5: bool = True) -> SD3Model:
         )
     torch.manual_seed(seed + 3)
     transformer = SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=joint_dim, caption_projection_dim=16,
-        pooled_projection_dim=2 * PROJECTION_DIM, pos_embed_max_size=8,
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=joint_dim,
+        caption_projection_dim=16,
+        pooled_projection_dim=2 * PROJECTION_DIM,
+        pos_embed_max_size=8,
     )
     torch.manual_seed(seed + 4)
     vae = _vae(scaling_factor=1.5305, shift_factor=0.0609)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     return SD3Model(
-        tokenizer, text_encoder, transformer, dict(scheduler.config), vae,
-        text_encoder_2=text_encoder_2, tokenizer_2=build_clip_tokenizer(),
-        text_encoder_3=text_encoder_3, tokenizer_3=build_clip_tokenizer(32) if with_t5 else None, t5_max_length=32,
+        tokenizer,
+        text_encoder,
+        transformer,
+        dict(scheduler.config),
+        vae,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=build_clip_tokenizer(),
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=build_clip_tokenizer(32) if with_t5 else None,
+        t5_max_length=32,
     )
 
 
@@ -156,17 +207,27 @@ def save_tiny_clip(directory: str | Path, seed: int = 0, image_size: int = 16) -
     config = CLIPConfig(
         text_config=_text_config(tokenizer).to_dict(),
         vision_config=CLIPVisionConfig(
-            hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=4, projection_dim=PROJECTION_DIM,
+            hidden_size=TEXT_DIM,
+            intermediate_size=2 * TEXT_DIM,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=4,
+            projection_dim=PROJECTION_DIM,
         ).to_dict(),
         projection_dim=PROJECTION_DIM,
     )
     CLIPModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     preprocessor = {
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": image_size},
-        "do_center_crop": True, "crop_size": {"height": image_size, "width": image_size},
-        "do_normalize": True, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": image_size},
+        "do_center_crop": True,
+        "crop_size": {"height": image_size, "width": image_size},
+        "do_normalize": True,
+        "image_mean": CLIP_MEAN,
+        "image_std": CLIP_STD,
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     return directory

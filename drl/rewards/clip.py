@@ -27,7 +27,9 @@ from drl.rewards.base import Reward
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-AESTHETIC_HEAD_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
+AESTHETIC_HEAD_URL = (
+    "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
+)
 
 
 def require_path(path: str, what: str, download: str) -> Path:
@@ -50,7 +52,7 @@ class ImagePreprocess:
     std: tuple[float, ...] = CLIP_STD
 
     @classmethod
-    def from_dir(cls, directory: Path, default_size: int) -> "ImagePreprocess":
+    def from_dir(cls, directory: Path, default_size: int) -> ImagePreprocess:
         config_file = directory / "preprocessor_config.json"
         if not config_file.is_file():
             return cls(default_size)
@@ -84,7 +86,9 @@ class ClipEmbedder:
         directory = require_path(path, what, hub_download(repo, path))
         processor_dir = directory
         if processor_path:  # tokenizer + preprocessor_config.json kept elsewhere (PickScore's live in laion's CLIP-H repo)
-            processor_dir = require_path(processor_path, f"{what} processor", hub_download(processor_repo or repo, processor_path))
+            processor_dir = require_path(
+                processor_path, f"{what} processor", hub_download(processor_repo or repo, processor_path)
+            )
         self.model = CLIPModel.from_pretrained(directory).to(device).eval().requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(processor_dir)
         self.preprocess = ImagePreprocess.from_dir(processor_dir, self.model.config.vision_config.image_size)
@@ -155,7 +159,12 @@ def clip_score(clip_path: str, device: torch.device | str) -> Reward:
 def pickscore(model_path: str, processor_path: str | None, device: torch.device | str) -> Reward:
     """PickScore: exp(logit_scale) · cosine(image, prompt) under the PickScore CLIP model."""
     clip = ClipEmbedder(
-        model_path, "PickScore model", "yuvalkirstain/PickScore_v1", device, processor_path, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+        model_path,
+        "PickScore model",
+        "yuvalkirstain/PickScore_v1",
+        device,
+        processor_path,
+        "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
     )
     scale = float(clip.model.logit_scale.exp())
 
