@@ -30,23 +30,14 @@ from transformers import (
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
+from drl.models.toy import TOY_SCHEDULER_CONFIG
+from drl.rewards.clip import CLIP_MEAN, CLIP_STD, AestheticHead
 
 MAX_TOKENS = 16  # the tiny tokenizers' model_max_length (real CLIP: 77)
 TEXT_DIM = 16
 PROJECTION_DIM = 8
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's preprocessing constants
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-SD_SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    beta_end=0.012,
-    prediction_type="epsilon",
-    clip_sample=False,
-    steps_offset=1,
-    set_alpha_to_one=False,
-)
+# Stable Diffusion's own noise schedule and DDIM conventions (the toy model shares them); SD does not clip x̂_0.
+SD_SCHEDULER = {**TOY_SCHEDULER_CONFIG, "clip_sample": False}
 
 
 def _byte_characters() -> list[str]:
@@ -235,11 +226,9 @@ def save_tiny_clip(directory: str | Path, seed: int = 0, image_size: int = 16) -
 
 def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, seed: int = 0) -> Path:
     """A random MLP head in the LAION aesthetic predictor's state-dict format (layers.{0,2,4,6,7})."""
-    from drl.rewards.clip import aesthetic_mlp
-
     torch.manual_seed(seed)
     path = Path(path)
-    torch.save(aesthetic_mlp(input_dim).state_dict(), path)
+    torch.save(AestheticHead(input_dim).state_dict(), path)
     return path
 
 

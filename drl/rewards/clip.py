@@ -125,10 +125,6 @@ class AestheticHead(torch.nn.Module):
         return self.layers(embeds).squeeze(-1)
 
 
-def aesthetic_mlp(input_dim: int = 768) -> AestheticHead:
-    return AestheticHead(input_dim)
-
-
 def load_aesthetic_head(path: str, device: torch.device | str) -> AestheticHead:
     """The head from a .pth/.pt (torch.save of the state dict, as LAION publishes it) or a .safetensors file."""
     local = require_path(path, "LAION aesthetic head", f"wget {AESTHETIC_HEAD_URL} -O {path}")
