@@ -35,6 +35,12 @@ def resolve_path(path: str) -> str:
 
 
 def missing_model_message(path: str, what: str = "model") -> str:
+    if _looks_like_hub_id(path):  # a hub id that is neither cached nor reachable (this machine has no network)
+        local = f"~/models/{path.split('/')[-1]}"
+        return (
+            f"No {what} found at {path!r} (not in the local Hugging Face cache, and the hub is unreachable): download it "
+            f"first with `huggingface-cli download {path} --local-dir {local}` and set model.path={local}."
+        )
     return (
         f"No {what} found at {path!r}: point model.path at a diffusers save_pretrained directory, "
         f"or download one first, e.g. `huggingface-cli download <repo id> --local-dir {path}`."
@@ -306,7 +312,9 @@ def load_components(location: str, is_local: bool, spec: list[tuple[str, str, st
                 cls = getattr(diffusers, loader, None) or getattr(transformers, loader)
                 parts[field_name] = cls.from_pretrained(location, subfolder=sub)
     except OSError as e:  # hub id not cached and no network, or a broken directory
-        raise FileNotFoundError(missing_model_message(location) + f" ({str(e).splitlines()[0]})") from None
+        if not is_local:
+            raise FileNotFoundError(missing_model_message(location)) from None
+        raise FileNotFoundError(f"{location!r} is a broken diffusers directory ({str(e).splitlines()[0].rstrip('.')}).") from None
     return parts
 
 
