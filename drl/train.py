@@ -66,9 +66,7 @@ def build_model(cfg: Config) -> T2IModel:
 
         return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
     model = load_t2i(cfg.model.path, cfg.model.family)
-    model.decode_chunk_size = cfg.model.vae_decode_chunk
-    if hasattr(model, "resolution"):  # SDXL's added time ids carry the image size
-        model.resolution = cfg.model.resolution
+    model.decode_chunk_size, model.resolution = cfg.model.vae_decode_chunk, cfg.model.resolution
     return model
 
 

@@ -59,9 +59,8 @@ def main() -> None:
         load_trainable_state(modules, weights)
     model.to(device).unet.eval()
     schedule = make_schedule(model.make_scheduler(args.scheduler or model.SCHEDULER_KINDS[0]), args.steps)
-    resolution = args.resolution or model.unet.config.sample_size * model.vae_scale_factor
-    if hasattr(model, "resolution"):  # SDXL's time ids
-        model.resolution = resolution
+    model.resolution = args.resolution
+    resolution = model.image_size
     collector = RolloutCollector(
         model, schedule, eta=args.eta, guidance_scale=args.guidance, batch_size=min(args.n, 8),
         resolution=resolution, device=device,

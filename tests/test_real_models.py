@@ -55,7 +55,10 @@ def test_saved_directories_are_diffusers_pipelines_and_load_as_their_family(tiny
         index = json.loads((Path(tiny_dirs[name]) / "model_index.json").read_text())
         pipe = DiffusionPipeline.from_pretrained(tiny_dirs[name])
         assert type(pipe).__name__ == index["_class_name"]
-        assert type(load_t2i(tiny_dirs[name])).__name__ == cls_name  # family from the layout
+        model = load_t2i(tiny_dirs[name])
+        assert type(model).__name__ == cls_name  # family from the layout
+        # attention through torch's scaled_dot_product_attention (diffusers' *2_0 processors)
+        assert all(type(p).__name__.endswith("2_0") for p in model.unet.attn_processors.values())
 
 
 def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):

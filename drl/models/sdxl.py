@@ -21,7 +21,6 @@ from drl.types import Conditioning
 class SDXLModel(T2IModel):
     text_encoder_2: torch.nn.Module | None = None
     tokenizer_2: object = None
-    resolution: int = 1024  # pixels, for the time ids; drl sets it from model.resolution
     force_zeros_for_empty_prompt: bool = True
 
     PIPELINE = "StableDiffusionXLPipeline"
@@ -37,7 +36,7 @@ class SDXLModel(T2IModel):
             hidden.append(out.hidden_states[-2])  # [B, L, D_k], the penultimate layer as SDXL uses
             pooled = out[0]  # the last encoder's projected pooled output [B, P]
         n = len(prompts)
-        size = float(self.resolution)
+        size = float(self.image_size)
         time_ids = torch.tensor([[size, size, 0.0, 0.0, size, size]], device=self.device).expand(n, 6)  # [B, 6]
         return Conditioning(
             {"encoder_hidden_states": torch.cat(hidden, dim=-1), "text_embeds": pooled, "time_ids": time_ids.to(pooled.dtype)}

@@ -63,6 +63,7 @@ class T2IModel:
     scheduler_config: dict
     vae: AutoencoderKL | None = None
     decode_chunk_size: int = 8  # images per VAE decode call: bounds the decoder's activation memory
+    resolution: int | None = None  # image side in pixels being generated (None: the denoiser's native size)
 
     SCHEDULER_KINDS = ("ddim", "ddpm")
     PIPELINE = "StableDiffusionPipeline"  # the diffusers pipeline that loads this layout (and its LoRA)
@@ -121,6 +122,11 @@ class T2IModel:
     @property
     def latent_channels(self) -> int:
         return self.unet.config.in_channels
+
+    @property
+    def image_size(self) -> int:
+        """The image side being generated: ``resolution`` or the denoiser's native size."""
+        return self.resolution or self.unet.config.sample_size * self.vae_scale_factor
 
     @property
     def vae_scale_factor(self) -> int:

@@ -141,7 +141,6 @@ def build_tiny_sdxl(seed: int = 0) -> SDXLModel:
         vae,
         text_encoder_2=text_encoder_2,
         tokenizer_2=build_clip_tokenizer(),
-        resolution=16,
     )
 
 
