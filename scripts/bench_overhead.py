@@ -47,7 +47,7 @@ def main() -> None:
     unet, model = ctx.model.unet, ctx.model
     n, bs, steps = cfg.train.samples_per_epoch, cfg.train.batch_size, cfg.scheduler.num_steps
     prompts, metadata = ctx.prompts.sample(n, torch.Generator().manual_seed(0))
-    embeds = model.encode_prompts(prompts)
+    embeds = model.encode_prompts(prompts)["encoder_hidden_states"]  # [n, L, D]: the bare UNet call below takes it directly
     shape = ctx.collector.latent_shape
     timesteps = ctx.schedule.timesteps
 
