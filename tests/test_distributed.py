@@ -26,9 +26,11 @@ def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_ranks_differ_in_noise_agree_in_weights_and_log_the_mean_over_all_samples(tmp_path, random_toy_model):
+@pytest.mark.parametrize("finetune", ["full", pytest.param("lora", marks=pytest.mark.slow)])
+def test_two_ranks_differ_in_noise_agree_in_weights_and_log_the_mean_over_all_samples(tmp_path, random_toy_model, finetune):
     # 3 epochs; at epoch 1 rank 1 alone gets NaN rewards: both ranks must skip it together (or hang).
-    ranks = _torchrun(tmp_path, random_toy_model, "train.epochs=3", "train.save_every=1", "algorithm.lr=1e-3", "nan_epoch=1")
+    overrides = ["train.epochs=3", "train.save_every=1", "algorithm.lr=1e-3", f"model.finetune={finetune}", "nan_epoch=1"]
+    ranks = _torchrun(tmp_path, random_toy_model, *overrides)
     a, b = ranks
     # Different noise and prompts on each rank.
     assert not torch.allclose(a["x_T"][0], b["x_T"][0])

@@ -61,11 +61,15 @@ def test_sweep_two_tasks_and_a_pre_timeout_signal_requeue_on_a_real_cluster(tmp_
         time.sleep(0.3)
     job = _slurm("squeue", "-h", "-o", "%i", "-n", "cli").splitlines()[0]
     _slurm("scancel", "--signal=USR1", job)
-    while "Restarts=1" not in _slurm("scontrol", "show", "job", job):
+    # SLURM holds a requeued job back for ~2 min (Reason=BeginTime); this test's cluster lets it start now.
+    requeued = False
+    while not requeued or "JobState=PENDING" in (state := _slurm("scontrol", "show", "job", job)):
         assert time.monotonic() < deadline, "the job did not requeue itself"
+        state = _slurm("scontrol", "show", "job", job)
+        requeued = requeued or ("Restarts=1" in state and "JobState=PENDING" in state)
+        if "Reason=BeginTime" in state:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False, capture_output=True)
         time.sleep(0.3)
-    # SLURM holds a requeued job back for ~2 min (BeginTime); this test's cluster lets it start now.
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False, capture_output=True)
     out, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, out[-3000:]
     logs = "".join(p.read_text() for p in (tmp_path / "signal").glob(".submitit/*/*_log.out"))
