@@ -34,6 +34,7 @@ from drl.config import ConfigError, HardwareConfig
 
 RANK_SEED_STRIDE = 100_003  # rank r samples with seed + r * stride: different noise and prompts per rank
 SUMMED_METRICS = {"samples", "samples_per_s", "train/pairs"}  # totals over ranks
+GRADIENT_BUCKET_ELEMENTS = 2**24  # float32: 64 MB per all-reduce call, bounded extra memory for large models
 MAX_METRICS = {"train/ratio_dev_first", "sample_time_s", "update_time_s"}  # worst rank / wall time
 
 
@@ -124,6 +125,11 @@ def rank_seed(seed: int) -> int:
 
 
 # ------------------------------------------------------------------ collectives
+def _comm_device() -> torch.device:
+    """Where tensors must live for the backend: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:
     """Rank 0's values on every rank: one identical start, as DDP does when it wraps a model."""
     if world_size() == 1:
@@ -134,22 +140,28 @@ def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Average gradients over ranks in one flat buffer (DDP's all-reduce, unbucketed).
+    """Average gradients over ranks, in flat buckets of ~64 MB (DDP's all-reduce, after the backward).
 
-    A parameter without a gradient counts as zeros, so every rank sends the same buffer and the
+    A parameter without a gradient counts as zeros, so every rank sends the same buffers and the
     ranks' gradients, grad norms and "skip this step" decisions come out identical.
     """
-    if world_size() == 1 or not params:
+    if world_size() == 1:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size()
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(g).to(g.dtype)
-        offset += n
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    bucket: list[torch.nn.Parameter] = []
+    size = 0
+    for k, p in enumerate(params):
+        bucket.append(p)
+        size += p.numel()
+        if size >= GRADIENT_BUCKET_ELEMENTS or k == len(params) - 1:
+            flat = torch.cat([q.grad.reshape(-1) for q in bucket])
+            dist.all_reduce(flat)
+            flat /= world_size()
+            for q, g in zip(bucket, flat.split([q.numel() for q in bucket])):
+                q.grad.copy_(g.view_as(q.grad))
+            bucket, size = [], 0
 
 
 def gather_rewards(rewards: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, list[str], slice]:
@@ -160,11 +172,12 @@ def gather_rewards(rewards: torch.Tensor, prompts: list[str]) -> tuple[torch.Ten
     n = rewards.shape[0]
     if world_size() == 1:
         return rewards, list(prompts), slice(0, n)
-    parts = [torch.empty_like(rewards) for _ in range(world_size())]
-    dist.all_gather(parts, rewards.contiguous())
+    local = rewards.detach().to(_comm_device()).contiguous()
+    parts = [torch.empty_like(local) for _ in range(world_size())]
+    dist.all_gather(parts, local)
     names: list[list[str]] = [[] for _ in range(world_size())]
     dist.all_gather_object(names, list(prompts))
-    return torch.cat(parts), [p for part in names for p in part], slice(rank() * n, (rank() + 1) * n)
+    return torch.cat(parts).to(rewards.device), [p for part in names for p in part], slice(rank() * n, (rank() + 1) * n)
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -189,7 +202,7 @@ def any_rank(flag: bool) -> bool:
     """True on every rank if it is True on any: decisions that change the control flow are collective."""
     if world_size() == 1:
         return flag
-    t = torch.tensor([int(flag)])
+    t = torch.tensor([int(flag)], device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
@@ -239,8 +252,10 @@ def relaunch(hw: HardwareConfig, overrides: list[str], run_dir: Path) -> int:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={hw.num_processes}",
         "-m", "drl.cli", *kept, f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    survive = (signal.SIGUSR1, signal.SIGUSR2)  # torchrun would die of these; ignoring is inherited
-    forwarded = (*survive, signal.SIGTERM, signal.SIGINT)  # the ranks live in their own session
+    # torchrun dies of USR1/USR2 and gives its workers only 30 s after a SIGTERM, less than an epoch
+    # may need to reach its checkpoint: it ignores them (inherited), the ranks handle them.
+    survive = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+    forwarded = (*survive, signal.SIGINT)  # the ranks live in their own session
     previous = {s: signal.getsignal(s) for s in forwarded}
     try:
         for s in survive:

@@ -13,13 +13,11 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import compose_config  # tests/ is on sys.path: python runs this file as a script
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import drl.train as train_module  # noqa: E402
-from conftest import compose_config  # noqa: E402
-from drl import distributed  # noqa: E402
-from drl.checkpoint import trainable_state  # noqa: E402
+import drl.train as train_module
+from drl import distributed
+from drl.checkpoint import trainable_state
 
 
 def main(out: Path, model_path: str, overrides: list[str]) -> None:

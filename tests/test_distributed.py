@@ -11,13 +11,14 @@ import torch
 
 from drl import distributed
 from drl.checkpoint import load_checkpoint
+from drl.config import ConfigError, HardwareConfig
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 
 
 def _torchrun(out: Path, model: str, *overrides: str) -> list[dict]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(WORKER), str(out), model, *overrides]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
@@ -84,3 +85,19 @@ def test_pooled_reward_std_matches_the_std_of_all_samples(monkeypatch):
     assert out["reward_std"] == pytest.approx(float(both.std(unbiased=False)))
     assert out["samples"] == 6 and out["train/ratio_dev_first"] == 1 and out["epoch"] == 3
     assert math.isfinite(out["reward_std"])
+
+
+def test_multi_node_without_a_launcher_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="one launch per node"):
+        distributed.relaunch(HardwareConfig(num_nodes=2), [], tmp_path)
+
+
+def test_a_checkpoint_of_two_ranks_does_not_resume_in_one_process(tmp_path, random_toy_model):
+    from drl.train import build_context, restore_rank_rng
+
+    from conftest import compose_config
+
+    _, _, algorithm = build_context(compose_config([f"model.path={random_toy_model}"]))
+    state = {"ranks": [{"generator": torch.Generator().get_state()}] * 2}
+    with pytest.raises(ConfigError, match="written by 2 process.*hardware.num_processes=2"):
+        restore_rank_rng(state, torch.Generator(), algorithm)

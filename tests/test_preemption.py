@@ -13,6 +13,7 @@ import torch
 
 from drl import rewards as reward_registry
 from drl.checkpoint import load_checkpoint
+from drl.config import ConfigError
 from drl.preemption import Preempted
 from drl.rewards.base import Reward
 from drl.train import train
@@ -91,3 +92,8 @@ def test_sigkill_mid_run_then_the_same_command_ends_exactly_as_an_uninterrupted_
     assert load_checkpoint(checkpoint)["epoch"] < 5  # killed mid-way
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=240)
     _assert_same_run(straight, killed, epochs=6)
+
+
+def test_unknown_preemption_signal_is_a_config_error():
+    with pytest.raises(ConfigError, match="preemption.requeue_signals='SIGFOO' is not one of"):
+        compose_config(["preemption.requeue_signals=[SIGFOO]"])
