@@ -244,7 +244,7 @@ def rank_rng_state(generator: torch.Generator, algorithm: Algorithm) -> dict:
 
 def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorithm) -> None:
     """Each rank continues its own streams; a checkpoint of another world size cannot be continued exactly."""
-    ranks = state.get("ranks", [{"generator": state["generator"]}])
+    ranks = state["ranks"] if "ranks" in state else [{"generator": state["generator"]}]  # older: one process
     if len(ranks) != distributed.world_size():
         raise ConfigError(
             f"The checkpoint was written by {len(ranks)} process(es) and this run has {distributed.world_size()}: "

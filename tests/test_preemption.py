@@ -59,11 +59,18 @@ def _signal_during_epoch(monkeypatch, signum, epoch):
     monkeypatch.setitem(reward_registry.REWARDS, "toy_aesthetic", signalling)
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, random_toy_model):
+    """The uninterrupted run that interrupted ones must reproduce."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    train(compose_config([f"model.path={random_toy_model}", *COMMON]), run_dir)
+    return run_dir
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_signal_checkpoints_at_the_epoch_end_and_the_rerun_continues_exactly(tmp_path, random_toy_model, monkeypatch, signum):
+def test_signal_checkpoints_at_the_epoch_end_and_the_rerun_continues_exactly(tmp_path, random_toy_model, straight_run, monkeypatch, signum):
     overrides = [f"model.path={random_toy_model}", *COMMON, "train.save_every=100"]
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    train(compose_config(overrides), straight)
+    straight, stopped = straight_run, tmp_path / "stopped"
     with monkeypatch.context() as patch:
         _signal_during_epoch(patch, signum, epoch=1)
         with pytest.raises(Preempted, match=f"{signum.name} after epoch 1") as stop:
