@@ -215,6 +215,20 @@ class HardwareConfig:
     """Autocast dtype for the denoiser: no | bf16 | fp16 (log-probs are always float32)."""
     num_threads: int = 0
     """Torch CPU threads (0: torch's default)."""
+    num_processes: int = 1
+    """Data-parallel processes per node; > 1 relaunches drl-train under torchrun unless torchrun, accelerate launch or srun started the ranks."""
+    num_nodes: int = 1
+    """Nodes of the job (multi-node ranks come from the launcher: srun, or torchrun on every node)."""
+    backend: str = "auto"
+    """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo."""
+
+
+@dataclass
+class PreemptionConfig:
+    requeue_signals: List[str] = field(default_factory=lambda: ["SIGUSR1", "SIGUSR2"])
+    """Signals that checkpoint at the end of the epoch, stop, and requeue the job when inside SLURM (SLURM's pre-timeout signal)."""
+    stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM"])
+    """Signals that checkpoint at the end of the epoch and stop (rerun the same command to resume)."""
 
 
 @dataclass
@@ -242,6 +256,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     seed: int = 0
     """Seeds every random number generator; the same seed gives the same metrics."""
     resume: Optional[str] = None
@@ -276,6 +291,9 @@ def _fraction(problems: list[str], key: str, value: float, closed_low: bool = Fa
         problems.append(f"{key}={value} must be in {'[0' if closed_low else '(0'}, 1].")
 
 
+PREEMPTION_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP", "SIGCONT")
+
+
 def find_problems(cfg: Config) -> list[str]:
     """Every range and consistency fault of a composed config, as sentences."""
     p: list[str] = []
@@ -296,6 +314,12 @@ def find_problems(cfg: Config) -> list[str]:
     _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
     _choice(p, "hardware.mixed_precision", cfg.hardware.mixed_precision, ("no", "bf16", "fp16"))
     _positive(p, "hardware.num_threads", cfg.hardware.num_threads, allow_zero=True)
+    _positive(p, "hardware.num_processes", cfg.hardware.num_processes)
+    _positive(p, "hardware.num_nodes", cfg.hardware.num_nodes)
+    _choice(p, "hardware.backend", cfg.hardware.backend, ("auto", "gloo", "nccl"))
+    for key in ("requeue_signals", "stop_signals"):
+        for name in getattr(cfg.preemption, key):
+            _choice(p, f"preemption.{key}", name, PREEMPTION_SIGNALS)
     _choice(p, "logger.backend", cfg.logger.backend, ("wandb", "none"))
     _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))

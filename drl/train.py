@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from drl import distributed
 from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
 from drl.checkpoint import find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
@@ -26,6 +27,7 @@ from drl.diagnostics import DriftProbe
 from drl.logging import RunLogger
 from drl.models.finetune import has_lora, setup_trainable
 from drl.models.t2i import T2IModel, load_t2i
+from drl.preemption import PreemptionWatch
 from drl.prompts import build_prompt_source
 from drl.rewards import WeightedReward, build_reward
 from drl.rollout import RolloutCollector
@@ -96,6 +98,7 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
         autocast=autocast,
     )
     reward = build_reward(cfg.reward, device)
+    distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
     ctx = TrainContext(cfg, model, schedule, collector, build_prompt_source(cfg.prompts), params, reward, device, autocast)
     algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
     return ctx, reward, algorithm
@@ -120,10 +123,12 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     """Run ``cfg`` in ``run_dir``; returns the last epoch's mean reward (the sweep objective)."""
     if cfg.hardware.num_threads > 0:
         torch.set_num_threads(cfg.hardware.num_threads)
-    seed_everything(cfg.seed)
+    distributed.setup(cfg.hardware)
+    main = distributed.is_main()  # rank 0 writes files and W&B; every rank computes
+    seed_everything(cfg.seed)  # the same on every rank: identical model initialisation
     ctx, reward, algorithm = build_context(cfg)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name)
+    generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))  # each rank: own prompts, noise
+    logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name, enabled=main)
     start_epoch, nonfinite_in_a_row = 0, 0
 
     # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.
@@ -134,30 +139,38 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
         state = load_checkpoint(checkpoint_path)
         load_trainable_state(_trainable_modules(ctx), state["weights"])
         algorithm.load_state_dict(state["algorithm"])
-        generator.set_state(state["generator"])
+        restore_rank_rng(state, generator, algorithm)
         start_epoch = state["epoch"] + 1
         nonfinite_in_a_row = state["nonfinite_in_a_row"]
         logger.truncate_after(state["epoch"])
-        tqdm.write(f"Resuming from {checkpoint_path} at epoch {start_epoch}.")
+        if main:
+            tqdm.write(f"Resuming from {checkpoint_path} at epoch {start_epoch}.")
 
     def checkpoint(epoch: int) -> None:
+        ranks = distributed.gather_objects(rank_rng_state(generator, algorithm))  # collective: every rank calls it
         state = {
             "epoch": epoch,
             "weights": trainable_state(_trainable_modules(ctx)),
             "algorithm": algorithm.state_dict(),
             "generator": generator.get_state(),
+            "ranks": ranks,
             "nonfinite_in_a_row": nonfinite_in_a_row,
         }
-        save_checkpoint(run_dir / "checkpoints", state)
+        if main:
+            save_checkpoint(run_dir / "checkpoints", state)
 
+    watch = PreemptionWatch(cfg.preemption.requeue_signals, cfg.preemption.stop_signals)
+    watch.install()
     try:
-        if start_epoch == 0:
+        if start_epoch == 0 and main:
             before, prompts = sample_grid(ctx, reward, cfg.seed)
             logger.log_grid("samples_before", before.samples, prompts, before.rewards, epoch=0)
 
         # A resumed run that is already complete still returns its objective to a sweep.
         last_reward = next((r["reward_mean"] for r in reversed(logger.records()) if "reward_mean" in r), float("nan"))
-        progress = tqdm(range(start_epoch, cfg.train.epochs), desc=cfg.run_name, unit="epoch", initial=start_epoch, total=cfg.train.epochs)
+        progress = tqdm(
+            range(start_epoch, cfg.train.epochs), desc=cfg.run_name, unit="epoch", initial=start_epoch, total=cfg.train.epochs, disable=not main
+        )
         for epoch in progress:
             # ------------------------------------------------------------ SAMPLING
             t0 = time.perf_counter()
@@ -166,10 +179,13 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             if isinstance(batch, Rollout):
                 with torch.no_grad():
                     batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
-                if not torch.isfinite(batch.rewards).all():
+                # Every rank's rewards: the statistics, and the skip decision, are the same on all ranks.
+                all_rewards = distributed.gather_rewards(batch.rewards.float(), batch.prompts)[0]  # [W*B]
+                if not torch.isfinite(all_rewards).all():
                     nonfinite_in_a_row += 1
-                    bad = int((~torch.isfinite(batch.rewards)).sum())
-                    tqdm.write(f"epoch {epoch}: {bad} non-finite rewards; the batch is skipped ({nonfinite_in_a_row} in a row).")
+                    bad = int((~torch.isfinite(all_rewards)).sum())
+                    if main:
+                        tqdm.write(f"epoch {epoch}: {bad} non-finite rewards; the batch is skipped ({nonfinite_in_a_row} in a row).")
                     if nonfinite_in_a_row >= cfg.train.max_nonfinite_batches:
                         raise NonFiniteError(
                             f"The reward was NaN/inf in {nonfinite_in_a_row} epochs in a row; stopping. "
@@ -177,11 +193,10 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
                         )
                     logger.log({"epoch": epoch, "skipped_nonfinite": 1})
                     continue
-                rewards = batch.rewards.float()
                 record.update(
-                    reward_mean=float(rewards.mean()),
-                    reward_std=float(rewards.std(unbiased=False)),
-                    samples=batch.batch_size,
+                    reward_mean=float(all_rewards.mean()),
+                    reward_std=float(all_rewards.std(unbiased=False)),
+                    samples=batch.batch_size,  # summed over ranks by reduce_metrics
                     **{f"reward/{k}": float(v.float().mean()) for k, v in batch.reward_terms.items()},
                 )
             t_sample = time.perf_counter() - t0
@@ -190,7 +205,11 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             t1 = time.perf_counter()
             metrics = algorithm.update(batch)
             t_update = time.perf_counter() - t1
-            loss = metrics.get("train/loss", 0.0)
+            n = len(batch)
+            record.update(metrics)  # algorithms that sample inside update() report reward_mean themselves
+            record.update(sample_time_s=t_sample, update_time_s=t_update, samples_per_s=n / (t_sample + t_update))
+            record = distributed.reduce_metrics(record)  # the job's numbers, identical on every rank
+            loss = record.get("train/loss", 0.0)
             if not math.isfinite(loss):
                 nonfinite_in_a_row += 1
                 if nonfinite_in_a_row >= cfg.train.max_nonfinite_batches:
@@ -198,28 +217,48 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             else:
                 nonfinite_in_a_row = 0
 
-            n = len(batch)
-            record.update(metrics)  # algorithms that sample inside update() report reward_mean themselves
             last_reward = record.get("reward_mean", last_reward)
-            record.update(
-                drift_from_base=drift(),
-                sample_time_s=t_sample,
-                update_time_s=t_update,
-                samples_per_s=n / (t_sample + t_update),
-            )
+            record = {**record, "drift_from_base": drift()} if main else record  # weights are equal on every rank
             logger.log(record)
             progress.set_postfix(
                 {k: f"{v:.3g}" for k, v in [("reward", record.get("reward_mean", float("nan"))), ("loss", loss), ("samples/s", record["samples_per_s"])]}
             )
-            if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
+            saved = (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs
+            if saved:
                 checkpoint(epoch)
+            if watch.stop_requested():  # collective, once per epoch
+                if not saved:
+                    checkpoint(epoch)
+                raise watch.stop(epoch)
 
-        after, prompts = sample_grid(ctx, reward, cfg.seed)
-        logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
-        export_final(algorithm, ctx, run_dir)
+        if main:
+            after, prompts = sample_grid(ctx, reward, cfg.seed)
+            logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
+            export_final(algorithm, ctx, run_dir)
         return last_reward
     finally:
+        watch.uninstall()
         logger.finish()
+
+
+def rank_rng_state(generator: torch.Generator, algorithm: Algorithm) -> dict:
+    """This rank's random streams: sampling (prompts, noise), the update's, and torch's global one."""
+    return {"generator": generator.get_state(), "algorithm": algorithm.generator.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorithm) -> None:
+    """Each rank continues its own streams; a checkpoint of another world size cannot be continued exactly."""
+    ranks = state["ranks"] if "ranks" in state else [{"generator": state["generator"]}]  # older: one process
+    if len(ranks) != distributed.world_size():
+        raise ConfigError(
+            f"The checkpoint was written by {len(ranks)} process(es) and this run has {distributed.world_size()}: "
+            f"resume with hardware.num_processes={len(ranks)} (per-rank random streams cannot be split or merged)."
+        )
+    mine = ranks[distributed.rank()]
+    generator.set_state(mine["generator"])
+    if "algorithm" in mine:
+        algorithm.generator.set_state(mine["algorithm"])
+        torch.set_rng_state(mine["torch"])
 
 
 def export_final(algorithm: Algorithm, ctx: TrainContext, run_dir: Path) -> None:

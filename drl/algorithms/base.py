@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from drl import distributed
 from drl.config import AlgorithmConfig, Config
 from drl.models.t2i import T2IModel
 from drl.prompts import PromptSource
@@ -42,8 +43,8 @@ class Algorithm:
             ctx.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
         self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        # The update's own randomness (shuffles, timesteps, noise), checkpointed with the rest.
-        self.generator = torch.Generator().manual_seed(ctx.cfg.seed + 1)
+        # The update's own randomness (shuffles, timesteps, noise), per rank, checkpointed with the rest.
+        self.generator = torch.Generator().manual_seed(distributed.rank_seed(ctx.cfg.seed) + 1)
 
     # ------------------------------------------------------------------ sampling
     def collect(self, generator: torch.Generator) -> Rollout:
@@ -58,6 +59,7 @@ class Algorithm:
     def optimizer_step(self) -> tuple[float, bool]:
         """Clip, step, zero. Returns (grad norm, stepped); a non-finite gradient skips the step."""
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        distributed.all_reduce_gradients(self.ctx.params)  # data parallel: the mean gradient over ranks
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.ctx.params, max_norm))
         finite = bool(torch.isfinite(torch.tensor(grad_norm)))
         if finite:

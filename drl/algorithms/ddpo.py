@@ -16,6 +16,7 @@ import copy
 
 import torch
 
+from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks
 from drl.config import DDPOConfig
 from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
@@ -61,14 +62,17 @@ class DDPO(Algorithm):
 
     # -------------------------------------------------------------- advantages
     def advantages(self, batch: Rollout) -> torch.Tensor:
-        rewards = batch.rewards.detach().cpu().numpy()
+        # Normalise over every rank's samples (the tracker sees them all, so it is the same on every
+        # rank and in the checkpoint), then keep this rank's share.
+        all_rewards, all_prompts, mine = distributed.gather_rewards(batch.rewards.detach().float().cpu(), batch.prompts)
+        rewards = all_rewards.numpy()
         if self.cfg.group_size > 1:
-            adv = group_advantages(batch.rewards.detach().float().cpu(), self.cfg.group_size).numpy()
+            adv = group_advantages(all_rewards, self.cfg.group_size).numpy()
         elif self.cfg.per_prompt_stat_tracking:
-            adv = self.tracker.update(batch.prompts, rewards)
+            adv = self.tracker.update(all_prompts, rewards)
         else:
             adv = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
-        adv = torch.as_tensor(adv, dtype=torch.float32, device=batch.latents.device)
+        adv = torch.as_tensor(adv[mine], dtype=torch.float32, device=batch.latents.device)
         return adv.clamp(-self.cfg.adv_clip_max, self.cfg.adv_clip_max)
 
     # ------------------------------------------------------------------ update

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks
 from drl.algorithms.denoising import denoising_loss
 from drl.config import RWRConfig
@@ -23,7 +24,8 @@ class RWR(Algorithm):
 
     def update(self, batch: Rollout) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
-        weights = rwr_weights(batch.rewards, cfg.beta, cfg.reward_normalization, cfg.max_weight)  # [B]
+        all_rewards, _, mine = distributed.gather_rewards(batch.rewards, batch.prompts)  # [W*B]: normalise over every rank
+        weights = rwr_weights(all_rewards, cfg.beta, cfg.reward_normalization, cfg.max_weight)[mine]  # [B]
         x0 = batch.final_latents  # [B, C, h, w]
         n = batch.batch_size
         loss_total, grad_norm_total, steps, skipped = 0.0, 0.0, 0, 0
