@@ -71,6 +71,10 @@ def build_model(cfg: Config) -> T2IModel:
 def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]:
     """Everything a run needs, built (and checked) before any epoch starts."""
     device = pick_device(cfg.hardware.device)
+    if cfg.env is not None:  # a diffusion policy on a gymnasium task: its own builder, the same loop
+        from drl.control import build_control_context
+
+        return build_control_context(cfg, device)
     model = build_model(cfg).to(device)
     model.text_encoder.eval()
     params = setup_trainable(
@@ -98,6 +102,8 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
 
 
 def _trainable_modules(ctx: TrainContext) -> dict[str, torch.nn.Module]:
+    if ctx.hooks is not None:
+        return ctx.hooks.modules()
     return {"unet": ctx.model.unet, "text_encoder": ctx.model.text_encoder}
 
 
@@ -123,7 +129,10 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     start_epoch, nonfinite_in_a_row = 0, 0
 
     # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.
-    drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed)
+    if ctx.hooks is not None:
+        drift = ctx.hooks.drift
+    else:
+        drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed)
 
     checkpoint_path = find_checkpoint(run_dir, cfg.resume)
     if checkpoint_path is not None:
@@ -147,7 +156,9 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
         save_checkpoint(run_dir / "checkpoints", state)
 
     try:
-        if start_epoch == 0:
+        if start_epoch == 0 and ctx.hooks is not None:
+            ctx.hooks.before(logger)
+        elif start_epoch == 0:
             before, prompts = sample_grid(ctx, reward, cfg.seed)
             logger.log_grid("samples_before", before.samples, prompts, before.rewards, epoch=0)
 
@@ -210,9 +221,13 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
                 checkpoint(epoch)
 
-        after, prompts = sample_grid(ctx, reward, cfg.seed)
-        logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
-        export_final(algorithm, ctx, run_dir)
+        if ctx.hooks is not None:
+            ctx.hooks.after(logger)
+            ctx.hooks.export(run_dir)
+        else:
+            after, prompts = sample_grid(ctx, reward, cfg.seed)
+            logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
+            export_final(algorithm, ctx, run_dir)
         return last_reward
     finally:
         logger.finish()

@@ -35,11 +35,18 @@ def _toy_aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
     return toy_aesthetic()
 
 
+def _env_return(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.env_return import env_return
+
+    return env_return()
+
+
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
     "toy_alignment": _toy_alignment,
     "toy_aesthetic": _toy_aesthetic,
+    "env_return": _env_return,
 }
 
 
