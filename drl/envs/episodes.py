@@ -50,7 +50,7 @@ def run_episodes(env_id: str, actor: Actor, num_episodes: int, seed: int, render
         for j, k in enumerate(active):
             next_obs, reward, terminated, truncated, _ = envs[k].step(actions[j])
             next_obs = np.asarray(next_obs, dtype=np.float32)
-            steps[k].append((obs[k], actions[j], reward, terminated, truncated, next_obs, {n: v[j] for n, v in extras.items()}))
+            steps[k].append((obs[k].copy(), actions[j], reward, terminated, truncated, next_obs, {n: v[j] for n, v in extras.items()}))
             if render:
                 frames[k].append(envs[k].render())
             obs[k] = next_obs
