@@ -54,7 +54,8 @@ def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
     policy = load_policy(cfg.model.path)
     if (policy.obs_dim, policy.act_dim) != (obs_dim, act_dim):
         raise ConfigError(
-            f"The policy at model.path={cfg.model.path!r} has (obs, act) sizes {(policy.obs_dim, policy.act_dim)}; env.id={cfg.env.id!r} needs {(obs_dim, act_dim)}."
+            f"The policy at model.path={cfg.model.path!r} has (obs, act) sizes {(policy.obs_dim, policy.act_dim)}; "
+            f"env.id={cfg.env.id!r} needs {(obs_dim, act_dim)}."
         )
     return policy.to(device)
 
