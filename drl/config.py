@@ -48,6 +48,31 @@ class ModelConfig:
     """Images per VAE decode call (bounds the decoder's peak memory; gradients flow through every chunk)."""
 
 
+@dataclass
+class PolicyModelConfig(ModelConfig):
+    """A state-conditioned diffusion policy for control (Diffusion-QL's denoiser; drl/models/policy.py).
+
+    Of the inherited keys, ``path`` names a saved policy directory (``drl-train`` writes one to
+    ``<run dir>/policy``), ``from_scratch`` builds a fresh one, and ``finetune`` must stay full.
+    """
+
+    name: str = "diffusion_policy"
+    path: str = ""
+    from_scratch: bool = True
+    hidden_dim: int = 256
+    """Width of each hidden layer of the MLP denoiser."""
+    num_layers: int = 3
+    """Hidden layers (Mish activations), as in Diffusion-QL."""
+    time_dim: int = 16
+    """Size of the sinusoidal timestep embedding."""
+    diffusion_steps: int = 5
+    """T of the VP noise schedule (Diffusion-QL uses 5); scheduler.num_steps must not exceed it."""
+    beta_min: float = 0.1
+    """VP schedule's beta_min (Diffusion-QL's vp_beta_schedule)."""
+    beta_max: float = 10.0
+    """VP schedule's beta_max."""
+
+
 # ----------------------------------------------------------------------- scheduler
 @dataclass
 class SchedulerConfig:
@@ -177,6 +202,58 @@ class AlignPropConfig(AlgorithmConfig):
     """ReFL instead of the full chain: stop at a random one of the last truncation_steps steps and score its x̂_0."""
 
 
+@dataclass
+class DiffusionQLConfig(AlgorithmConfig):
+    name: str = "diffusion_ql"
+    lr: float = 3e-4
+    """Actor (diffusion policy) learning rate."""
+    critic_lr: float = 3e-4
+    """Learning rate of the twin Q networks."""
+    eta: float = 1.0
+    """Weight of the Q term: actor loss = BC loss + eta * (-Q / mean|Q|) (Wang et al. 2023, eq. 3)."""
+    steps_per_epoch: int = 100
+    """Gradient steps per epoch, each on train.batch_size transitions from the dataset."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    ema_decay: float = 0.995
+    """Decay of the EMA actor that computes target actions and acts at evaluation."""
+    ema_start: int = 1000
+    """Gradient steps before the EMA starts tracking (before: a plain copy)."""
+    ema_every: int = 5
+    """Update the EMA actor every this many gradient steps."""
+    candidates: int = 50
+    """Actions sampled per state at evaluation; one is drawn with probability softmax(Q) (the paper's selection)."""
+    critic_hidden_dim: int = 256
+    """Width of the critics' 3 hidden layers."""
+
+
+@dataclass
+class DSRLConfig(AlgorithmConfig):
+    name: str = "dsrl"
+    lr: float = 3e-4
+    """Learning rate of every network DSRL trains (actor over noise, critics, entropy temperature)."""
+    variant: str = "sac"
+    """sac: SAC whose action is the policy's initial noise (DSRL-SAC); na: noise-aliased (DSRL-NA, Q on executed actions, distilled to the noise)."""
+    noise_bound: float = 2.5
+    """The noise actor's output range: w = noise_bound * tanh(.)."""
+    updates_per_epoch: int = 50
+    """Gradient steps per epoch on train.batch_size transitions from the replay buffer."""
+    random_epochs: int = 1
+    """First epochs act with w ~ N(0, I), i.e. the frozen base policy itself (fills the buffer)."""
+    buffer_size: int = 100_000
+    """Replay buffer capacity (transitions)."""
+    tau: float = 0.005
+    """Polyak rate of the target critics."""
+    init_temperature: float = 0.1
+    """Initial SAC entropy temperature alpha (tuned towards target_entropy)."""
+    target_entropy: float = 0.0
+    """SAC's target entropy per noise dimension (the target is this times the action size)."""
+    hidden_dim: int = 256
+    """Width of the actor's and critics' 2 hidden layers."""
+    distill_samples: int = 1
+    """DSRL-NA: noise draws per state for distilling the action-space Q into the noise-space Q."""
+
+
 # ------------------------------------------------------------------------- prompts
 @dataclass
 class PromptsConfig:
@@ -188,6 +265,33 @@ class PromptsConfig:
     """Text file for source=file."""
     grid_prompts: List[str] = field(default_factory=list)
     """Fixed prompts of the before/after grids; empty: the first prompts the source yields for seed 0."""
+
+
+# ----------------------------------------------------------------------------- env
+@dataclass
+class EnvConfig:
+    """A gymnasium task for diffusion policies (drl/envs). Actions are rescaled to [-1, 1]."""
+
+    name: str = "bandit"
+    """Short name used in run names."""
+    id: str = "drl/MultimodalBandit-v0"
+    """gymnasium id (drl/MultimodalBandit-v0, Pendulum-v1, Hopper-v5, HalfCheetah-v5, ...)."""
+    dataset: Optional[str] = None
+    """Offline dataset (.npz, scripts/make_dataset.py); None: generate the behaviour data in memory (bandit only)."""
+    dataset_size: int = 10_000
+    """Transitions generated in memory when dataset is None."""
+    gamma: float = 0.99
+    """Discount of returns and TD targets."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (mean return, normalised score)."""
+    eval_every: int = 5
+    """Evaluate every this many epochs (and after the last)."""
+    ref_min_score: Optional[float] = None
+    """Return of a random policy, for the D4RL-normalised score 100 * (R - min) / (max - min)."""
+    ref_max_score: Optional[float] = None
+    """Return of an expert policy, for the normalised score."""
+    video: bool = False
+    """Render one evaluation episode to <run dir>/rollout.gif after training (MuJoCo: MUJOCO_GL=egl)."""
 
 
 # -------------------------------------------------------------------- train / run
@@ -251,7 +355,9 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: Any = MISSING
-    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig)."""
+    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig, DiffusionQLConfig, DSRLConfig)."""
+    env: Optional[EnvConfig] = None
+    """A control task (env=bandit, pendulum, hopper, ...); None: text-to-image."""
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -265,7 +371,14 @@ class Config:
     """Shown in W&B and the run dir's name."""
 
 
-ALGORITHM_SCHEMAS = {"pretrain": PretrainConfig, "rwr": RWRConfig, "ddpo": DDPOConfig, "alignprop": AlignPropConfig}
+ALGORITHM_SCHEMAS = {
+    "pretrain": PretrainConfig,
+    "rwr": RWRConfig,
+    "ddpo": DDPOConfig,
+    "alignprop": AlignPropConfig,
+    "diffusion_ql": DiffusionQLConfig,
+    "dsrl": DSRLConfig,
+}
 
 
 def register_configs() -> None:
@@ -273,6 +386,8 @@ def register_configs() -> None:
     cs.store(name="drl_schema", node=Config)
     for name, schema in ALGORITHM_SCHEMAS.items():
         cs.store(group="schema/algorithm", name=name, node=schema)
+    cs.store(group="schema/model", name="diffusion_policy", node=PolicyModelConfig)
+    cs.store(group="schema/env", name="env", node=EnvConfig)
 
 
 # ------------------------------------------------------------------------ validate
@@ -361,6 +476,10 @@ def find_problems(cfg: Config) -> list[str]:
         for attr, rate in a.caption_noise.items():
             _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
         _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
+    if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig)) or isinstance(m, PolicyModelConfig):
+        from drl.envs.validate import control_problems  # the control-specific rules live with the envs
+
+        p.extend(control_problems(cfg))
     if isinstance(a, (RWRConfig, DDPOConfig)) and min(t.samples_per_epoch, t.batch_size) > 0:
         minibatches = a.minibatches
         if t.samples_per_epoch < minibatches:

@@ -109,6 +109,23 @@ class RunLogger:
 
             self.wandb.log({f"samples/{name}": wandb.Image(grid, caption=f"mean reward {float(rewards.mean()):.3f}")}, step=epoch)
 
+    def log_summary(self, values: dict, epoch: int) -> None:
+        """Run-level figures (e.g. evaluation before/after) into the W&B summary; files hold them too."""
+        if self.enabled and self.wandb is not None:
+            self.wandb.summary.update(values)
+
+    def log_image(self, name: str, path: Path, epoch: int) -> None:
+        if self.enabled and self.wandb is not None:
+            import wandb
+
+            self.wandb.log({f"samples/{name}": wandb.Image(str(path))}, step=epoch)
+
+    def log_video(self, name: str, path: Path, epoch: int) -> None:
+        if self.enabled and self.wandb is not None:
+            import wandb
+
+            self.wandb.log({f"videos/{name}": wandb.Video(str(path), format="gif")}, step=epoch)
+
     def finish(self) -> None:
         if not self.enabled:
             return

@@ -75,6 +75,10 @@ def build_model(cfg: Config) -> T2IModel:
 def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]:
     """Everything a run needs, built (and checked) before any epoch starts."""
     device = pick_device(cfg.hardware.device)
+    if cfg.env is not None:  # a diffusion policy on a gymnasium task: its own builder, the same loop
+        from drl.control import build_control_context
+
+        return build_control_context(cfg, device)
     model = build_model(cfg).to(device)
     model.text_encoder.eval()
     params = setup_trainable(
@@ -105,6 +109,8 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
 
 
 def _trainable_modules(ctx: TrainContext) -> dict[str, torch.nn.Module]:
+    if ctx.hooks is not None:
+        return ctx.hooks.modules()
     return {"unet": ctx.model.unet, "text_encoder": ctx.model.text_encoder}
 
 
@@ -132,7 +138,10 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     start_epoch, nonfinite_in_a_row = 0, 0
 
     # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.
-    drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast)
+    if ctx.hooks is not None:
+        drift = ctx.hooks.drift
+    else:
+        drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast)
 
     checkpoint_path = find_checkpoint(run_dir, cfg.resume)
     if checkpoint_path is not None:
@@ -162,7 +171,9 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     watch = PreemptionWatch(cfg.preemption.requeue_signals, cfg.preemption.stop_signals)
     watch.install()
     try:
-        if start_epoch == 0 and main:
+        if start_epoch == 0 and main and ctx.hooks is not None:
+            ctx.hooks.before(logger)
+        elif start_epoch == 0 and main:
             before, prompts = sample_grid(ctx, reward, cfg.seed)
             logger.log_grid("samples_before", before.samples, prompts, before.rewards, epoch=0)
 
@@ -231,7 +242,10 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
                     checkpoint(epoch)
                 raise watch.stop(epoch)
 
-        if main:
+        if main and ctx.hooks is not None:
+            ctx.hooks.after(logger)
+            ctx.hooks.export(run_dir)
+        elif main:
             after, prompts = sample_grid(ctx, reward, cfg.seed)
             logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
             export_final(algorithm, ctx, run_dir)

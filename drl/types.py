@@ -114,3 +114,27 @@ class PromptBatch:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+
+@dataclass
+class TransitionBatch:
+    """Transitions (s, a, r, s') for control algorithms, from a dataset or a replay buffer.
+
+    observations, next_observations: [N, O]; actions: [N, A] in [-1, 1]; rewards,
+    terminations: [N] float32. ``episode_returns`` lists the returns of episodes that
+    finished while collecting (online algorithms report their mean as reward_mean).
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    terminations: torch.Tensor
+    episode_returns: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.rewards.shape[0]
+
+    def minibatch(self, index: torch.Tensor) -> "TransitionBatch":
+        pick = lambda x: x[index]  # noqa: E731
+        return TransitionBatch(*(pick(x) for x in (self.observations, self.actions, self.rewards, self.next_observations, self.terminations)))

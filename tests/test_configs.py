@@ -9,8 +9,21 @@ from drl.config import ConfigError, DDPOConfig, RWRConfig
 
 from conftest import compose_config, compose_raw
 
-GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment"]
-EXTRA = {"prompts=file": ["prompts.path=/tmp/prompts.txt"], "model=sd3": ["scheduler=flow"]}
+GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
+# A control option only validates inside a control run (drl/envs/validate.py says why otherwise).
+CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=pretrain"]
+EXTRA = {
+    "prompts=file": ["prompts.path=/tmp/prompts.txt"],
+    "model=sd3": ["scheduler=flow"],
+    "model=diffusion_policy": CONTROL,
+    "reward=env_return": CONTROL,
+    "algorithm=diffusion_ql": CONTROL[:-1],
+    "algorithm=dsrl": CONTROL[:3] + ["model.from_scratch=false", "model.path=/tmp/policy", "scheduler.eta=0"],
+    "experiment=bandit_dsrl": ["model.path=/tmp/policy"],
+    "experiment=bandit_ddpo": ["model.path=/tmp/policy"],
+    "experiment=pendulum_dsrl": ["model.path=/tmp/policy"],
+    **{f"env={name}": CONTROL[1:] for name in ("bandit", "pendulum", "hopper", "halfcheetah")},
+}
 
 
 def group_options():
@@ -22,7 +35,8 @@ def group_options():
 
 @pytest.mark.parametrize("option", list(group_options()))
 def test_every_group_option_composes(option):
-    extra = EXTRA.get(option, [])
+    group = option.split("=")[0]
+    extra = [e for e in EXTRA.get(option, []) if not e.startswith(f"{group}=")]
     if option.startswith("experiment="):
         cfg = compose_config([option] + extra, tiny=False)
     else:

@@ -23,7 +23,7 @@ class TrainContext:
     """The built pieces of a run that algorithms work with."""
 
     cfg: Config
-    model: T2IModel
+    model: T2IModel  # or drl.models.policy.DiffusionPolicy on a control task (env=...)
     schedule: NoiseSchedule
     collector: RolloutCollector
     prompts: PromptSource
@@ -31,6 +31,7 @@ class TrainContext:
     reward: WeightedReward
     device: torch.device
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    hooks: object | None = None  # control tasks: what the loop shows and saves (drl/control.py); None: images
 
 
 class Algorithm:

@@ -53,6 +53,12 @@ def _pickscore(cfg: RewardConfig, device: torch.device) -> Reward:
     return pickscore(cfg.pickscore_path, cfg.pickscore_processor_path, device)
 
 
+def _env_return(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.env_return import env_return
+
+    return env_return()
+
+
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
@@ -61,6 +67,7 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "aesthetic": _aesthetic,
     "clip_score": _clip_score,
     "pickscore": _pickscore,
+    "env_return": _env_return,
 }
 
 

@@ -1,0 +1,138 @@
+"""Diffusion-QL (Wang et al. 2023, "Diffusion Policies as an Expressive Policy Class for Offline RL").
+
+Offline: the collector reads a dataset. Each gradient step (the paper's Algorithm 1):
+
+    critic:  y = r + gamma (1 - d) min_i Q'_i(s', a'),  a' ~ pi_EMA(. | s')      (clipped double Q)
+             L_Q = sum_i (Q_i(s, a) - y)^2
+    actor:   L_pi = L_BC(s, a) + eta * (-Q_i(s, a_theta) / mean |Q_j|),  a_theta ~ pi_theta(. | s)
+             a_theta runs the whole reverse chain with gradients (drl.models.policy.DiffusionPolicy.sample)
+    targets: Q' <- Polyak(Q, tau);  pi_EMA <- EMA(pi_theta) every ema_every steps after ema_start
+
+Acting at evaluation: ``candidates`` actions per state from pi_theta, one drawn with probability
+softmax(min_i Q'_i(s, a)) (the paper's sample_action).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from drl.algorithms.base import Algorithm, TrainContext
+from drl.algorithms.control_base import Evaluates
+from drl.algorithms.control_losses import diffusion_ql_q_loss, policy_bc_loss, td_target
+from drl.config import DiffusionQLConfig
+from drl.models.critic import TwinQ, soft_update
+from drl.types import TransitionBatch
+
+
+class DiffusionQL(Evaluates, Algorithm):
+    def __init__(self, cfg: DiffusionQLConfig, ctx: TrainContext):
+        super().__init__(cfg, ctx)  # self.optimizer trains the actor (ctx.params)
+        self.cfg: DiffusionQLConfig = cfg
+        policy = ctx.model
+        self.critic = TwinQ(policy.obs_dim, policy.act_dim, cfg.critic_hidden_dim).to(ctx.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.ema_actor = copy.deepcopy(policy.unet).requires_grad_(False)
+        self.steps = 0
+
+    def collect(self, generator: torch.Generator) -> TransitionBatch:
+        return self.ctx.collector.sample(self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size, generator)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        totals: dict[str, list[float]] = {}
+        for index in torch.arange(len(batch)).split(self.ctx.cfg.train.batch_size):
+            for key, value in self.gradient_step(batch.minibatch(index)).items():
+                totals.setdefault(key, []).append(value)
+        metrics = {key: float(np.mean(values)) for key, values in totals.items()}
+        metrics["train/lr"] = self.lr
+        return self.with_evaluation(metrics, as_reward=True)
+
+    def _chain(self, states: torch.Tensor, unet=None) -> torch.Tensor:
+        """a ~ pi(. | s) through the run's reverse chain (gradients if enabled). [B, A]"""
+        ctx = self.ctx
+        return ctx.model.sample(ctx.schedule, states, eta=ctx.cfg.scheduler.eta, generator=self.generator, unet=unet).actions
+
+    def gradient_step(self, mb: TransitionBatch) -> dict[str, float]:
+        cfg, ctx = self.cfg, self.ctx
+        # Critic: clipped double-Q TD on dataset transitions, target actions from the EMA actor.
+        with torch.no_grad():
+            next_actions = self._chain(mb.next_observations, unet=self.ema_actor)
+            y = td_target(mb.rewards, mb.terminations, self.critic_target.q_min(mb.next_observations, next_actions), ctx.cfg.env.gamma)
+        q1, q2 = self.critic(mb.observations, mb.actions)
+        critic_loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_grad = float(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm or float("inf")))
+        self.critic_optimizer.step()
+
+        # Actor: BC + eta * normalised -Q of a fresh action, backpropagated through the whole chain.
+        bc_loss = policy_bc_loss(ctx.model.unet, ctx.schedule, mb.observations, mb.actions, self.generator)
+        new_q1, new_q2 = self.critic(mb.observations, self._chain(mb.observations))
+        use_q1 = bool(torch.rand((), generator=self.generator) < 0.5)
+        q_loss = diffusion_ql_q_loss(new_q1, new_q2, use_q1)
+        actor_loss = bc_loss + cfg.eta * q_loss
+        actor_loss.backward()
+        self.critic.zero_grad(set_to_none=True)  # the actor's loss must not move the critic
+        actor_grad, _ = self.optimizer_step()
+
+        # Targets.
+        self.steps += 1
+        if self.steps % cfg.ema_every == 0:
+            if self.steps < cfg.ema_start:
+                self.ema_actor.load_state_dict(ctx.model.unet.state_dict())
+            else:
+                soft_update(self.ema_actor, ctx.model.unet, 1 - cfg.ema_decay)
+        soft_update(self.critic_target, self.critic, cfg.tau)
+        return {
+            "train/loss": float(actor_loss.detach()),
+            "train/bc_loss": float(bc_loss.detach()),
+            "train/q_loss": float(q_loss.detach()),
+            "train/critic_loss": float(critic_loss.detach()),
+            "train/q_mean": float(q1.detach().mean()),
+            "train/target_mean": float(y.mean()),
+            "train/grad_norm": actor_grad,
+            "train/critic_grad_norm": critic_grad,
+        }
+
+    # -------------------------------------------------------------------- acting
+    def select_actions(self, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``candidates`` actions per state, one drawn by softmax over min-Q of the target critics. [B, A]"""
+        ctx, k = self.ctx, self.cfg.candidates
+        repeated = states.repeat_interleave(k, dim=0)  # [B*k, O]
+        with torch.no_grad():
+            actions = ctx.model.sample(ctx.schedule, repeated, eta=ctx.cfg.scheduler.eta, generator=generator).actions  # [B*k, A]
+            q = self.critic_target.q_min(repeated, actions).view(-1, k)  # [B, k]
+        pick = torch.multinomial(torch.softmax(q, dim=1).cpu(), 1, generator=generator).squeeze(1).to(q.device)  # [B]
+        return actions.view(-1, k, actions.shape[1])[torch.arange(len(states)), pick]
+
+    def evaluation_actor(self, generator: torch.Generator):
+        def act(obs: np.ndarray):
+            return self.select_actions(torch.as_tensor(obs, device=self.ctx.device), generator).cpu().numpy(), {}
+
+        return act
+
+    def export_policy(self):
+        return self.ctx.model
+
+    # --------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "ema_actor": self.ema_actor.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.ema_actor.load_state_dict(state["ema_actor"])
+        self.steps = state["steps"]

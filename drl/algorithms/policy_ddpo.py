@@ -1,0 +1,30 @@
+"""DDPO on a diffusion policy: PPO over each environment step's denoising chain.
+
+Every env step's action is one reverse chain conditioned on the state (the "prompt embedding"
+of the image side); its reward is that step's discounted return-to-go from the environment
+(reward=env_return). The update is DDPO's own (drl/algorithms/ddpo.py), unchanged: only
+sampling differs, so only ``collect`` is overridden.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from drl.algorithms.control_base import Evaluates
+from drl.algorithms.ddpo import DDPO
+from drl.envs.collector import policy_actor
+from drl.types import Rollout
+
+
+class PolicyDDPO(Evaluates, DDPO):
+    def collect(self, generator: torch.Generator) -> Rollout:
+        return self.ctx.collector.collect(self.ctx.cfg.train.samples_per_epoch, generator)
+
+    def update(self, batch: Rollout) -> dict[str, float]:
+        return self.with_evaluation(super().update(batch), as_reward=False)
+
+    def evaluation_actor(self, generator: torch.Generator):
+        return policy_actor(self.ctx.model, self.ctx.schedule, self.ctx.cfg.scheduler.eta, generator)
+
+    def export_policy(self):
+        return self.ctx.model

@@ -1,0 +1,134 @@
+"""Build a control run (env=...) for the one loop in drl/train.py, and what it shows and saves.
+
+The loop is the image side's: ``algorithm.collect -> reward (rollouts only) -> algorithm.update``.
+Here the collector is a dataset reader (behaviour cloning, Diffusion-QL) or the policy acting
+in the environment (DSRL, DDPO), and the run leaves evaluation returns, scatter plots of the
+bandit's actions, a rollout video and the trained policy instead of image grids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drl.algorithms.base import Algorithm, TrainContext
+from drl.config import Config, ConfigError
+from drl.envs.collector import DatasetReader, PolicyCollector
+from drl.envs.dataset import OfflineDataset, bandit_dataset
+from drl.envs.evaluate import evaluate, save_video, scatter_actions
+from drl.envs.make import BANDIT_ID, space_sizes
+from drl.models.policy import DiffusionPolicy, load_policy
+from drl.rewards import WeightedReward, build_reward
+from drl.sampling import make_schedule
+
+OFFLINE = ("pretrain", "diffusion_ql")
+SCATTER_POINTS = 500
+
+
+def control_algorithms() -> dict[str, type[Algorithm]]:
+    from drl.algorithms.diffusion_ql import DiffusionQL
+    from drl.algorithms.dsrl import DSRL
+    from drl.algorithms.policy_bc import PolicyBC
+    from drl.algorithms.policy_ddpo import PolicyDDPO
+
+    return {"pretrain": PolicyBC, "diffusion_ql": DiffusionQL, "dsrl": DSRL, "ddpo": PolicyDDPO}
+
+
+def load_dataset(cfg: Config) -> OfflineDataset:
+    """env.dataset, or the bandit's behaviour data generated in memory (seeded by cfg.seed)."""
+    if cfg.env.dataset:
+        dataset = OfflineDataset.load(cfg.env.dataset)
+        if dataset.metadata.get("env_id") != cfg.env.id:
+            raise ConfigError(f"env.dataset={cfg.env.dataset!r} was made on {dataset.metadata.get('env_id')!r}, not env.id={cfg.env.id!r}.")
+        return dataset
+    return bandit_dataset(cfg.env.dataset_size, cfg.seed)
+
+
+def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
+    obs_dim, act_dim = space_sizes(cfg.env.id)
+    if cfg.model.from_scratch:
+        return DiffusionPolicy.build(obs_dim, act_dim, cfg.model, seed=cfg.seed).to(device)
+    policy = load_policy(cfg.model.path)
+    if (policy.obs_dim, policy.act_dim) != (obs_dim, act_dim):
+        raise ConfigError(
+            f"The policy at model.path={cfg.model.path!r} has (obs, act) sizes {(policy.obs_dim, policy.act_dim)}; "
+            f"env.id={cfg.env.id!r} needs {(obs_dim, act_dim)}."
+        )
+    return policy.to(device)
+
+
+def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainContext, WeightedReward, Algorithm]:
+    policy = build_policy(cfg, device)
+    schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
+    dataset = load_dataset(cfg) if cfg.algorithm.name in OFFLINE else None
+    if dataset is not None:
+        collector = DatasetReader(dataset, device)
+    else:
+        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device)
+    trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
+    policy.unet.requires_grad_(trains_policy)
+    params = list(policy.unet.parameters()) if trains_policy else []
+    reward = build_reward(cfg.reward, device)
+    ctx = TrainContext(cfg, policy, schedule, collector, None, params, reward, device)
+    algorithm = control_algorithms()[cfg.algorithm.name](cfg.algorithm, ctx)
+    ctx.hooks = ControlHooks(ctx, algorithm, dataset)
+    return ctx, reward, algorithm
+
+
+class ControlHooks:
+    """The control side of the loop's before/after: evaluation, plots, video, the exported policy."""
+
+    def __init__(self, ctx: TrainContext, algorithm: Algorithm, dataset: OfflineDataset | None):
+        self.ctx, self.algorithm, self.dataset = ctx, algorithm, dataset
+        g = torch.Generator().manual_seed(ctx.cfg.seed)
+        n = 16
+        obs = dataset.observations[:n] if dataset is not None else np.zeros((n, ctx.model.obs_dim), np.float32)
+        # Fixed probe inputs for drift_from_base: the policy's noise prediction before vs now.
+        self.probe = (
+            torch.randn((n, ctx.model.act_dim), generator=g).to(ctx.device),
+            ctx.schedule.timesteps[torch.randint(ctx.schedule.num_steps, (n,), generator=g)].to(ctx.device),
+            torch.as_tensor(obs, device=ctx.device),
+        )
+        self.base_prediction = self._predict()
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"policy": self.ctx.model.unet}
+
+    @torch.no_grad()
+    def _predict(self) -> torch.Tensor:
+        return self.ctx.model.unet(*self.probe).float()
+
+    def drift(self) -> float:
+        return float((self._predict() - self.base_prediction).pow(2).mean())
+
+    def _show(self, logger, stage: str, epoch: int) -> None:
+        cfg, run_dir = self.ctx.cfg, logger.run_dir
+        if not logger.enabled:
+            return
+        g = torch.Generator().manual_seed(cfg.seed + 11)
+        act = self.algorithm.evaluation_actor(g)
+        result = evaluate(cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score)
+        (run_dir / f"eval_{stage}.json").write_text(json.dumps(result, indent=1) + "\n")
+        logger.log_summary({f"{k}_{stage}": v for k, v in result.items()}, epoch)
+        if cfg.env.id == BANDIT_ID:
+            actions, _ = act(np.zeros((SCATTER_POINTS, 1), np.float32))
+            data = self.dataset.actions[:SCATTER_POINTS] if self.dataset is not None else None
+            title = f"{cfg.algorithm.name} {stage}: mean reward {result['eval/return_mean']:.3f}"
+            logger.log_image(f"actions_{stage}", scatter_actions(actions, run_dir / f"actions_{stage}.png", title, data), epoch)
+        if stage == "after" and cfg.env.video:
+            logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed), epoch)
+
+    def before(self, logger) -> None:
+        if self.ctx.cfg.algorithm.name not in OFFLINE:  # offline methods start from noise: nothing to show
+            self._show(logger, "before", 0)
+
+    def after(self, logger) -> None:
+        self._show(logger, "after", self.ctx.cfg.train.epochs)
+
+    def export(self, run_dir: Path) -> None:
+        self.algorithm.export_policy().save_pretrained(run_dir / "policy")
+        if hasattr(self.algorithm, "export_extra"):
+            self.algorithm.export_extra(run_dir)

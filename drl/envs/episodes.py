@@ -1,0 +1,84 @@
+"""Roll a batched actor out in several environments in lockstep (one actor call per env step).
+
+Used by dataset generation, evaluation, DDPO's collector and DSRL's online collection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from drl.envs.make import make_env
+
+# obs [n, O] float32 -> (actions [n, A] in [-1, 1], extras: name -> tensor [n, ...] kept per step)
+Actor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class Episode:
+    """One episode, T steps. Field names follow Minari/D4RL."""
+
+    observations: np.ndarray  # [T, O]
+    actions: np.ndarray  # [T, A]
+    rewards: np.ndarray  # [T]
+    terminations: np.ndarray  # [T] bool: the MDP ended (no bootstrap)
+    truncations: np.ndarray  # [T] bool: time limit (bootstrap through it)
+    next_observations: np.ndarray  # [T, O]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [T, ...]
+    frames: list[np.ndarray] = field(default_factory=list)  # rendered RGB frames when asked
+
+    @property
+    def total_reward(self) -> float:
+        return float(self.rewards.sum())
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+def run_episodes(env_id: str, actor: Actor, num_episodes: int, seed: int, render: bool = False) -> list[Episode]:
+    """``num_episodes`` episodes, env k reset with seed + k; all envs step together until each ends."""
+    envs = [make_env(env_id, render=render) for _ in range(num_episodes)]
+    obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]).astype(np.float32)  # [n, O]
+    steps: list[list[tuple]] = [[] for _ in envs]
+    frames: list[list[np.ndarray]] = [[env.render()] if render else [] for env in envs]
+    active = list(range(num_episodes))
+    while active:
+        actions, extras = actor(obs[active])
+        for j, k in enumerate(active):
+            next_obs, reward, terminated, truncated, _ = envs[k].step(actions[j])
+            next_obs = np.asarray(next_obs, dtype=np.float32)
+            steps[k].append((obs[k].copy(), actions[j], reward, terminated, truncated, next_obs, {n: v[j] for n, v in extras.items()}))
+            if render:
+                frames[k].append(envs[k].render())
+            obs[k] = next_obs
+        active = [k for k in active if not (steps[k][-1][3] or steps[k][-1][4])]
+    for env in envs:
+        env.close()
+    return [_episode(s, f) for s, f in zip(steps, frames)]
+
+
+def _episode(steps: list[tuple], frames: list[np.ndarray]) -> Episode:
+    o, a, r, term, trunc, o2, extras = zip(*steps)
+    names = extras[0].keys()
+    return Episode(
+        observations=np.stack(o).astype(np.float32),
+        actions=np.stack(a).astype(np.float32),
+        rewards=np.asarray(r, dtype=np.float32),
+        terminations=np.asarray(term, dtype=bool),
+        truncations=np.asarray(trunc, dtype=bool),
+        next_observations=np.stack(o2).astype(np.float32),
+        extras={n: torch.stack([e[n] for e in extras]) for n in names},
+        frames=frames,
+    )
+
+
+def discounted_returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = sum_k gamma^k r_{t+k} over one episode. [T] -> [T]"""
+    out, running = np.zeros_like(rewards, dtype=np.float64), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out.astype(np.float32)

@@ -1,0 +1,208 @@
+"""A state-conditioned diffusion policy: Diffusion-QL's MLP denoiser on a short VP schedule.
+
+Shape legend:
+    B  states in the batch       O  observation size       A  action size
+    S  denoising steps            E  timestep-embedding size
+
+The policy is a diffusion model over actions a in [-1, 1]^A conditioned on the state s
+(Wang et al. 2023, "Diffusion Policies as an Expressive Policy Class for Offline RL",
+sec. 3): eps_theta(a_t, t, s). Its reverse chain is the one drl.sampling implements for
+images, with the action vector as the "latent" and the state as the "prompt embedding";
+``denoise`` has the signature of T2IModel.denoise, so DDPO trains it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from drl.sampling import NoiseSchedule, denoising_step
+
+WEIGHTS_NAME, CONFIG_NAME = "policy.safetensors", "policy.json"
+
+
+def vp_betas(num_steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> np.ndarray:
+    """The discretised VP-SDE betas of Diffusion-QL (their ``vp_beta_schedule``; Song et al. 2021, eq. 11).
+
+    alpha_t = exp(-beta_min / T - (beta_max - beta_min) (2t - 1) / (2 T^2)),  beta_t = 1 - alpha_t,  t = 1..T.
+    """
+    t = np.arange(1, num_steps + 1)
+    alpha = np.exp(-beta_min / num_steps - 0.5 * (beta_max - beta_min) * (2 * t - 1) / num_steps**2)
+    return 1 - alpha
+
+
+class SinusoidalEmbedding(nn.Module):
+    """t [B] -> [B, E]: sin/cos features of geometric frequencies (Vaswani et al. 2017)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / max(1, half - 1))
+        angles = t.float().unsqueeze(1) * freqs.unsqueeze(0)  # [B, E/2]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def mish_mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+    """in -> (Linear, Mish) x layers -> Linear out."""
+    parts: list[nn.Module] = []
+    for k in range(layers):
+        parts += [nn.Linear(in_dim if k == 0 else hidden, hidden), nn.Mish()]
+    return nn.Sequential(*parts, nn.Linear(hidden, out_dim))
+
+
+class MLPDenoiser(nn.Module):
+    """eps_theta(a_t, t, s): Diffusion-QL's 3x256 Mish MLP on [a_t, time embedding, s]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3, time_dim: int = 16):
+        super().__init__()
+        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers, time_dim=time_dim)
+        self.time_embedding = nn.Sequential(
+            SinusoidalEmbedding(time_dim), nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim)
+        )
+        self.net = mish_mlp(act_dim + time_dim + obs_dim, hidden_dim, num_layers, act_dim)
+
+    def forward(self, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """actions [B, A] (a_t), t [B] long, states [B, O] -> predicted noise [B, A]."""
+        return self.net(torch.cat([actions, self.time_embedding(t), states], dim=1))
+
+
+@dataclass
+class ChainOutput:
+    """One run of the reverse chain for a batch of states.
+
+    actions:   [B, A]         a_0, the executed actions
+    latents:   [B, S + 1, A]  a_T ... a_0
+    timesteps: [B, S] long
+    log_probs: [B, S] float32 exact log p(a_{t-1} | a_t, s)
+    stochastic: [S] bool
+    """
+
+    actions: torch.Tensor
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    log_probs: torch.Tensor
+    stochastic: torch.Tensor
+
+
+class DiffusionPolicy:
+    """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
+
+    def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict):
+        self.unet = denoiser  # the trainable network; named as in T2IModel so algorithms share code
+        self.scheduler_config = scheduler_config
+
+    @classmethod
+    def build(cls, obs_dim: int, act_dim: int, cfg, seed: int = 0) -> "DiffusionPolicy":
+        """A freshly initialised policy from a PolicyModelConfig."""
+        torch.manual_seed(seed)
+        denoiser = MLPDenoiser(obs_dim, act_dim, cfg.hidden_dim, cfg.num_layers, cfg.time_dim)
+        betas = vp_betas(cfg.diffusion_steps, cfg.beta_min, cfg.beta_max)
+        scheduler_config = dict(
+            num_train_timesteps=cfg.diffusion_steps,
+            trained_betas=betas.tolist(),
+            prediction_type="epsilon",
+            clip_sample=True,  # x̂_0 clipped to the action box, as Diffusion-QL does
+            clip_sample_range=1.0,
+            variance_type="fixed_small",
+        )
+        return cls(denoiser, scheduler_config)
+
+    @property
+    def act_dim(self) -> int:
+        return self.unet.config["act_dim"]
+
+    @property
+    def obs_dim(self) -> int:
+        return self.unet.config["obs_dim"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def denoise(self, latents, t, embeds, uncond_embeds=None, guidance_scale: float = 1.0, unet=None) -> torch.Tensor:
+        """T2IModel.denoise's signature: latents = noisy actions [B, A], embeds = states [B, O]; no guidance."""
+        return (self.unet if unet is None else unet)(latents, t, embeds)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The chain's output already is the action [B, A]."""
+        return latents
+
+    def make_scheduler(self, kind: str) -> DDIMScheduler | DDPMScheduler:
+        cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
+        return cls.from_config(self.scheduler_config)
+
+    def to(self, device) -> "DiffusionPolicy":
+        self.unet.to(device)
+        return self
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        schedule: NoiseSchedule,
+        states: torch.Tensor,
+        *,
+        eta: float = 1.0,
+        generator: torch.Generator | None = None,
+        initial_noise: torch.Tensor | None = None,
+        unet: nn.Module | None = None,
+    ) -> ChainOutput:
+        """Run the reverse chain from a_T ~ N(0, I) (or ``initial_noise`` [B, A]) for states [B, O].
+
+        Each step is drl.sampling.denoising_step, so the log-probs are those DDPO re-scores.
+        Gradients flow to the weights when the caller enables them (Diffusion-QL's Q term).
+        """
+        n = states.shape[0]
+        if initial_noise is None:
+            initial_noise = torch.randn((n, self.act_dim), generator=generator)
+        x = initial_noise.to(states.device, states.dtype)  # a_T: [B, A]
+        latents, log_probs, stochastic = [x], [], []
+        timesteps = schedule.timesteps.to(states.device)
+        for t in timesteps:
+            t_batch = t.expand(n)
+            noise = torch.randn((n, self.act_dim), generator=generator).to(states.device, states.dtype)  # z: [B, A]
+            step = denoising_step(schedule, self.denoise(x, t_batch, states, unet=unet), t_batch, x, eta=eta, noise=noise)
+            x = step.prev_sample
+            latents.append(x)
+            log_probs.append(step.log_prob)
+            stochastic.append(bool(step.stochastic[0]))
+        return ChainOutput(
+            actions=x.clamp(-1, 1),
+            latents=torch.stack(latents, dim=1),
+            timesteps=timesteps.unsqueeze(0).expand(n, -1).clone(),
+            log_probs=torch.stack(log_probs, dim=1),
+            stochastic=torch.tensor(stochastic, device=states.device),
+        )
+
+    # ---------------------------------------------------------------- save/load
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.unet.state_dict().items()}, directory / WEIGHTS_NAME)
+        (directory / CONFIG_NAME).write_text(json.dumps({"denoiser": self.unet.config, "scheduler": self.scheduler_config}, indent=1))
+
+
+def load_policy(path: str | Path) -> DiffusionPolicy:
+    """Load a policy saved by DiffusionPolicy.save_pretrained (a run's ``policy/`` directory)."""
+    directory = Path(path).expanduser()
+    if directory.is_dir() and (directory / "policy").is_dir():  # a run dir was given
+        directory = directory / "policy"
+    if not (directory / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(
+            f"No diffusion policy at {str(path)!r}: point model.path at the policy/ directory of a "
+            "behaviour-cloning run (drl-train experiment=bandit_bc writes <run dir>/policy)."
+        )
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    denoiser = MLPDenoiser(**config["denoiser"])
+    denoiser.load_state_dict(load_file(directory / WEIGHTS_NAME))
+    return DiffusionPolicy(denoiser, config["scheduler"])

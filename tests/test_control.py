@@ -1,0 +1,222 @@
+"""Diffusion policies for control: losses on hand-made numbers, the chain's log-probs, datasets,
+and short runs of every control algorithm through the one loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from drl.algorithms.control_losses import diffusion_ql_q_loss, sac_critic_target, td_target
+from drl.config import ConfigError, DiffusionQLConfig, PolicyModelConfig
+from drl.envs.bandit import MODE_CENTRES, MODE_REWARDS, bandit_reward
+from drl.envs.dataset import OfflineDataset, bandit_dataset, generate_dataset
+from drl.models.critic import TanhGaussianActor
+from drl.models.policy import DiffusionPolicy, load_policy, vp_betas
+from drl.sampling import denoising_step, make_schedule
+from drl.train import build_context, train
+
+from conftest import compose_config
+
+BANDIT = [
+    "logger=none",
+    "hardware.num_threads=1",
+    "model.hidden_dim=64",
+    "env.eval_episodes=200",
+    "env.dataset_size=2000",
+    "train.batch_size=64",
+]
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _policy(obs_dim=3, act_dim=2, steps=5) -> DiffusionPolicy:
+    return DiffusionPolicy.build(obs_dim, act_dim, PolicyModelConfig(hidden_dim=32, diffusion_steps=steps), seed=0)
+
+
+# ------------------------------------------------------------------------ math
+def test_td_target_bootstraps_except_at_terminations():
+    y = td_target(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]), torch.tensor([10.0, 10.0]), gamma=0.9)
+    assert torch.allclose(y, torch.tensor([1.0 + 0.9 * 10.0, 2.0]))
+    soft = sac_critic_target(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([4.0]), torch.tensor([-2.0]), alpha=0.5, gamma=0.5)
+    assert torch.allclose(soft, torch.tensor([1.0 + 0.5 * (4.0 + 0.5 * 2.0)]))
+
+
+def test_diffusion_ql_q_loss_normalises_by_the_other_critic():
+    q1, q2 = torch.tensor([1.0, 3.0], requires_grad=True), torch.tensor([-2.0, 6.0])
+    loss = diffusion_ql_q_loss(q1, q2, use_q1=True)
+    assert math.isclose(float(loss.detach()), -2.0 / 4.0)  # -mean(q1) / mean|q2|
+    loss.backward()
+    assert torch.allclose(q1.grad, torch.tensor([-0.125, -0.125]))
+    assert math.isclose(float(diffusion_ql_q_loss(q1, q2, use_q1=False)), -2.0 / 2.0)
+
+
+def test_vp_betas_match_diffusion_ql():
+    # Diffusion-QL's vp_beta_schedule(5), written out by hand for t = 1 and t = 5.
+    betas = vp_betas(5)
+    assert math.isclose(betas[0], 1 - math.exp(-0.1 / 5 - 0.5 * 9.9 * 1 / 25), rel_tol=1e-12)
+    assert math.isclose(betas[4], 1 - math.exp(-0.1 / 5 - 0.5 * 9.9 * 9 / 25), rel_tol=1e-12)
+
+
+def test_policy_chain_log_probs_are_sampling_py_and_match_diffusers():
+    policy, states = _policy(), torch.randn(6, 3)
+    schedule = make_schedule(policy.make_scheduler("ddpm"), 5)
+    chain = policy.sample(schedule, states, generator=torch.Generator().manual_seed(0))
+    assert chain.latents.shape == (6, 6, 2) and chain.log_probs.shape == (6, 5)
+    assert chain.stochastic.tolist() == [True, True, True, True, False]  # DDPM's last step adds no noise
+    reference = DDPMScheduler.from_config(policy.scheduler_config)
+    reference.set_timesteps(5)
+    for i, t in enumerate(schedule.timesteps):
+        x_t, x_prev = chain.latents[:, i], chain.latents[:, i + 1]
+        out = policy.denoise(x_t, t.expand(6), states)
+        rescored = denoising_step(schedule, out, t.expand(6), x_t, prev_sample=x_prev)
+        assert torch.allclose(rescored.log_prob, chain.log_probs[:, i], atol=1e-5)
+        # diffusers' own step with the same variance noise z lands on the same a_{t-1}.
+        z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(i))
+        drawn = denoising_step(schedule, out, t.expand(6), x_t, noise=z).prev_sample
+        expected = reference.step(out, int(t), x_t, generator=torch.Generator().manual_seed(i)).prev_sample
+        assert torch.allclose(drawn, expected, atol=1e-5)
+    assert chain.actions.abs().max() <= 1
+
+
+def test_q_gradients_reach_the_denoiser_through_the_chain():
+    policy, states = _policy(), torch.randn(4, 3)
+    schedule = make_schedule(policy.make_scheduler("ddpm"), 5)
+    actions = policy.sample(schedule, states, generator=torch.Generator().manual_seed(1)).actions
+    (actions * torch.tensor([1.0, -2.0])).sum().backward()  # a stand-in critic, linear in a
+    grads = [p.grad for p in policy.unet.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_tanh_gaussian_log_prob_matches_change_of_variables():
+    actor = TanhGaussianActor(3, 2, bound=2.0, hidden_dim=16)
+    states = torch.randn(5, 3)
+    g = torch.Generator().manual_seed(0)
+    a, log_prob = actor(states, g)
+    mean, log_std = actor.net(states).chunk(2, dim=1)
+    u = torch.atanh(a / 2.0)
+    base = torch.distributions.Normal(mean, log_std.clamp(-5, 2).exp()).log_prob(u).sum(1)
+    jacobian = torch.log(2.0 * (1 - torch.tanh(u) ** 2)).sum(1)
+    assert torch.allclose(log_prob, base - jacobian, atol=1e-4)
+
+
+# --------------------------------------------------------------------- datasets
+def test_bandit_dataset_has_four_modes_and_reproduces():
+    a, b = bandit_dataset(400, seed=3), bandit_dataset(400, seed=3)
+    assert np.array_equal(a.actions, b.actions) and not np.array_equal(a.actions, bandit_dataset(400, seed=4).actions)
+    nearest = np.argmin(((a.actions[:, None] - MODE_CENTRES[None]) ** 2).sum(-1), 1)
+    assert set(nearest.tolist()) == {0, 1, 2, 3}
+    assert a.terminations.all() and len(a) == 400
+    assert np.allclose(a.rewards, bandit_reward(a.actions.astype(np.float64)), atol=1e-6)
+    assert abs(a.rewards.mean() - MODE_REWARDS.mean()) < 0.05
+
+
+def test_dataset_file_round_trip_and_deterministic_generation(tmp_path):
+    random_policy = lambda obs, rng: rng.uniform(-1, 1, (len(obs), 1))  # noqa: E731
+    a = generate_dataset("Pendulum-v1", random_policy, 250, seed=0, name="random", episodes_per_wave=1)
+    b = generate_dataset("Pendulum-v1", random_policy, 250, seed=0, name="random", episodes_per_wave=1)
+    for name in ("observations", "actions", "rewards", "next_observations"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.truncations[199] and a.truncations[-1] and not a.terminations.any()  # time limit, then the cut
+    assert np.array_equal(a.observations[1:200], a.next_observations[:199])
+    loaded = OfflineDataset.load(a.save(tmp_path / "d.npz"))
+    assert np.array_equal(loaded.actions, a.actions) and loaded.metadata["env_id"] == "Pendulum-v1"
+    with pytest.raises(FileNotFoundError, match="make_dataset.py"):
+        OfflineDataset.load(tmp_path / "missing.npz")
+
+
+# ---------------------------------------------------------------------- configs
+def test_control_configs_compose_and_fail_clearly():
+    cfg = compose_config(["experiment=bandit_diffusion_ql"], tiny=False)
+    assert isinstance(cfg.algorithm, DiffusionQLConfig) and isinstance(cfg.model, PolicyModelConfig)
+    assert cfg.env.id == "drl/MultimodalBandit-v0" and cfg.scheduler.num_steps == cfg.model.diffusion_steps == 10
+    with pytest.raises(ConfigError, match="needs a diffusion policy"):
+        compose_config(["env=bandit"])
+    with pytest.raises(ConfigError, match="rewarded by the environment"):
+        compose_config(["experiment=bandit_bc", "reward=toy_aesthetic"], tiny=False)
+    with pytest.raises(ConfigError, match="deterministic chain"):
+        compose_config(["experiment=bandit_dsrl", "model.path=x", "scheduler.eta=1"], tiny=False)
+    with pytest.raises(ConfigError, match="env.dataset"):
+        compose_config(["experiment=bandit_diffusion_ql", "env=pendulum", "env.dataset=null"], tiny=False)
+
+
+# ------------------------------------------------------------------------- runs
+@pytest.fixture(scope="module")
+def bandit_runs(tmp_path_factory):
+    """BC and Diffusion-QL on the same bandit data (short, seeded), plus the BC policy for DSRL/DDPO."""
+    root = tmp_path_factory.mktemp("bandit")
+    common = BANDIT + ["train.epochs=2", "algorithm.steps_per_epoch=100", "env.eval_every=2"]
+    bc = train(compose_config(["experiment=bandit_bc", *common], tiny=False), root / "bc")
+    dql = train(compose_config(["experiment=bandit_diffusion_ql", *common, "algorithm.ema_start=0"], tiny=False), root / "dql")
+    return root, bc, dql
+
+
+def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
+    root, bc, dql = bandit_runs
+    assert 0.05 < bc < 0.75  # below the best mode: BC spreads its actions over the data's modes
+    assert dql > bc + 0.1  # Diffusion-QL moves towards the best mode (reward 1.0)
+    for name in ("actions_after.png", "eval_after.json", "policy/policy.safetensors", "checkpoints/last.pt", "reward_curve.png"):
+        assert (root / "bc" / name).is_file(), name
+    assert _records(root / "dql")[-1]["train/critic_loss"] < 1.0
+
+
+@pytest.mark.parametrize("variant", ["sac", pytest.param("na", marks=pytest.mark.slow)])
+def test_dsrl_improves_the_frozen_policy_and_leaves_it_unchanged(bandit_runs, tmp_path, variant):
+    root = bandit_runs[0]
+    before = {k: v.clone() for k, v in load_policy(root / "bc").unet.state_dict().items()}
+    cfg = compose_config(
+        [
+            "experiment=bandit_dsrl",
+            f"model.path={root / 'bc'}",
+            f"algorithm.variant={variant}",
+            *BANDIT,
+            "train.epochs=4",
+            "train.samples_per_epoch=128",
+            "train.batch_size=128",
+            "algorithm.updates_per_epoch=40",
+            "env.eval_every=4",
+        ],
+        tiny=False,
+    )
+    train(cfg, tmp_path)
+    start = json.loads((tmp_path / "eval_before.json").read_text())["eval/return_mean"]
+    end = json.loads((tmp_path / "eval_after.json").read_text())["eval/return_mean"]
+    assert end > start + 0.1, (start, end)
+    after = load_policy(tmp_path).unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "noise_actor.pt").is_file()
+
+
+def test_dsrl_actor_outputs_noise_of_the_action_shape(bandit_runs):
+    cfg = compose_config(["experiment=bandit_dsrl", f"model.path={bandit_runs[0] / 'bc'}", *BANDIT], tiny=False)
+    ctx, _, algorithm = build_context(cfg)
+    noise, log_prob = algorithm.actor(torch.zeros(7, 1))
+    assert noise.shape == (7, 2) and log_prob.shape == (7,) and noise.abs().max() <= cfg.algorithm.noise_bound
+    assert algorithm.steer(torch.zeros(7, 1), noise).shape == (7, 2)
+    assert not any(p.requires_grad for p in ctx.model.unet.parameters())
+
+
+def test_ddpo_on_the_policy_runs_on_policy_with_env_rewards(bandit_runs, tmp_path):
+    cfg = compose_config(
+        [
+            "experiment=bandit_ddpo",
+            f"model.path={bandit_runs[0] / 'bc'}",
+            *BANDIT,
+            "train.epochs=2",
+            "train.samples_per_epoch=64",
+            "train.batch_size=64",
+            "env.eval_every=2",
+        ],
+        tiny=False,
+    )
+    train(cfg, tmp_path)
+    records = _records(tmp_path)
+    assert records[0]["train/ratio_dev_first"] < 1e-4  # re-scored with the same step function
+    assert all(0 <= r["reward_mean"] <= 1 and math.isfinite(r["train/loss"]) for r in records)
+    assert "eval/return_mean" in records[-1]
