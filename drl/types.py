@@ -73,3 +73,18 @@ class PromptBatch:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+
+@dataclass
+class PreferenceBatch:
+    """Pairs of images for the same prompt, the chosen one preferred (offline DPO).
+
+    chosen, rejected: [P, C, h, w] in the model's latent space; prompts: [P].
+    """
+
+    prompts: list[str]
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+    def __len__(self) -> int:
+        return 2 * len(self.prompts)

@@ -103,6 +103,15 @@ class T2IModel:
         images = images if images.dtype == torch.float64 else images.float()  # float64 stays (gradient checks)
         return ((images + 1) / 2).clamp(0, 1)
 
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] -> latents [B, C, h, w]; the inverse of :meth:`decode` (VAE mean)."""
+        pixels = images * 2 - 1
+        if self.vae is None:
+            return pixels.to(self.unet.dtype)
+        latents = self.vae.encode(pixels.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist.mean
+        return (latents * self.vae.config.scaling_factor).to(self.unet.dtype)
+
     def make_scheduler(self, kind: str) -> DDIMScheduler | DDPMScheduler:
         """A fresh DDIM or DDPM scheduler with the model's own noise schedule."""
         cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
