@@ -49,7 +49,7 @@ def test_nft_gradient_at_old_policy_is_reward_weighted_regression():
 def test_diffusion_dpo_loss_by_hand():
     zero = torch.zeros(1, 2)
     # chosen: model error 1, reference error 2; rejected: model error 4, reference error 1
-    pred_w, ref_w = torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0 ** 0.5, 2.0 ** 0.5]])
+    pred_w, ref_w = torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0**0.5, 2.0**0.5]])
     pred_l, ref_l = torch.tensor([[2.0, 2.0]]), torch.tensor([[1.0, 1.0]])
     loss, logits = diffusion_dpo_loss(pred_w, pred_l, ref_w, ref_l, zero, zero, beta=0.5)
     # logits = -0.25 * ((1 - 4) - (2 - 1)) = 1
@@ -207,3 +207,34 @@ def test_ddpo_ratio_is_one_on_policy_in_float32(tmp_path, random_toy_model):
     _run(tmp_path, random_toy_model, "algorithm.group_size=4", "algorithm.share_group_noise=true", "algorithm.ema_decay=0.9")
     assert all(r["train/ratio_dev_first"] <= 1e-5 for r in _records(tmp_path)[:1])
     assert all("train/ratio_dev_first" in r for r in _records(tmp_path))
+
+
+# ------------------------------------------------------------------- shared regularisation
+def test_weight_ema_swaps_in_and_restores():
+    from drl.algorithms.regularization import WeightEMA
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = WeightEMA([p], decay=0.5)
+    ema.step()  # diffusers' warm-up: the first step copies the weights (decay 0)
+    with torch.no_grad():
+        p.fill_(1.0)
+    ema.step()  # then decay = min(0.5, (1 + 1) / (10 + 1)) = 2/11: shadow = 0 + (9/11) * (1 - 0)
+    with ema.applied():
+        torch.testing.assert_close(p.detach(), torch.full((3,), 9 / 11))
+    torch.testing.assert_close(p.detach(), torch.ones(3))
+
+
+def test_denoising_kl_is_zero_at_the_reference_and_grows_with_drift(random_toy_model):
+    from drl.algorithms.regularization import denoising_kl
+    from drl.train import build_context
+
+    ctx, _, algorithm = build_context(compose_config([f"model.path={random_toy_model}", "algorithm=rwr", "algorithm.kl_coef=0.1"]))
+    x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    embeds = ctx.model.encode_prompts(["a small red circle at the top left", "a large blue square at the center"])
+    assert float(denoising_kl(ctx, algorithm.reference, x0, embeds, torch.Generator().manual_seed(1)).max()) == 0.0
+    with torch.no_grad():
+        ctx.model.unet.conv_out.bias.add_(0.1)  # the trained model drifts; the frozen reference does not
+    kl = denoising_kl(ctx, algorithm.reference, x0, embeds, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(kl, torch.full((2,), 0.01), rtol=1e-3, atol=1e-6)  # a constant 0.1 shift of every output
+    kl.sum().backward()
+    assert float(ctx.model.unet.conv_out.bias.grad.abs().sum()) > 0

@@ -91,7 +91,9 @@ class NFT(Algorithm):
         num_pairs = b.numel()
 
         ctx.model.unet.train()
-        old = torch.cat([self._predict(x_t[c], t[c], embeds[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)])
+        old = torch.cat(
+            [self._predict(x_t[c], t[c], embeds[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)]
+        )
 
         totals = {"loss": 0.0, "kl_to_base": 0.0, "old_deviation": 0.0, "grad_norm": 0.0}
         first_dev, optimizer_steps = None, 0
