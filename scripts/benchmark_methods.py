@@ -146,6 +146,7 @@ def main() -> None:
             f"--samples-per-epoch {args.samples_per_epoch}",
             f"--seeds {args.seeds}",
             f"--reward {args.reward}",
+            *([] if args.methods == list(METHODS) else ["--methods", *args.methods]),
             *extra,
         ]
     )
