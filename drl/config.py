@@ -111,7 +111,7 @@ class RewardConfig:
 @dataclass
 class AlgorithmConfig:
     name: str = MISSING
-    """Which algorithm module runs: pretrain | rwr | ddpo | alignprop."""
+    """Which algorithm module runs: pretrain | rwr | ddpo | alignprop | nft | dpo."""
     lr: float = 3e-4
     """AdamW learning rate."""
     weight_decay: float = 0.0
@@ -120,6 +120,10 @@ class AlgorithmConfig:
     """AdamW (beta1, beta2)."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this value (0 disables clipping)."""
+    kl_coef: float = 0.0
+    """Weight of a KL-to-reference penalty against reward hacking (the frozen base model; see drl/algorithms/regularization.py)."""
+    ema_decay: float = 0.0
+    """Decay of an EMA of the trained weights that the grids and the exported model sample from (0: no EMA)."""
 
 
 @dataclass
@@ -139,7 +143,7 @@ class PretrainConfig(AlgorithmConfig):
     warmup_steps: int = 200
     """Linear learning-rate warm-up."""
     ema_decay: float = 0.999
-    """Decay of the weight EMA that is exported as the final model (0 disables the EMA)."""
+    """Pretraining exports an EMA of its weights by default."""
 
 
 @dataclass
@@ -174,10 +178,12 @@ class DDPOConfig(AlgorithmConfig):
     """Fraction of each trajectory's stochastic steps trained on (a random subset per sample)."""
     logprob_reduction: str = "mean"
     """How the per-step Gaussian log-prob is reduced over latent dims for the ratio: sum (exact) or mean (ddpo-pytorch)."""
-    kl_coef: float = 0.0
-    """Weight of the per-step KL(p_theta || p_base) penalty (exact for Gaussians of equal variance)."""
     group_size: int = 1
     """Samples per prompt in an epoch; > 1 normalises advantages within each prompt's group (group-relative)."""
+    share_group_noise: bool = False
+    """With group_size > 1: the group's samples start from the same x_T (they differ only by the step noise)."""
+    adv_std_floor: float = 1e-6
+    """With group_size > 1: divide by max(group std, this), so near-tied groups do not blow up their advantages."""
     per_prompt_stat_tracking: bool = True
     """With group_size=1: normalise rewards per prompt (running mean/std) instead of over the batch."""
     stat_buffer_size: int = 32
@@ -252,6 +258,48 @@ class DSRLConfig(AlgorithmConfig):
     """Width of the actor's and critics' 2 hidden layers."""
     distill_samples: int = 1
     """DSRL-NA: noise draws per state for distilling the action-space Q into the noise-space Q."""
+
+
+@dataclass
+class NFTConfig(AlgorithmConfig):
+    name: str = "nft"
+    lr: float = 1e-4
+    beta: float = 1.0
+    """Step size of the implicit policies v± = v_old ± beta (v_theta - v_old) (DiffusionNFT's beta; 0.1-1)."""
+    group_size: int = 4
+    """Samples per prompt in an epoch; > 1 normalises rewards within each prompt's group, 1 over the batch."""
+    adv_clip_max: float = 2.0
+    """Normalised rewards A are clipped to [-c, c] and mapped to the optimality probability r = A / (2c) + 1/2."""
+    adv_std_floor: float = 1e-6
+    """Divide rewards by max(group std, this) when normalising."""
+    timestep_fraction: float = 0.5
+    """Fraction of the sampling schedule's timesteps each sample is trained at (a random subset, fresh noise)."""
+    adaptive_weighting: bool = True
+    """Weight each sample's x̂_0-space error by 1 / its mean absolute error (DiffusionNFT); false: plain squared error."""
+    num_inner_epochs: int = 1
+    """Passes over each epoch's (sample, timestep) pairs."""
+    minibatches: int = 2
+    """Optimizer steps per inner epoch."""
+
+
+@dataclass
+class DPOConfig(AlgorithmConfig):
+    name: str = "dpo"
+    lr: float = 1e-4
+    beta: float = 5000.0
+    """DPO's beta on the per-pixel mean denoising losses (Diffusion-DPO uses 5000 for SD1.5, 2500 for SDXL)."""
+    group_size: int = 2
+    """Online: samples per prompt; each group gives one pair, its best vs its worst sample by reward."""
+    min_reward_gap: float = 0.0
+    """Online: drop pairs whose rewards differ by no more than this (ties carry no preference)."""
+    pairs_path: Optional[str] = None
+    """Offline: a JSONL or CSV file of (prompt, chosen, rejected) image paths; set, it replaces online sampling."""
+    timesteps_per_pair: int = 2
+    """Random training timesteps (each with its own noise, shared by the two images) per pair and pass."""
+    num_inner_epochs: int = 1
+    """Passes over each epoch's pairs."""
+    minibatches: int = 1
+    """Optimizer steps per inner epoch."""
 
 
 # ------------------------------------------------------------------------- prompts
@@ -355,7 +403,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: Any = MISSING
-    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig, DiffusionQLConfig, DSRLConfig)."""
+    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig, NFTConfig, DPOConfig, DiffusionQLConfig, DSRLConfig)."""
     env: Optional[EnvConfig] = None
     """A control task (env=bandit, pendulum, hopper, ...); None: text-to-image."""
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -378,6 +426,8 @@ ALGORITHM_SCHEMAS = {
     "alignprop": AlignPropConfig,
     "diffusion_ql": DiffusionQLConfig,
     "dsrl": DSRLConfig,
+    "nft": NFTConfig,
+    "dpo": DPOConfig,
 }
 
 
@@ -447,6 +497,14 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
     _positive(p, "algorithm.lr", a.lr)
     _positive(p, "algorithm.max_grad_norm", a.max_grad_norm, allow_zero=True)
+    _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
+    _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
+    if a.kl_coef > 0 and isinstance(a, (PretrainConfig, AlignPropConfig)):
+        p.append(f"algorithm.kl_coef is not supported by algorithm={a.name} (it is by ddpo, rwr, nft and dpo).")
+    if isinstance(a, (DDPOConfig, NFTConfig, DPOConfig)):
+        _positive(p, "algorithm.group_size", a.group_size)
+        if a.group_size > 0 and t.samples_per_epoch % a.group_size:
+            p.append(f"train.samples_per_epoch={t.samples_per_epoch} is not a multiple of algorithm.group_size={a.group_size}.")
     if isinstance(a, DDPOConfig):
         _positive(p, "algorithm.clip_range", a.clip_range)
         _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)
@@ -454,11 +512,8 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.minibatches", a.minibatches)
         _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
         _choice(p, "algorithm.logprob_reduction", a.logprob_reduction, ("sum", "mean"))
-        _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
         _positive(p, "algorithm.stat_buffer_size", a.stat_buffer_size)
-        _positive(p, "algorithm.group_size", a.group_size)
-        if t.samples_per_epoch % a.group_size:
-            p.append(f"train.samples_per_epoch={t.samples_per_epoch} is not a multiple of algorithm.group_size={a.group_size}.")
+        _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
         if s.kind in ("ddim", "flow") and s.eta == 0:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):
@@ -475,7 +530,21 @@ def find_problems(cfg: Config) -> list[str]:
         _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)
         for attr, rate in a.caption_noise.items():
             _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
-        _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
+    if isinstance(a, NFTConfig):
+        _positive(p, "algorithm.beta", a.beta)
+        _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)
+        _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
+        _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
+        _positive(p, "algorithm.num_inner_epochs", a.num_inner_epochs)
+        _positive(p, "algorithm.minibatches", a.minibatches)
+    if isinstance(a, DPOConfig):
+        _positive(p, "algorithm.beta", a.beta)
+        _positive(p, "algorithm.min_reward_gap", a.min_reward_gap, allow_zero=True)
+        _positive(p, "algorithm.timesteps_per_pair", a.timesteps_per_pair)
+        _positive(p, "algorithm.num_inner_epochs", a.num_inner_epochs)
+        _positive(p, "algorithm.minibatches", a.minibatches)
+        if a.pairs_path is None and a.group_size < 2:
+            p.append(f"algorithm=dpo online needs algorithm.group_size >= 2 (got {a.group_size}) to form pairs, or a pairs file (algorithm.pairs_path).")
     if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig)) or isinstance(m, PolicyModelConfig):
         from drl.envs.validate import control_problems  # the control-specific rules live with the envs
 

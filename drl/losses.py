@@ -48,3 +48,58 @@ def gaussian_kl_equal_std(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch
     per_dim = (mean.float() - ref_mean.float()) ** 2 / (2 * s2)
     dims = tuple(range(1, mean.ndim))
     return per_dim.sum(dims) if reduction == "sum" else per_dim.mean(dims)
+
+
+def nft_loss(
+    prediction: torch.Tensor,
+    old_prediction: torch.Tensor,
+    target: torch.Tensor,
+    optimality: torch.Tensor,
+    beta: float,
+    x0_scale: torch.Tensor,
+    adaptive: bool = True,
+) -> torch.Tensor:
+    """DiffusionNFT's per-sample loss (Zheng et al. 2025, as NVlabs/DiffusionNFT trains it). [B]
+
+    The implicit positive and negative policies, in the model's output space,
+        v+ = (1 - β) v_old + β v_θ,        v- = (1 + β) v_old - β v_θ,
+    are each scored by the squared error of their x̂_0 (x0_scale [B] converts an output error
+    into an x̂_0 error, see drl.sampling.x0_error_scale), optionally divided by the detached mean
+    absolute x̂_0 error ("adaptive" weighting), and mixed by the optimality probability r [B]:
+        loss = (r ||x̂_0(v+) - x_0||² + (1 - r) ||x̂_0(v-) - x_0||²) / β.
+    prediction, old_prediction (no gradient), target: [B, *D].
+    """
+    pred, old, tgt = prediction.float(), old_prediction.detach().float(), target.float()
+    scale = x0_scale.float().view(-1, *([1] * (pred.ndim - 1)))
+    positive = (1 - beta) * old + beta * pred
+    negative = (1 + beta) * old - beta * pred
+
+    def x0_loss(implicit: torch.Tensor) -> torch.Tensor:
+        error = (scale * (implicit - tgt)).flatten(1)  # x̂_0 error: [B, D]
+        squared = error.pow(2).mean(1)
+        return squared / error.detach().abs().mean(1).clamp(min=1e-5) if adaptive else squared
+
+    r = optimality.float()
+    return (r * x0_loss(positive) + (1 - r) * x0_loss(negative)) / beta
+
+
+def diffusion_dpo_loss(
+    prediction_w: torch.Tensor,
+    prediction_l: torch.Tensor,
+    reference_w: torch.Tensor,
+    reference_l: torch.Tensor,
+    target_w: torch.Tensor,
+    target_l: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffusion-DPO (Wallace et al. 2023: their final objective, with the 1/2 of their released code). -> (loss [P], logits [P])
+
+    With the per-sample denoising errors e(·) = mean_d (prediction - target)² of the chosen (w)
+    and rejected (l) image of each pair, noised with the same t and noise:
+        logits = -β/2 [ (e_θ(w) - e_ref(w)) - (e_θ(l) - e_ref(l)) ],   loss = -log σ(logits).
+    logits > 0 means the model prefers the chosen image more than the reference does.
+    """
+    model_diff = l_simple(prediction_w, target_w) - l_simple(prediction_l, target_l)
+    ref_diff = l_simple(reference_w, target_w) - l_simple(reference_l, target_l)
+    logits = -0.5 * beta * (model_diff - ref_diff.detach())
+    return -torch.nn.functional.logsigmoid(logits), logits

@@ -53,11 +53,15 @@ class RolloutCollector:
         return self.model.negative_conditioning(n)
 
     @torch.no_grad()
-    def collect(self, prompts: list[str], metadata: list[dict], generator: torch.Generator) -> Rollout:
-        """Sample one trajectory per prompt. Noise comes from ``generator`` only (reproducible)."""
+    def collect(
+        self, prompts: list[str], metadata: list[dict], generator: torch.Generator, initial_noise: torch.Tensor | None = None
+    ) -> Rollout:
+        """Sample one trajectory per prompt. Noise comes from ``generator`` only (reproducible),
+        except x_T when ``initial_noise`` [B, C, h, w] is given (e.g. shared within a group)."""
         chunks = []
         for start in range(0, len(prompts), self.batch_size):
-            chunks.append(self._collect_chunk(prompts[start : start + self.batch_size], generator))
+            x_T = None if initial_noise is None else initial_noise[start : start + self.batch_size]
+            chunks.append(self._collect_chunk(prompts[start : start + self.batch_size], generator, x_T))
         cat = lambda key: torch.cat([c[key] for c in chunks])  # noqa: E731
         uncond = None if chunks[0]["uncond"] is None else Conditioning.cat([c["uncond"] for c in chunks])
         return Rollout(
@@ -72,12 +76,14 @@ class RolloutCollector:
             samples=cat("samples"),
         )
 
-    def _collect_chunk(self, prompts: list[str], generator: torch.Generator) -> dict:
+    def _collect_chunk(self, prompts: list[str], generator: torch.Generator, x_T: torch.Tensor | None = None) -> dict:
         n, steps = len(prompts), self.schedule.num_steps
         cond = self.model.encode_prompts(prompts)  # batch n
         uncond = self.uncond(n)
         # Noise is drawn on the CPU generator whatever the device, so runs reproduce across devices.
-        x = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype).to(self.device)  # x_T: [n, C, h, w]
+        if x_T is None:
+            x_T = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype)
+        x = x_T.to(device=self.device, dtype=self.dtype)  # x_T: [n, C, h, w]
         latents = [x]
         log_probs, stochastic = [], []
         timesteps = self.schedule.timesteps.to(self.device)

@@ -294,3 +294,20 @@ def sample_training_timesteps(schedule: NoiseSchedule | FlowSchedule, n: int, ge
     if schedule.kind == "flow":
         return torch.rand(n, generator=generator) * schedule.num_train_timesteps
     return torch.randint(schedule.alphas_cumprod.numel(), (n,), generator=generator)
+
+
+def x0_error_scale(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+    """|∂x̂_0 / ∂(model output)| at timestep t, before clipping: an output error δ moves x̂_0 by this times δ. [B]
+
+    x̂_0 is affine in the output at fixed (x_t, t) (see :func:`predict_x0_eps`):
+    epsilon: x̂_0 = (x_t - sqrt(1-ᾱ) ε)/sqrt(ᾱ) -> sqrt((1-ᾱ)/ᾱ); v_prediction: x̂_0 = sqrt(ᾱ) x_t - sqrt(1-ᾱ) v
+    -> sqrt(1-ᾱ); sample: 1. (A rectified-flow velocity, x̂_0 = x_t - σ v, would give σ.)
+    """
+    a_t = schedule.alphas_cumprod.to(t.device)[t].float()
+    if schedule.prediction_type == "epsilon":
+        return ((1 - a_t) / a_t).sqrt()
+    if schedule.prediction_type == "v_prediction":
+        return (1 - a_t).sqrt()
+    if schedule.prediction_type == "sample":
+        return torch.ones_like(a_t)
+    raise ValueError(f"Unknown prediction_type {schedule.prediction_type!r}.")

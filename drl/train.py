@@ -246,7 +246,8 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             ctx.hooks.after(logger)
             ctx.hooks.export(run_dir)
         elif main:
-            after, prompts = sample_grid(ctx, reward, cfg.seed)
+            with algorithm.sampling_weights():  # the EMA weights when algorithm.ema_decay > 0
+                after, prompts = sample_grid(ctx, reward, cfg.seed)
             logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
             export_final(algorithm, ctx, run_dir)
         return last_reward

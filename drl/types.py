@@ -138,3 +138,18 @@ class TransitionBatch:
     def minibatch(self, index: torch.Tensor) -> "TransitionBatch":
         pick = lambda x: x[index]  # noqa: E731
         return TransitionBatch(*(pick(x) for x in (self.observations, self.actions, self.rewards, self.next_observations, self.terminations)))
+
+
+@dataclass
+class PreferenceBatch:
+    """Pairs of images for the same prompt, the chosen one preferred (offline DPO).
+
+    chosen, rejected: [P, C, h, w] in the model's latent space; prompts: [P].
+    """
+
+    prompts: list[str]
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+    def __len__(self) -> int:
+        return 2 * len(self.prompts)

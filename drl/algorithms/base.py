@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from drl import distributed
+from drl.algorithms.regularization import ReferenceDenoiser, WeightEMA
 from drl.config import AlgorithmConfig, Config
 from drl.models.t2i import T2IModel
 from drl.prompts import PromptSource
@@ -46,6 +48,12 @@ class Algorithm:
         self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         # The update's own randomness (shuffles, timesteps, noise), per rank, checkpointed with the rest.
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(ctx.cfg.seed) + 1)
+        # Shared regularisation (drl/algorithms/regularization.py): each is one config key.
+        self.reference = ReferenceDenoiser(ctx.model) if cfg.kl_coef > 0 or self.needs_reference else None
+        self.ema = WeightEMA(ctx.params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    needs_reference = False
+    """True for algorithms whose loss itself compares against the base model (DPO)."""
 
     # ------------------------------------------------------------------ sampling
     def collect(self, generator: torch.Generator) -> Rollout:
@@ -67,6 +75,8 @@ class Algorithm:
             self.optimizer.step()
             if self.lr_scheduler is not None:
                 self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, finite
 
@@ -74,11 +84,17 @@ class Algorithm:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def sampling_weights(self) -> contextlib.AbstractContextManager:
+        """Context in which the model holds the weights that a user samples from: the EMA if there is one."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
     # -------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -86,12 +102,35 @@ class Algorithm:
         self.generator.set_state(state["generator"])
         if self.lr_scheduler is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
     def export_model(self) -> T2IModel:
-        """The model to save as the run's final result (pretraining swaps in its EMA weights)."""
-        return self.ctx.model
+        """The model to save as the run's final result: the EMA weights if there is an EMA."""
+        if self.ema is None:
+            return self.ctx.model
+        with self.ema.applied():
+            return copy.deepcopy(self.ctx.model)
 
 
 def chunks(indices: torch.Tensor, size: int) -> list[torch.Tensor]:
     """Split a 1-D index tensor into consecutive pieces of at most ``size``."""
     return list(indices.split(size))
+
+
+def collect_groups(ctx: TrainContext, group_size: int, generator: torch.Generator, share_noise: bool = False) -> Rollout:
+    """train.samples_per_epoch samples: group_size consecutive samples of each drawn prompt.
+
+    share_noise: the samples of a group start from the same x_T (DanceGRPO's shared initial
+    noise), so their differences come from the step noise alone.
+    """
+    n = ctx.cfg.train.samples_per_epoch
+    prompts, metadata = ctx.prompts.sample(n // group_size, generator)
+    prompts = [p for p in prompts for _ in range(group_size)]
+    metadata = [m for m in metadata for _ in range(group_size)]
+    initial_noise = None
+    if share_noise:
+        shape, dtype = ctx.collector.latent_shape, ctx.collector.dtype
+        initial_noise = torch.randn((n // group_size, *shape), generator=generator, dtype=dtype)  # [B/k, C, h, w]
+        initial_noise = initial_noise.repeat_interleave(group_size, dim=0)  # [B, C, h, w]
+    return ctx.collector.collect(prompts, metadata, generator, initial_noise=initial_noise)

@@ -11,16 +11,12 @@ timestep per sample), so no call is wasted on a small batch.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-
 import torch
 
 from drl import distributed
-from drl.algorithms.base import Algorithm, TrainContext, chunks
+from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.config import DDPOConfig
 from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
-from drl.models.finetune import base_weights, has_lora
 from drl.sampling import denoising_step
 from drl.stat_tracking import PerPromptStatTracker
 from drl.types import Rollout
@@ -34,11 +30,15 @@ def select_train_steps(stochastic: torch.Tensor, batch_size: int, fraction: floa
     return steps[order[:, :keep]]
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(r - mean_group) / (std_group + 1e-6) over consecutive groups of group_size samples. [B]"""
+def group_advantages(rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6) -> torch.Tensor:
+    """(r - mean_group) / max(std_group, std_floor) over consecutive groups of group_size samples. [B]
+
+    The floor keeps a group of near-ties from turning reward noise into large advantages
+    (a group of exact ties gets advantage 0).
+    """
     groups = rewards.view(-1, group_size)
     mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
-    return ((groups - mean) / (std + 1e-6)).view(-1)
+    return ((groups - mean) / std.clamp(min=std_floor)).view(-1)
 
 
 class DDPO(Algorithm):
@@ -46,19 +46,11 @@ class DDPO(Algorithm):
         super().__init__(cfg, ctx)
         self.cfg: DDPOConfig = cfg
         self.tracker = PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
-        # The KL reference: LoRA turns its adapters off; full fine-tuning keeps a frozen copy.
-        self.reference_unet = None
-        if cfg.kl_coef > 0 and not has_lora(ctx.model.unet):
-            self.reference_unet = copy.deepcopy(ctx.model.unet).requires_grad_(False).eval()
 
     # ---------------------------------------------------------------- sampling
     def collect(self, generator: torch.Generator) -> Rollout:
-        """group_size samples of each prompt (consecutive), each with its own noise."""
-        k = self.cfg.group_size
-        prompts, metadata = self.ctx.prompts.sample(self.ctx.cfg.train.samples_per_epoch // k, generator)
-        prompts = [p for p in prompts for _ in range(k)]
-        metadata = [m for m in metadata for _ in range(k)]
-        return self.ctx.collector.collect(prompts, metadata, generator)
+        """group_size samples of each prompt (consecutive); share_group_noise gives a group one x_T."""
+        return collect_groups(self.ctx, self.cfg.group_size, generator, self.cfg.share_group_noise)
 
     # -------------------------------------------------------------- advantages
     def advantages(self, batch: Rollout) -> torch.Tensor:
@@ -67,7 +59,7 @@ class DDPO(Algorithm):
         all_rewards, all_prompts, mine = distributed.gather_rewards(batch.rewards.detach().float().cpu(), batch.prompts)
         rewards = all_rewards.numpy()
         if self.cfg.group_size > 1:
-            adv = group_advantages(all_rewards, self.cfg.group_size).numpy()
+            adv = group_advantages(all_rewards, self.cfg.group_size, self.cfg.adv_std_floor).numpy()
         elif self.cfg.per_prompt_stat_tracking:
             adv = self.tracker.update(all_prompts, rewards)
         else:
@@ -137,8 +129,8 @@ class DDPO(Algorithm):
         loss, clipfrac = ppo_clip_loss(adv, ratio, self.cfg.clip_range)
         kl = torch.zeros(())
         if self.cfg.kl_coef > 0:
-            with torch.no_grad(), ctx.autocast(), self._reference():
-                ref_out = ctx.model.denoise(x_t, t, cond, uncond, guidance, unet=self.reference_unet)
+            with ctx.autocast():
+                ref_out = self.reference(x_t, t, cond, uncond, guidance)
             ref_mean = denoising_step(ctx.schedule, ref_out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev).mean
             kl = (gaussian_kl_equal_std(step.mean, ref_mean, step.std) * scale).mean()
             loss = loss + self.cfg.kl_coef * kl
@@ -149,11 +141,6 @@ class DDPO(Algorithm):
             "ratio_dev": float((ratio.detach() - 1).abs().max()),
             "kl_to_base": kl.detach(),
         }
-
-    def _reference(self):
-        if self.reference_unet is None and has_lora(self.ctx.model.unet):
-            return base_weights(self.ctx.model.unet)
-        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -8,16 +8,12 @@ fraction of captions is dropped to "" so classifier-free guidance works.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.denoising import denoising_loss
 from drl.config import PretrainConfig
-from drl.models.t2i import T2IModel
 from drl.toyworld import corrupt_caption, sample_images
 from drl.types import DataBatch
 
@@ -32,7 +28,6 @@ class Pretrain(Algorithm):
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         )
-        self.ema = EMAModel(ctx.params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     def collect(self, generator: torch.Generator) -> DataBatch:
         """steps_per_epoch x batch_size fresh procedural images with noisy captions."""
@@ -54,32 +49,8 @@ class Pretrain(Algorithm):
             prompts = batch.prompts[start : start + size]
             loss = denoising_loss(ctx, batch.images[start : start + size], encode(prompts), self.generator).mean()
             loss.backward()
-            grad_norm, _ = self.optimizer_step()
-            if self.ema is not None:
-                self.ema.step(ctx.params)
+            grad_norm, _ = self.optimizer_step()  # also steps the weight EMA (ema_decay), which is exported
             losses.append(float(loss.detach()))
             grad_norms.append(grad_norm)
         ctx.model.unet.eval()
         return {"train/loss": float(np.mean(losses)), "train/grad_norm": float(np.mean(grad_norms)), "train/lr": self.lr}
-
-    def export_model(self) -> T2IModel:
-        if self.ema is None:
-            return self.ctx.model
-        exported = copy.deepcopy(self.ctx.model)
-        # Same order as ctx.params: the trainable unet weights, then the text encoder's.
-        trained = [p for p in exported.unet.parameters() if p.requires_grad]
-        if self.cfg.train_text_encoder:
-            trained += list(exported.text_encoder.parameters())
-        self.ema.copy_to(trained)
-        return exported
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])

@@ -12,6 +12,7 @@ import torch
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks
 from drl.algorithms.denoising import denoising_loss
+from drl.algorithms.regularization import denoising_kl
 from drl.config import RWRConfig
 from drl.losses import rwr_weights
 from drl.types import Rollout
@@ -36,6 +37,9 @@ class RWR(Algorithm):
                 for chunk in chunks(minibatch, ctx.cfg.train.batch_size):
                     per_sample = denoising_loss(ctx, x0[chunk], batch.cond[chunk], self.generator)
                     loss = (weights[chunk] * per_sample).sum() / len(minibatch)
+                    if cfg.kl_coef > 0:  # shared KL-to-reference (drl/algorithms/regularization.py)
+                        kl = denoising_kl(ctx, self.reference, x0[chunk], batch.cond[chunk], self.generator)
+                        loss = loss + cfg.kl_coef * kl.sum() / len(minibatch)
                     loss.backward()
                     loss_total += float(loss.detach()) * len(minibatch) / n / cfg.updates_per_epoch
                 grad_norm, stepped = self.optimizer_step()

@@ -149,6 +149,18 @@ class T2IModel:
         images = images if images.dtype == torch.float64 else images.float()  # float64 stays (gradient checks)
         return ((images + 1) / 2).clamp(0, 1)
 
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] -> latents [B, C, h, w]; the inverse of :meth:`decode` (VAE mean)."""
+        pixels = images * 2 - 1
+        dtype = torch.float64 if self.unet.dtype == torch.float64 else torch.float32  # as the collector's latents
+        if self.vae is None:
+            return pixels.to(dtype)
+        scale = self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = self.vae.encode(pixels.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist.mean
+        return ((latents - shift) * scale).to(dtype)
+
     def make_scheduler(self, kind: str):
         """A fresh scheduler of ``kind`` with the model's own noise schedule."""
         self.check_scheduler_kind(kind)

@@ -1,0 +1,139 @@
+"""DiffusionNFT: online RL on the forward process (Zheng et al. 2025, "DiffusionNFT: Online
+Diffusion Reinforcement with Forward Process"; NVlabs/DiffusionNFT).
+
+Each epoch:
+
+1. SAMPLE with the current weights, by any sampler: no likelihoods are needed, so DDIM with
+   η = 0 works as well as η = 1, and no classifier-free guidance is needed (the update trains
+   the conditional prediction only). Only the clean samples x_0 are kept for training.
+2. SCORE, and map each reward to an optimality probability r ∈ [0, 1]: rewards are normalised
+   within each prompt's group (``group_size`` > 1) or over the batch, clipped to [-c, c]
+   (``adv_clip_max``) and mapped linearly, r = A / 2c + 1/2.
+3. TRAIN on the forward process: noise each x_0 afresh at some of the sampling schedule's
+   timesteps (``timestep_fraction``) and minimise drl.losses.nft_loss, which pulls the implicit
+   positive policy v+ = (1-β) v_old + β v_θ towards the data where r is high and the implicit
+   negative policy v- = (1+β) v_old - β v_θ towards it where r is low. v_old is the policy that
+   sampled the epoch: it is evaluated once, before the first optimizer step, on the same
+   noised inputs (so no second copy of the model is kept). The paper soft-updates v_old as an
+   EMA of θ; its schedules start at decay 0, which is what this is.
+
+Epsilon-, v- and flow-parameterised models
+------------------------------------------
+The paper writes everything for a flow model's velocity v. Two facts carry it over to any
+parameterisation:
+
+* At fixed (x_t, t) every parameterisation is an affine function of every other one: for the
+  VP process x_t = sqrt(ᾱ) x_0 + sqrt(1-ᾱ) ε, x̂_0 = (x_t - sqrt(1-ᾱ) ε̂)/sqrt(ᾱ) (epsilon),
+  x̂_0 = sqrt(ᾱ) x_t - sqrt(1-ᾱ) v̂ (diffusers' v_prediction), x̂_0 = out (sample); for a
+  rectified flow x_t = (1-σ) x_0 + σ ε, x̂_0 = x_t - σ v̂. An affine map sends a combination
+  whose weights sum to 1 to the same combination, and (1-β, β) and (1+β, -β) both sum to 1.
+  So the implicit policies v± are the *same* policies whether they are formed from ε, v, x̂_0
+  or a flow velocity: we form them in the model's own output space (ε for the toy world and
+  SD1.x), with the standard regression target of that output (drl.sampling.training_target).
+* The loss measures each implicit policy by the squared error of its x̂_0, as NVlabs'
+  code does. An output error δ is an x̂_0 error c_t δ with c_t = sqrt((1-ᾱ)/ᾱ) (epsilon),
+  sqrt(1-ᾱ) (v_prediction), 1 (sample) or σ (flow velocity) (drl.sampling.x0_error_scale), so
+  the objective in x̂_0 space is the same function of the signal-to-noise ratio for every
+  parameterisation. With ``adaptive_weighting`` each sample's error is divided by its
+  (detached) mean absolute x̂_0 error, the paper's default; without it the loss is
+  c_t² ||out± - target||², i.e. the x̂_0-space MSE.
+
+On-policy check: before the first update the trained prediction equals v_old exactly;
+``train/old_dev_first`` logs the largest |v_θ - v_old| of the first chunk (it must be ~0).
+KL to the reference (``algorithm.kl_coef``): mean (v_θ - v_ref)² at the same noised points,
+the paper's own KL term.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
+from drl.algorithms.ddpo import group_advantages, select_train_steps
+from drl.algorithms.regularization import prediction_kl
+from drl.config import NFTConfig
+from drl.losses import nft_loss
+from drl.sampling import add_noise, training_target, x0_error_scale
+from drl.types import Conditioning, Rollout
+
+
+def optimality_probability(rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6) -> torch.Tensor:
+    """r = clip(A, -c, c) / 2c + 1/2 with A the rewards normalised per group (or over the batch). [B]"""
+    size = group_size if group_size > 1 else rewards.numel()
+    advantages = group_advantages(rewards.float(), size, std_floor)
+    return advantages.clamp(-clip, clip) / (2 * clip) + 0.5
+
+
+class NFT(Algorithm):
+    def __init__(self, cfg: NFTConfig, ctx: TrainContext):
+        super().__init__(cfg, ctx)
+        self.cfg: NFTConfig = cfg
+
+    def collect(self, generator: torch.Generator) -> Rollout:
+        return collect_groups(self.ctx, self.cfg.group_size, generator)
+
+    def update(self, batch: Rollout) -> dict[str, float]:
+        cfg, ctx = self.cfg, self.ctx
+        r = optimality_probability(batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor)
+        r = r.to(ctx.device)  # [B]
+
+        # (sample, timestep) pairs on the forward process, fixed for the epoch.
+        all_steps = torch.ones(ctx.schedule.num_steps, dtype=torch.bool)
+        steps = select_train_steps(all_steps, batch.batch_size, cfg.timestep_fraction, self.generator)  # [B, K]
+        b = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [N]
+        t = ctx.schedule.timesteps[steps.reshape(-1)].to(ctx.device)  # [N]
+        x0 = batch.final_latents[b]  # [N, C, h, w]
+        noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype).to(ctx.device)  # [N, C, h, w]
+        x_t = add_noise(ctx.schedule, x0, noise, t)  # [N, C, h, w]
+        target = training_target(ctx.schedule, x0, noise, t)  # [N, C, h, w]
+        scale = x0_error_scale(ctx.schedule, t)  # [N]
+        cond = batch.cond[b]  # batch N
+        num_pairs = b.numel()
+
+        ctx.model.unet.train()
+        old = torch.cat(
+            [self._predict(x_t[c], t[c], cond[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)]
+        )
+
+        totals = {"loss": 0.0, "kl_to_base": 0.0, "old_deviation": 0.0, "grad_norm": 0.0}
+        first_dev, optimizer_steps = None, 0
+        for _ in range(cfg.num_inner_epochs):
+            order = torch.randperm(num_pairs, generator=self.generator)
+            for minibatch in order.chunk(cfg.minibatches):
+                for c in chunks(minibatch, ctx.cfg.train.batch_size):
+                    prediction = self._predict(x_t[c], t[c], cond[c], grad=True)
+                    loss = nft_loss(prediction, old[c], target[c], r[b[c]], cfg.beta, scale[c], cfg.adaptive_weighting).mean()
+                    kl = torch.zeros((), device=ctx.device)
+                    if cfg.kl_coef > 0:
+                        with ctx.autocast():
+                            kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
+                        loss = loss + cfg.kl_coef * kl
+                    (loss * (len(c) / len(minibatch))).backward()
+                    deviation = (prediction.detach().float() - old[c]).abs()
+                    if first_dev is None:
+                        first_dev = float(deviation.max())  # before any update: v_θ = v_old
+                    weight = len(c) / num_pairs / cfg.num_inner_epochs
+                    totals["loss"] += float(loss.detach()) * weight
+                    totals["kl_to_base"] += float(kl.detach()) * weight
+                    totals["old_deviation"] += float(deviation.pow(2).mean()) * weight
+                grad_norm, stepped = self.optimizer_step()
+                totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
+                optimizer_steps += stepped
+        ctx.model.unet.eval()
+        metrics = {f"train/{k}": v for k, v in totals.items()}
+        metrics.update(
+            {
+                "train/old_dev_first": first_dev,
+                "train/optimality_mean": float(r.mean()),
+                "train/optimizer_steps": optimizer_steps,
+                "train/pairs": num_pairs,
+                "train/lr": self.lr,
+            }
+        )
+        return metrics
+
+    def _predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, grad: bool) -> torch.Tensor:
+        """The conditional prediction (no guidance); float32 without gradient for v_old."""
+        with torch.set_grad_enabled(grad), self.ctx.autocast():
+            out = self.ctx.model.denoise(x_t, t, cond)
+        return out if grad else out.detach().float()
