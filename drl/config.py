@@ -42,6 +42,10 @@ class ModelConfig:
     """Module names (peft target_modules) that receive LoRA adapters."""
     gradient_checkpointing: bool = False
     """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
+    kind: str = "t2i"
+    """What `path` holds: t2i (images) or t2v (clips: a UNet3DConditionModel, drl/models/t2v.py)."""
+    num_frames: int = 8
+    """Frames per generated clip (kind=t2v)."""
 
 
 # ----------------------------------------------------------------------- scheduler
@@ -62,10 +66,16 @@ class SchedulerConfig:
 class RewardConfig:
     terms: Dict[str, float] = field(default_factory=dict)
     """Reward name -> weight; the run's reward is the weighted sum (see drl/rewards). Weight 0 switches a term off."""
+    monitor: List[str] = field(default_factory=list)
+    """Rewards logged beside the terms (as reward/<name>) without entering the sum or its gradient."""
     jpeg_quality: int = 95
     """JPEG quality used by jpeg_compressibility / jpeg_incompressibility."""
     classifier_path: str = "drl:toy_classifier"
-    """Directory of the toy prompt-alignment classifier (toy_alignment)."""
+    """Directory of the toy prompt-alignment classifier (toy_alignment, toy_object)."""
+    video_classifier_path: str = "drl:toy_video_classifier"
+    """Directory of the toy (colour, shape, motion) video classifier (toy_motion)."""
+    frame_subset: int = 2
+    """K: frames of each clip that a frames_<image reward> term scores, drawn at random per call (0: all frames)."""
 
 
 # ----------------------------------------------------------------------- algorithm
@@ -92,9 +102,10 @@ class PretrainConfig(AlgorithmConfig):
     caption_dropout: float = 0.1
     """Probability of training on the empty prompt, so classifier-free guidance works later."""
     caption_noise: Dict[str, float] = field(
-        default_factory=lambda: {"colour": 0.2, "shape": 0.5, "position": 0.4, "size": 0.3}
+        default_factory=lambda: {"colour": 0.2, "shape": 0.5, "position": 0.4, "size": 0.3, "motion": 0.8}
     )
-    """Per-attribute probability of a wrong caption word (noisy web captions make the base model imperfect)."""
+    """Per-attribute probability of a wrong caption word (noisy web captions make the base model imperfect);
+    each world uses its own attributes (images: colour, shape, position, size; clips: colour, shape, motion)."""
     train_text_encoder: bool = True
     """Also train the text encoder (only sensible when it was built from scratch)."""
     warmup_steps: int = 200
@@ -167,7 +178,7 @@ class AlignPropConfig(AlgorithmConfig):
 @dataclass
 class PromptsConfig:
     source: str = "toy"
-    """toy (random scenes of the toy world), list (the `prompts` below) or file (one prompt per line at `path`)."""
+    """toy (random scenes of the model's toy world: images, or clips for model.kind=t2v), list (the `prompts` below) or file (one prompt per line at `path`)."""
     prompts: List[str] = field(default_factory=list)
     """Prompts for source=list."""
     path: Optional[str] = None
@@ -275,6 +286,11 @@ def find_problems(cfg: Config) -> list[str]:
     _choice(p, "model.finetune", m.finetune, ("full", "lora"))
     _positive(p, "model.lora_rank", m.lora_rank)
     _positive(p, "model.resolution", m.resolution)
+    _choice(p, "model.kind", m.kind, ("t2i", "t2v"))
+    _positive(p, "model.num_frames", m.num_frames)
+    if m.kind == "t2v" and m.gradient_checkpointing:
+        p.append("model.gradient_checkpointing=true is not available for UNet3DConditionModel (diffusers has none); "
+                 "AlignProp's algorithm.checkpoint_denoiser=true checkpoints every denoiser call instead.")
     _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
     _choice(p, "hardware.mixed_precision", cfg.hardware.mixed_precision, ("no", "bf16", "fp16"))
     _positive(p, "hardware.num_threads", cfg.hardware.num_threads, allow_zero=True)
@@ -288,6 +304,7 @@ def find_problems(cfg: Config) -> list[str]:
     if not any(w != 0 for w in cfg.reward.terms.values()):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
+    _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)
     _positive(p, "algorithm.lr", a.lr)
     _positive(p, "algorithm.max_grad_norm", a.max_grad_norm, allow_zero=True)
     if isinstance(a, DDPOConfig):
@@ -318,6 +335,8 @@ def find_problems(cfg: Config) -> list[str]:
         _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)
         for attr, rate in a.caption_noise.items():
             _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
+            if attr not in ("colour", "shape", "position", "size", "motion"):
+                p.append(f"algorithm.caption_noise.{attr} is not a toy-world attribute (colour, shape, position, size, motion).")
         _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
     if isinstance(a, (RWRConfig, DDPOConfig)) and min(t.samples_per_epoch, t.batch_size) > 0:
         minibatches = a.minibatches

@@ -40,8 +40,7 @@ class RolloutCollector:
         self.batch_size = batch_size
         self.device = device
         self.autocast = autocast
-        size = model.latent_size(resolution)
-        self.latent_shape = (model.latent_channels, size, size)
+        self.latent_shape = model.latent_shape(resolution)  # (C, h, w), or (C, F, h, w) for video
         self.dtype = model.unet.dtype  # latents live in the denoiser's dtype (float64 in gradient checks)
 
     def uncond_embeds(self, n: int) -> torch.Tensor | None:

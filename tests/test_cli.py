@@ -26,6 +26,7 @@ def drl_train(args, cwd):
         (["train.epochs=-1"], 2, "drl-train: error: invalid config: train.epochs=-1 must be > 0."),
         (["algorithm.no_such_key=1"], 1, "Key 'no_such_key' not in 'DDPOConfig'"),
         (["model.path=/nowhere/model", "logger=none"], 2, "No model found at '/nowhere/model'"),
+        (["model=modelscope_t2v", "model.path=/nowhere/video", "logger=none"], 2, "No model found at '/nowhere/video'"),
     ],
 )
 def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, args, code, message):

@@ -64,7 +64,7 @@ class AlignProp(Algorithm):
     def update(self, batch: PromptBatch) -> dict[str, float]:
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
-        rewards, grad_norms, steps_with_grad = [], [], []
+        rewards, grad_norms, steps_with_grad, terms = [], [], [], {}
         ctx.model.unet.train()
         starts = list(range(0, len(batch.prompts), size))
         for k, start in enumerate(starts):
@@ -72,7 +72,9 @@ class AlignProp(Algorithm):
             metadata = batch.metadata[start : start + size]
             mask, stop = self._grad_steps()
             samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop)
-            scores, _ = ctx.reward(samples, prompts, metadata)  # [b]
+            scores, batch_terms = ctx.reward(samples, prompts, metadata)  # [b], name -> [b]
+            for name, values in batch_terms.items():
+                terms.setdefault(name, []).append(values.detach())
             loss = -scores.mean() / cfg.gradient_accumulation
             loss.backward()
             rewards.append(scores.detach())
@@ -91,4 +93,5 @@ class AlignProp(Algorithm):
             "train/steps_with_grad": sum(steps_with_grad) / len(steps_with_grad),
             "train/optimizer_steps": len(grad_norms),
             "train/lr": self.lr,
+            **{f"reward/{name}": float(torch.cat(values).float().mean()) for name, values in terms.items()},
         }

@@ -89,6 +89,11 @@ class T2IModel:
     def latent_channels(self) -> int:
         return self.unet.config.in_channels
 
+    def latent_shape(self, resolution: int) -> tuple[int, ...]:
+        """Shape of one sample's latent, (C, h, w); a video model adds its frame axis (drl.models.t2v)."""
+        size = self.latent_size(resolution)
+        return (self.latent_channels, size, size)
+
     def latent_size(self, resolution: int) -> int:
         if self.vae is None:
             return resolution
@@ -124,8 +129,10 @@ class T2IModel:
             self.vae.save_pretrained(directory / "vae")
 
 
-def load_t2i(path: str) -> T2IModel:
+def load_t2i(path: str, unet_class: type = UNet2DConditionModel) -> T2IModel:
     """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
+
+    ``unet_class`` lets the video models (drl.models.t2v) share this loader.
 
     Missing weights raise FileNotFoundError with one sentence naming the path.
     """
@@ -141,7 +148,7 @@ def load_t2i(path: str) -> T2IModel:
     elif not _looks_like_hub_id(location):
         raise FileNotFoundError(missing_model_message(location))
     try:
-        unet = UNet2DConditionModel.from_pretrained(location, subfolder="unet")
+        unet = unet_class.from_pretrained(location, subfolder="unet")
         text_encoder = CLIPTextModel.from_pretrained(location, subfolder="text_encoder")
         tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
         scheduler_config = dict(DDPMScheduler.load_config(location, subfolder="scheduler"))
