@@ -10,7 +10,7 @@ from drl.config import ConfigError, DDPOConfig, RWRConfig
 from conftest import compose_config, compose_raw
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment"]
-EXTRA = {"prompts=file": ["prompts.path=/tmp/prompts.txt"]}
+EXTRA = {"prompts=file": ["prompts.path=/tmp/prompts.txt"], "model=modelscope_t2v": ["model.path=/tmp/modelscope"]}
 
 
 def group_options():

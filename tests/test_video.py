@@ -273,3 +273,17 @@ def test_missing_video_model_path_is_one_sentence(tmp_path):
     cfg = compose_config(["model=modelscope_t2v", f"model.path={tmp_path / 'nowhere'}"])
     with pytest.raises(FileNotFoundError, match="No model found at"):
         build_context(cfg)
+
+
+def test_alignprop_decodes_only_the_frames_the_reward_reads(tiny_t2v, random_video_classifier):
+    base = ["model=toy_t2v", f"model.path={tiny_t2v}", f"model.resolution={RES}", f"model.num_frames={FRAMES}"]
+    base += ["algorithm=alignprop", "train.samples_per_epoch=2", "train.batch_size=2", "scheduler.num_steps=2"]
+    ctx, _, algorithm = build_context(compose_config(base + ["reward=frames_aesthetic", "reward.frame_subset=2"]))
+    decoded = []
+    decode = ctx.model.decode
+    ctx.model.decode = lambda latents, frames=None: decoded.append(frames) or decode(latents, frames)
+    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(0)))
+    assert len(decoded) == 1 and decoded[0].numel() == 2 and decoded[0].unique().numel() == 2
+    assert np.isfinite(metrics["reward_mean"])
+    whole = compose_config(base + ["reward=toy_motion", f"reward.video_classifier_path={random_video_classifier}"])
+    assert build_context(whole)[2]._decode_frames() is None  # the motion classifier reads every frame

@@ -61,6 +61,13 @@ class AlignProp(Algorithm):
         mask[stop] = True
         return mask, stop
 
+    def _decode_frames(self) -> torch.Tensor | None:
+        """Video with rewards that read only K frames: K random frames [K] to decode (VADER); else None (all)."""
+        k, num_frames = self.ctx.reward.frames_needed, getattr(self.ctx.model, "num_frames", 0)
+        if k == 0 or num_frames == 0 or k >= num_frames:
+            return None
+        return torch.randperm(num_frames, generator=self.generator)[:k].sort().values
+
     def update(self, batch: PromptBatch) -> dict[str, float]:
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
@@ -71,7 +78,8 @@ class AlignProp(Algorithm):
             prompts = batch.prompts[start : start + size]
             metadata = batch.metadata[start : start + size]
             mask, stop = self._grad_steps()
-            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop)
+            frames = self._decode_frames()
+            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames)
             scores, batch_terms = ctx.reward(samples, prompts, metadata)  # [b], name -> [b]
             for name, values in batch_terms.items():
                 terms.setdefault(name, []).append(values.detach())

@@ -90,6 +90,12 @@ class WeightedReward:
     def differentiable(self) -> bool:
         return all(r.differentiable for r in self.rewards)
 
+    @property
+    def frames_needed(self) -> int:
+        """How many frames of each clip the terms and monitors read: 0 when any reads the whole clip."""
+        frames = [r.frames for r in self.rewards + self.monitors]
+        return 0 if min(frames) == 0 else max(frames)
+
     def __call__(self, samples: torch.Tensor, prompts: list, metadata: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = {r.name: r(samples, prompts, metadata) for r in self.rewards}
         total = sum(w * terms[r.name] for r, w in zip(self.rewards, self.weights))

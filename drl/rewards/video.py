@@ -59,7 +59,8 @@ def frame_subset(image_reward: Reward, k: int, seed: int = 0) -> Reward:
         )
         return per_frame.view(b, n).mean(1)
 
-    return Reward(f"frames_{image_reward.name}", score, differentiable=image_reward.differentiable, video=True)
+    name = f"frames_{image_reward.name}"
+    return Reward(name, score, differentiable=image_reward.differentiable, video=True, frames=k)
 
 
 def toy_motion(classifier_path: str, device: torch.device | str = "cpu") -> Reward:
