@@ -287,3 +287,15 @@ def test_alignprop_decodes_only_the_frames_the_reward_reads(tiny_t2v, random_vid
     assert np.isfinite(metrics["reward_mean"])
     whole = compose_config(base + ["reward=toy_motion", f"reward.video_classifier_path={random_video_classifier}"])
     assert build_context(whole)[2]._decode_frames() is None  # the motion classifier reads every frame
+
+
+def test_shipped_video_assets_load_and_the_classifier_reads_motion():
+    from drl.models.t2i import resolve_path
+    from drl.toyworld.classifier import evaluate_classifier
+    from drl.toyworld.video import load_video_classifier, stacked_clip_sampler
+
+    model = load_t2v(resolve_path("drl:toy_t2v"), 8)
+    assert isinstance(model.unet, UNet3DConditionModel) and model.latent_shape(16) == (3, 8, 16, 16)
+    classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
+    accuracy = evaluate_classifier(classifier, 200, np.random.default_rng(12345), 16, sampler=stacked_clip_sampler(8))
+    assert accuracy["motion"] > 0.95 and accuracy["colour"] > 0.95 and accuracy["shape"] > 0.75
