@@ -44,7 +44,7 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, frame_subset: int
         f"train.samples_per_epoch={batch_size}", f"train.batch_size={batch_size}",
     ]
     if frame_subset is not None:
-        overrides += ["model=toy_t2v", "reward=frames_toy_object", f"reward.frame_subset={frame_subset}"]
+        overrides += ["model=toy_t2v", "reward=frames_object", f"reward.frame_subset={frame_subset}"]  # replaces toy_alignment
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=overrides))
     ctx, _, algorithm = build_context(cfg)
