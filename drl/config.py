@@ -46,6 +46,10 @@ class ModelConfig:
     """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
     vae_decode_chunk: int = 8
     """Images per VAE decode call (bounds the decoder's peak memory; gradients flow through every chunk)."""
+    kind: str = "t2i"
+    """What `path` holds: t2i (images) or t2v (clips: a UNet3DConditionModel, drl/models/t2v.py)."""
+    num_frames: int = 8
+    """Frames per generated clip (kind=t2v)."""
 
 
 @dataclass
@@ -91,10 +95,12 @@ class SchedulerConfig:
 class RewardConfig:
     terms: Dict[str, float] = field(default_factory=dict)
     """Reward name -> weight; the run's reward is the weighted sum (see drl/rewards). Weight 0 switches a term off."""
+    monitor: List[str] = field(default_factory=list)
+    """Rewards logged beside the terms (as reward/<name>) without entering the sum or its gradient."""
     jpeg_quality: int = 95
     """JPEG quality used by jpeg_compressibility / jpeg_incompressibility."""
     classifier_path: str = "drl:toy_classifier"
-    """Directory of the toy prompt-alignment classifier (toy_alignment)."""
+    """Directory of the toy prompt-alignment classifier (toy_alignment, toy_object)."""
     aesthetic_clip_path: str = "~/.cache/drl/clip-vit-large-patch14"
     """Local copy of openai/clip-vit-large-patch14, the image encoder of the aesthetic reward."""
     aesthetic_head_path: str = "~/.cache/drl/sac+logos+ava1-l14-linearMSE.pth"
@@ -105,6 +111,10 @@ class RewardConfig:
     """Local copy of yuvalkirstain/PickScore_v1."""
     pickscore_processor_path: Optional[str] = "~/.cache/drl/CLIP-ViT-H-14-laion2B-s32B-b79K"
     """Tokenizer + preprocessor_config.json for PickScore (laion/CLIP-ViT-H-14-laion2B-s32B-b79K); null: pickscore_path."""
+    video_classifier_path: str = "drl:toy_video_classifier"
+    """Directory of the toy (colour, shape, motion) video classifier (toy_motion)."""
+    frame_subset: int = 2
+    """K: frames of each clip that a frames_<image reward> term scores, drawn at random per call (0: all frames)."""
 
 
 # ----------------------------------------------------------------------- algorithm
@@ -135,9 +145,10 @@ class PretrainConfig(AlgorithmConfig):
     caption_dropout: float = 0.1
     """Probability of training on the empty prompt, so classifier-free guidance works later."""
     caption_noise: Dict[str, float] = field(
-        default_factory=lambda: {"colour": 0.2, "shape": 0.5, "position": 0.4, "size": 0.3}
+        default_factory=lambda: {"colour": 0.2, "shape": 0.5, "position": 0.4, "size": 0.3, "motion": 0.8}
     )
-    """Per-attribute probability of a wrong caption word (noisy web captions make the base model imperfect)."""
+    """Per-attribute probability of a wrong caption word (noisy web captions make the base model imperfect);
+    each world uses its own attributes (images: colour, shape, position, size; clips: colour, shape, motion)."""
     train_text_encoder: bool = True
     """Also train the text encoder (only sensible when it was built from scratch)."""
     warmup_steps: int = 200
@@ -306,7 +317,7 @@ class DPOConfig(AlgorithmConfig):
 @dataclass
 class PromptsConfig:
     source: str = "toy"
-    """toy (random scenes of the toy world), list (the `prompts` below) or file (one prompt per line at `path`)."""
+    """toy (random scenes of the model's toy world: images, or clips for model.kind=t2v), list (the `prompts` below) or file (one prompt per line at `path`)."""
     prompts: List[str] = field(default_factory=list)
     """Prompts for source=list."""
     path: Optional[str] = None
@@ -476,6 +487,11 @@ def find_problems(cfg: Config) -> list[str]:
         p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models (sd3) take scheduler=flow, the others ddim or ddpm.")
     _positive(p, "model.lora_rank", m.lora_rank)
     _positive(p, "model.resolution", m.resolution)
+    _choice(p, "model.kind", m.kind, ("t2i", "t2v"))
+    _positive(p, "model.num_frames", m.num_frames)
+    if m.kind == "t2v" and m.gradient_checkpointing:
+        p.append("model.gradient_checkpointing=true is not available for UNet3DConditionModel (diffusers has none); "
+                 "AlignProp's algorithm.checkpoint_denoiser=true checkpoints every denoiser call instead.")
     _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
     _choice(p, "hardware.mixed_precision", cfg.hardware.mixed_precision, ("no", "bf16", "fp16"))
     _positive(p, "hardware.num_threads", cfg.hardware.num_threads, allow_zero=True)
@@ -495,6 +511,7 @@ def find_problems(cfg: Config) -> list[str]:
     if not any(w != 0 for w in cfg.reward.terms.values()):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
+    _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)
     _positive(p, "algorithm.lr", a.lr)
     _positive(p, "algorithm.max_grad_norm", a.max_grad_norm, allow_zero=True)
     _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
@@ -530,6 +547,8 @@ def find_problems(cfg: Config) -> list[str]:
         _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)
         for attr, rate in a.caption_noise.items():
             _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
+            if attr not in ("colour", "shape", "position", "size", "motion"):
+                p.append(f"algorithm.caption_noise.{attr} is not a toy-world attribute (colour, shape, position, size, motion).")
     if isinstance(a, NFTConfig):
         _positive(p, "algorithm.beta", a.beta)
         _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)

@@ -28,6 +28,18 @@ def image_grid(images: torch.Tensor, columns: int | None = None, upscale: int = 
     return picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
 
 
+def frame_strip(clips: torch.Tensor, upscale: int = 4) -> Image.Image:
+    """clips [N, F, 3, H, W] in [0, 1] -> one PNG-able picture: a row per clip, a column per frame."""
+    n, f = clips.shape[:2]
+    return image_grid(clips.reshape(n * f, *clips.shape[2:]), columns=f, upscale=upscale)
+
+
+def save_clip_grid_gif(clips: torch.Tensor, path: Path, fps: int = 4) -> None:
+    """clips [N, F, 3, H, W] -> an animated GIF whose frame f is the grid of every clip's frame f."""
+    frames = [image_grid(clips[:, k]) for k in range(clips.shape[1])]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+
+
 def plot_reward_curve(records: list[dict], path: Path) -> None:
     """Mean reward per epoch with a ±1 standard-error band."""
     import matplotlib
@@ -96,10 +108,14 @@ class RunLogger:
             self.wandb.log(record, step=record["epoch"])
 
     def log_grid(self, name: str, images: torch.Tensor, prompts: list[str], rewards: torch.Tensor, epoch: int) -> None:
+        """images [N, 3, H, W], or clips [N, F, 3, H, W]: then also an animated GIF and a W&B video."""
         if not self.enabled:
             return
-        grid = image_grid(images)
+        video = images.ndim == 5
+        grid = frame_strip(images) if video else image_grid(images)
         grid.save(self.run_dir / f"{name}.png")
+        if video:
+            save_clip_grid_gif(images.detach().float().cpu(), self.run_dir / f"{name}.gif")
         lines = [f"{k:3d}  {float(r):+.3f}  {p}" for k, (p, r) in enumerate(zip(prompts, rewards))]
         (self.run_dir / f"{name}.txt").write_text(
             f"# {name}: tile (row-major), reward, prompt; mean reward {float(rewards.mean()):+.4f}\n" + "\n".join(lines) + "\n"
@@ -107,7 +123,11 @@ class RunLogger:
         if self.wandb is not None:
             import wandb
 
-            self.wandb.log({f"samples/{name}": wandb.Image(grid, caption=f"mean reward {float(rewards.mean()):.3f}")}, step=epoch)
+            caption = f"mean reward {float(rewards.mean()):.3f}"
+            logged = {f"samples/{name}": wandb.Image(grid, caption=caption)}
+            if video:
+                logged[f"videos/{name}"] = wandb.Video(str(self.run_dir / f"{name}.gif"), caption=caption, format="gif")
+            self.wandb.log(logged, step=epoch)
 
     def log_summary(self, values: dict, epoch: int) -> None:
         """Run-level figures (e.g. evaluation before/after) into the W&B summary; files hold them too."""

@@ -27,11 +27,13 @@ class PromptSource:
         return [self.pool[i % len(self.pool)] for i in range(n)]
 
 
-def build_prompt_source(cfg: PromptsConfig) -> PromptSource:
+def build_prompt_source(cfg: PromptsConfig, video: bool = False) -> PromptSource:
+    """``video``: source=toy draws the video world's prompts ("a red circle moving right")."""
     if cfg.source == "toy":
         from drl.toyworld import all_scenes
+        from drl.toyworld.video import all_video_scenes
 
-        scenes = all_scenes()
+        scenes = all_video_scenes() if video else all_scenes()
         # A fixed pseudo-random order (crc32, not hash(), which is salted per process), so that the
         # first few prompts, which the grids use, mix colours, shapes and positions.
         scenes = sorted(scenes, key=lambda s: (zlib.crc32(s.prompt.encode()), s.prompt))

@@ -40,8 +40,7 @@ class RolloutCollector:
         self.batch_size = batch_size
         self.device = device
         self.autocast = autocast
-        size = model.latent_size(resolution)
-        self.latent_shape = (model.latent_channels, size, size)
+        self.latent_shape = model.latent_shape(resolution)  # (C, h, w), or (C, F, h, w) for video
         # Latents stay float32 under mixed precision, so that the stored x_{t-1} is the one the
         # log-prob was computed on (float64 models, in gradient checks, keep float64).
         self.dtype = torch.float64 if model.unet.dtype == torch.float64 else torch.float32
@@ -104,7 +103,7 @@ class RolloutCollector:
             "timesteps": timesteps.unsqueeze(0).expand(n, steps).clone(),  # [n, S]
             "log_probs": torch.stack(log_probs, dim=1),  # [n, S]
             "stochastic": torch.tensor(stochastic, device=self.device),  # [S]
-            "samples": self.model.decode(x),  # [n, 3, H, W]
+            "samples": self.model.decode(x),  # [n, 3, H, W], or clips [n, F, 3, H, W]
         }
 
     def sample_with_grad(
@@ -114,6 +113,7 @@ class RolloutCollector:
         grad_steps: torch.Tensor,
         checkpoint_denoiser: bool = False,
         stop_step: int | None = None,
+        decode_frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the chain with gradients through the steps where ``grad_steps`` [S] is True.
 
@@ -125,7 +125,10 @@ class RolloutCollector:
 
         ``stop_step`` (ReFL, Xu et al. 2023): stop at that step and decode its one-step
         prediction x̂_0 instead of finishing the chain.
+
+        ``decode_frames`` [K] (video models): decode only these frames, [B, K, 3, H, W] (VADER).
         """
+        decode = self.model.decode if decode_frames is None else functools.partial(self.model.decode, frames=decode_frames)
         n = len(prompts)
         cond = self.model.encode_prompts(prompts)  # batch n
         uncond = self.uncond(n)
@@ -140,9 +143,9 @@ class RolloutCollector:
                 use_checkpoint = checkpoint_denoiser and bool(grad_steps[i])
                 x_prev, x0 = checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)
                 if i == stop_step:
-                    return self.model.decode(x0)
+                    return decode(x0)
                 x = x_prev
-        return self.model.decode(x)
+        return decode(x)
 
     def _reparameterised_step(self, x, t, cond, uncond, noise) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t -> (x_{t-1} = mu_theta + sigma_t * z, x̂_0), differentiable in the weights; no log-prob."""

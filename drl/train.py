@@ -63,6 +63,12 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: Config) -> T2IModel:
+    if cfg.model.kind == "t2v":  # text-to-video: the same interface, latents with a frame axis
+        from drl.models.t2v import build_toy_t2v, load_t2v
+
+        if cfg.model.from_scratch:
+            return build_toy_t2v(cfg.model.resolution, cfg.model.num_frames, seed=cfg.seed)
+        return load_t2v(cfg.model.path, cfg.model.num_frames)
     if cfg.model.from_scratch:
         from drl.models.toy import build_toy_t2i
 
@@ -101,9 +107,10 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
         device=device,
         autocast=autocast,
     )
-    reward = build_reward(cfg.reward, device)
+    reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v")
     distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
-    ctx = TrainContext(cfg, model, schedule, collector, build_prompt_source(cfg.prompts), params, reward, device, autocast)
+    prompts = build_prompt_source(cfg.prompts, video=cfg.model.kind == "t2v")
+    ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
     return ctx, reward, algorithm
 

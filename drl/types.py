@@ -5,6 +5,8 @@ Shape legend:
     C  latent channels                 h, w  latent height, width
     L  prompt tokens                   D  text hidden size
     H, W  decoded image height, width  P  pooled text embedding size (SDXL, SD3)
+    F  frames of a clip (video models, drl/models/t2v.py): a latent is [C, F, h, w] where an image's
+       is [C, h, w], and samples are [B, F, 3, H, W] (frame-major) where images are [B, 3, H, W]
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ torch.cuda.max_memory_allocated instead.
 
     python scripts/bench_alignprop_memory.py                      # steps 5 10 20 50, batch 8
     python scripts/bench_alignprop_memory.py --steps 5 50 --batch-size 4
+    python scripts/bench_alignprop_memory.py --video              # toy_t2v: frame subsetting x checkpointing
+
+--video measures one AlignProp update of the toy text-to-video model (10 steps, truncation=all) on the
+per-frame reward frames_toy_object, scoring K=2 random frames (VADER's subsetting) or all 8, with and
+without checkpointing every denoiser call.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import subprocess
 import sys
 
 
-def measure(num_steps: int, checkpoint: bool, batch_size: int) -> dict:
-    """Runs in the child process: one AlignProp update, returns peak memory figures in MiB."""
+def measure(num_steps: int, checkpoint: bool, batch_size: int, frame_subset: int | None = None) -> dict:
+    """Runs in the child process: one AlignProp update, returns peak memory figures in MiB.
+
+    frame_subset=None: the image model; else the video model with the per-frame reward on that many frames (0: all).
+    """
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -35,6 +43,8 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int) -> dict:
         f"algorithm.checkpoint_denoiser={str(checkpoint).lower()}", f"scheduler.num_steps={num_steps}",
         f"train.samples_per_epoch={batch_size}", f"train.batch_size={batch_size}",
     ]
+    if frame_subset is not None:
+        overrides += ["model=toy_t2v", "reward=frames_object", f"reward.frame_subset={frame_subset}"]  # replaces toy_alignment
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=overrides))
     ctx, _, algorithm = build_context(cfg)
@@ -58,23 +68,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--child", nargs=2, metavar=("STEPS", "CHECKPOINT"), help=argparse.SUPPRESS)
+    parser.add_argument("--video", action="store_true", help="the toy_t2v table: frame subsetting x checkpointing")
+    parser.add_argument("--child", nargs=3, metavar=("STEPS", "CHECKPOINT", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(int(args.child[0]), args.child[1] == "1", args.batch_size)))
+        frames = None if args.child[2] == "none" else int(args.child[2])
+        print(json.dumps(measure(int(args.child[0]), args.child[1] == "1", args.batch_size, frames)))
         return
     # glibc keeps freed heap blocks in the process, so without this the RSS peak counts memory
     # that autograd already released; with mmap for blocks >= 64 KiB (every activation here) it
     # returns them at once and the RSS peak tracks the live tensors.
     child_env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+    def run_child(steps: int, checkpoint: bool, frames: str = "none") -> dict:
+        out = subprocess.run(
+            [sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(steps), str(int(checkpoint)), frames],
+            capture_output=True, text=True, check=True, env=child_env,
+        ).stdout.strip().splitlines()[-1]
+        return json.loads(out)
+
+    if args.video:
+        video_table(run_child, args.batch_size)
+        return
     rows = {}
     for checkpoint in (True, False):
         for steps in args.steps:
-            out = subprocess.run(
-                [sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(steps), str(int(checkpoint))],
-                capture_output=True, text=True, check=True, env=child_env,
-            ).stdout.strip().splitlines()[-1]
-            rows[(checkpoint, steps)] = json.loads(out)
+            rows[(checkpoint, steps)] = run_child(steps, checkpoint)
     key = "cuda_peak_growth_mib" if "cuda_peak_growth_mib" in rows[(True, args.steps[0])] else "peak_rss_growth_mib"
     print(f"peak memory growth of one AlignProp update (truncation=all, batch {args.batch_size}), {key}:")
     print(f"{'steps':>6} {'checkpointing':>14} {'no checkpointing':>17}")
@@ -84,6 +103,16 @@ def main() -> None:
     for checkpoint in (True, False):
         ratio = rows[(checkpoint, last)][key] / max(rows[(checkpoint, first)][key], 1e-9)
         print(f"{'with' if checkpoint else 'without'} checkpointing: peak at {last} steps / peak at {first} steps = {ratio:.2f}")
+
+
+def video_table(run_child, batch_size: int, steps: int = 10) -> None:
+    """Peak memory of one toy_t2v AlignProp update: reward on K=2 of 8 frames or all 8, checkpointing on/off."""
+    rows = {(c, k): run_child(steps, c, str(k)) for c in (True, False) for k in (2, 0)}
+    key = "cuda_peak_growth_mib" if "cuda_peak_growth_mib" in rows[(True, 2)] else "peak_rss_growth_mib"
+    print(f"toy_t2v, one AlignProp update ({steps} steps, truncation=all, batch {batch_size}), reward frames_toy_object, {key}:")
+    print(f"{'frames scored':>14} {'checkpointing':>14} {'no checkpointing':>17}")
+    for k, label in ((2, "2 of 8"), (0, "all 8")):
+        print(f"{label:>14} {rows[(True, k)][key]:>14.1f} {rows[(False, k)][key]:>17.1f}")
 
 
 if __name__ == "__main__":

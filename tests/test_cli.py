@@ -27,6 +27,7 @@ def drl_train(args, cwd):
         (["algorithm.no_such_key=1"], 1, "Key 'no_such_key' not in 'DDPOConfig'"),
         (["model.path=/nowhere/model", "logger=none"], 2, "No model found at '/nowhere/model'"),
         (["reward=aesthetic", "reward.aesthetic_clip_path=/nowhere/clip", "logger=none"], 2, "No CLIP ViT-L/14 (aesthetic reward) found at '/nowhere/clip'"),
+        (["model=modelscope_t2v", "model.path=/nowhere/video", "logger=none"], 2, "No model found at '/nowhere/video'"),
     ],
 )
 def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, args, code, message):

@@ -61,18 +61,28 @@ class AlignProp(Algorithm):
         mask[stop] = True
         return mask, stop
 
+    def _decode_frames(self) -> torch.Tensor | None:
+        """Video with rewards that read only K frames: K random frames [K] to decode (VADER); else None (all)."""
+        k, num_frames = self.ctx.reward.frames_needed, getattr(self.ctx.model, "num_frames", 0)
+        if k == 0 or num_frames == 0 or k >= num_frames:
+            return None
+        return torch.randperm(num_frames, generator=self.generator)[:k].sort().values
+
     def update(self, batch: PromptBatch) -> dict[str, float]:
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
-        rewards, grad_norms, steps_with_grad = [], [], []
+        rewards, grad_norms, steps_with_grad, terms = [], [], [], {}
         ctx.model.unet.train()
         starts = list(range(0, len(batch.prompts), size))
         for k, start in enumerate(starts):
             prompts = batch.prompts[start : start + size]
             metadata = batch.metadata[start : start + size]
             mask, stop = self._grad_steps()
-            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop)
-            scores, _ = ctx.reward(samples, prompts, metadata)  # [b]
+            frames = self._decode_frames()
+            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames)
+            scores, batch_terms = ctx.reward(samples, prompts, metadata)  # [b], name -> [b]
+            for name, values in batch_terms.items():
+                terms.setdefault(name, []).append(values.detach())
             loss = -scores.mean() / cfg.gradient_accumulation
             loss.backward()
             rewards.append(scores.detach())
@@ -91,4 +101,5 @@ class AlignProp(Algorithm):
             "train/steps_with_grad": sum(steps_with_grad) / len(steps_with_grad),
             "train/optimizer_steps": len(grad_norms),
             "train/lr": self.lr,
+            **{f"reward/{name}": float(torch.cat(values).float().mean()) for name, values in terms.items()},
         }

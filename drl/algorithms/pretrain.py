@@ -14,7 +14,9 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.denoising import denoising_loss
 from drl.config import PretrainConfig
-from drl.toyworld import corrupt_caption, sample_images
+from drl.models.t2i import T2IModel
+from drl.toyworld import ATTRIBUTES, corrupt_caption, sample_images
+from drl.toyworld.video import VIDEO_ATTRIBUTES, sample_clips
 from drl.types import DataBatch
 
 
@@ -30,12 +32,20 @@ class Pretrain(Algorithm):
         )
 
     def collect(self, generator: torch.Generator) -> DataBatch:
-        """steps_per_epoch x batch_size fresh procedural images with noisy captions."""
+        """steps_per_epoch x batch_size fresh procedural images (or clips) with noisy captions."""
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         n = self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size
-        images, scenes = sample_images(n, rng, self.ctx.cfg.model.resolution)  # [n, 3, H, W]
+        model_cfg = self.ctx.cfg.model
+        if model_cfg.kind == "t2v":
+            clips, scenes = sample_clips(n, rng, model_cfg.resolution, model_cfg.num_frames)  # [n, F, 3, H, W]
+            images = self.ctx.model.clips_to_latents(clips)  # [n, 3, F, H, W]
+            attributes = VIDEO_ATTRIBUTES
+        else:
+            images, scenes = sample_images(n, rng, model_cfg.resolution)  # [n, 3, H, W]
+            attributes = ATTRIBUTES
+        rates = {k: v for k, v in self.cfg.caption_noise.items() if k in attributes}  # this world's attributes
         prompts = [
-            "" if rng.random() < self.cfg.caption_dropout else corrupt_caption(s, self.cfg.caption_noise, rng).prompt
+            "" if rng.random() < self.cfg.caption_dropout else corrupt_caption(s, rates, rng, attributes).prompt
             for s in scenes
         ]
         return DataBatch(images=images.to(self.ctx.device), prompts=prompts)

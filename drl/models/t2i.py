@@ -133,6 +133,11 @@ class T2IModel:
         """Image pixels per latent pixel (1 for pixel-space models)."""
         return 1 if self.vae is None else 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    def latent_shape(self, resolution: int) -> tuple[int, ...]:
+        """Shape of one sample's latent, (C, h, w); a video model adds its frame axis (drl.models.t2v)."""
+        size = self.latent_size(resolution)
+        return (self.latent_channels, size, size)
+
     def latent_size(self, resolution: int) -> int:
         return resolution // self.vae_scale_factor
 
@@ -245,10 +250,11 @@ def detect_family(location: str) -> str:
     return "sd"
 
 
-def load_t2i(path: str, family: str = "auto") -> T2IModel:
+def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) -> T2IModel:
     """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
 
     ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's layout).
+    ``unet_class`` replaces the family's denoiser class (the video models in drl.models.t2v share this loader).
     Missing weights raise FileNotFoundError with one sentence naming the path.
     """
     location = resolve_path(path)
@@ -263,7 +269,10 @@ def load_t2i(path: str, family: str = "auto") -> T2IModel:
     from drl.models.sdxl import SDXLModel
 
     cls = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model}[family]
-    parts = load_components(location, local.is_dir(), COMPONENTS[family])
+    spec = COMPONENTS[family]
+    if unet_class is not None:
+        spec = [(name, sub, unet_class if name == "unet" else loader, required) for name, sub, loader, required in spec]
+    parts = load_components(location, local.is_dir(), spec)
     model = cls(**parts)
     if family == "sdxl":
         model.force_zeros_for_empty_prompt = _pipeline_flag(location, "force_zeros_for_empty_prompt", True)
@@ -275,7 +284,7 @@ def load_t2i(path: str, family: str = "auto") -> T2IModel:
 
 
 # Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
-COMPONENTS: dict[str, list[tuple[str, str, str, bool]]] = {
+COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
     "sd": [
         ("unet", "unet", "UNet2DConditionModel", True),
         ("text_encoder", "text_encoder", "CLIPTextModel", True),
@@ -306,7 +315,7 @@ COMPONENTS: dict[str, list[tuple[str, str, str, bool]]] = {
 }
 
 
-def load_components(location: str, is_local: bool, spec: list[tuple[str, str, str, bool]]) -> dict:
+def load_components(location: str, is_local: bool, spec: list[tuple[str, str, str | type, bool]]) -> dict:
     """from_pretrained every component of ``spec`` from ``location`` (subfolders), with one clear error if absent."""
     import diffusers
     import transformers
@@ -327,7 +336,7 @@ def load_components(location: str, is_local: bool, spec: list[tuple[str, str, st
             elif loader == "scheduler":
                 parts[field_name] = dict(DDPMScheduler.load_config(location, subfolder=sub))
             else:
-                cls = getattr(diffusers, loader, None) or getattr(transformers, loader)
+                cls = loader if isinstance(loader, type) else getattr(diffusers, loader, None) or getattr(transformers, loader)
                 parts[field_name] = cls.from_pretrained(location, subfolder=sub)
     except OSError as e:  # hub id not cached and no network, or a broken directory
         if not is_local:

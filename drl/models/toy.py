@@ -36,9 +36,9 @@ TOY_SCHEDULER_CONFIG = dict(
 )
 
 
-def build_toy_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer: one id per toy-world word, padded to MAX_TOKENS like CLIP's."""
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + vocabulary())}
+def build_toy_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: one id per toy-world word (default: the image world's), padded to MAX_TOKENS like CLIP's."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + (vocabulary() if words is None else list(words)))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.post_processor = processors.TemplateProcessing(
@@ -54,11 +54,10 @@ def build_toy_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
-    """Randomly initialised toy components (seeded)."""
-    tokenizer = build_toy_tokenizer()
+def build_toy_text_encoder(tokenizer: PreTrainedTokenizerFast, seed: int) -> CLIPTextModel:
+    """A 2-layer CLIPTextModel over the tokenizer's vocabulary (seeded)."""
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
+    return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
             hidden_size=TEXT_DIM,
@@ -71,6 +70,12 @@ def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
             eos_token_id=tokenizer.eos_token_id,
         )
     )
+
+
+def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
+    """Randomly initialised toy components (seeded)."""
+    tokenizer = build_toy_tokenizer()
+    text_encoder = build_toy_text_encoder(tokenizer, seed)
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(
         sample_size=resolution,

@@ -13,6 +13,19 @@ import torch
 from drl.rewards.base import Reward
 
 
+def object_saliency(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """images [B, 3, H, W] in [0, 1] -> (saliency [B, H, W] in [0, 1], weight [B, H, W] summing to 1).
+
+    Saliency is each pixel's distance to the background colour (the border's mean); the
+    weights pick out "the object" without knowing its shape (also used by drl.rewards.video).
+    """
+    border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0], images[:, :, :, -1]], dim=-1)
+    background = border.mean(-1)[:, :, None, None]  # [B, 3, 1, 1]
+    saliency = ((images - background).pow(2).sum(1) / 3 + 1e-12).sqrt()  # [B, H, W] in [0, 1]
+    weight = saliency / (saliency.sum((1, 2), keepdim=True) + 1e-8)  # [B, H, W], sums to 1
+    return saliency, weight
+
+
 def toy_aesthetic_score(images: torch.Tensor) -> torch.Tensor:
     """images [B, 3, H, W] in [0, 1] -> score [B] in [0, 1], the mean of three terms:
 
@@ -22,11 +35,7 @@ def toy_aesthetic_score(images: torch.Tensor) -> torch.Tensor:
     where "the object" weighs each pixel by its saliency, its distance to the background colour.
     """
     b, _, h, w = images.shape
-    border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0], images[:, :, :, -1]], dim=-1)
-    background = border.mean(-1)[:, :, None, None]  # [B, 3, 1, 1]
-    saliency = ((images - background).pow(2).sum(1) / 3 + 1e-12).sqrt()  # [B, H, W] in [0, 1]
-    weight = saliency / (saliency.sum((1, 2), keepdim=True) + 1e-8)  # [B, H, W], sums to 1
-
+    saliency, weight = object_saliency(images)
     contrast = (weight * saliency).sum((1, 2))  # [B]
     ys = torch.linspace(-1, 1, h, device=images.device, dtype=images.dtype)
     xs = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype)

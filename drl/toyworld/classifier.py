@@ -10,6 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from drl.toyworld.world import ATTRIBUTES, Scene, sample_images
+
+# (n, rng, resolution) -> (inputs [n, C, H, W] in [-1, 1], scenes): what a classifier is trained on.
+Sampler = Callable[[int, np.random.Generator, int], tuple[torch.Tensor, list]]
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -40,13 +44,15 @@ class AttributeClassifier(nn.Module):
         attributes: dict[str, tuple[str, ...]] | None = None,
         channels: tuple[int, ...] = (32, 48, 64, 96),
         groups: int = 8,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         self.attributes = {name: tuple(values) for name, values in (attributes or ATTRIBUTES).items()}
         self.channels = tuple(channels)
         self.groups = groups
+        self.in_channels = in_channels  # 3 for RGB images; 3F for clips with their frames stacked (video.py)
         layers: list[nn.Module] = []
-        in_channels = 3 + 2  # RGB + (x, y) coordinates
+        in_channels = in_channels + 2  # + (x, y) coordinates
         for index, out_channels in enumerate(self.channels):
             stride = 1 if index == 0 else 2  # keep full resolution in the stem, then halve
             layers += [
@@ -66,6 +72,7 @@ class AttributeClassifier(nn.Module):
             "attributes": {name: list(values) for name, values in self.attributes.items()},
             "channels": list(self.channels),
             "groups": self.groups,
+            "in_channels": self.in_channels,
         }
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,13 +100,17 @@ def attribute_targets(
     }
 
 
-def alignment_log_prob(classifier: AttributeClassifier, images: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
-    """Sum over attributes of log p(scene's value | image); returns [B], differentiable in images."""
+def alignment_log_prob(
+    classifier: AttributeClassifier, images: torch.Tensor, scenes: list, attributes: tuple[str, ...] | None = None
+) -> torch.Tensor:
+    """Sum over attributes (default: all the classifier's) of log p(scene's value | image); returns [B],
+    differentiable in images."""
+    names = tuple(classifier.attributes) if attributes is None else attributes
     logits = classifier(images)
-    targets = attribute_targets(scenes, classifier.attributes, device=images.device)
+    targets = attribute_targets(scenes, {n: classifier.attributes[n] for n in names}, device=images.device)
     total = torch.zeros(images.shape[0], device=images.device, dtype=images.dtype)  # [B]
-    for name, attribute_logits in logits.items():
-        log_probs = F.log_softmax(attribute_logits.float(), dim=-1)  # [B, n_values]
+    for name in names:
+        log_probs = F.log_softmax(logits[name].float(), dim=-1)  # [B, n_values]
         total = total + log_probs.gather(1, targets[name][:, None]).squeeze(1).to(total.dtype)
     return total
 
@@ -114,24 +125,32 @@ def save_classifier(model: AttributeClassifier, directory: str | Path) -> Path:
     return directory
 
 
-def load_classifier(directory: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:
+def load_classifier(
+    directory: str | Path,
+    device: torch.device | str = "cpu",
+    expected_attributes: dict[str, tuple[str, ...]] = ATTRIBUTES,
+    recreate_command: str = RECREATE_COMMAND,
+) -> AttributeClassifier:
     """Load a classifier saved by `save_classifier`, in eval mode with frozen weights."""
     directory = Path(directory)
     weights_path, config_path = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     if not weights_path.is_file() or not config_path.is_file():
         raise FileNotFoundError(
             f"No toy classifier found at {directory} (expected {WEIGHTS_FILE} and {CONFIG_FILE}); "
-            f"recreate it with `{RECREATE_COMMAND}`."
+            f"recreate it with `{recreate_command}`."
         )
     config = json.loads(config_path.read_text())
     saved_attributes = {name: tuple(values) for name, values in config["attributes"].items()}
-    if saved_attributes != ATTRIBUTES:
+    if saved_attributes != expected_attributes:
         raise ValueError(
             f"The toy classifier at {directory} was trained on attribute vocabularies {saved_attributes}, "
-            f"which differ from the current toy world's {ATTRIBUTES}; retrain it with `{RECREATE_COMMAND}`."
+            f"which differ from the current toy world's {expected_attributes}; retrain it with `{recreate_command}`."
         )
     model = AttributeClassifier(
-        attributes=saved_attributes, channels=tuple(config["channels"]), groups=config["groups"]
+        attributes=saved_attributes,
+        channels=tuple(config["channels"]),
+        groups=config["groups"],
+        in_channels=config.get("in_channels", 3),
     )
     model.load_state_dict(load_file(str(weights_path)))
     model.requires_grad_(False)  # a reward model: gradients flow to the images, not the weights
@@ -143,8 +162,9 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     batch = images.shape[0]
     # Blur a random third of the batch with a 3x3 binomial kernel.
     kernel = torch.tensor([1.0, 2.0, 1.0])
-    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)  # [3, 1, 3, 3]
-    blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    channels = images.shape[1]
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(channels, 1, 3, 3)  # [C, 1, 3, 3]
+    blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=channels)
     blur_mask = (torch.rand(batch, 1, 1, 1, generator=generator) < 1 / 3).float()
     images = blur_mask * blurred + (1 - blur_mask) * images
     # Per-image noise level, uniform in [0, 0.15] (in [-1, 1] units).
@@ -154,13 +174,18 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_classifier(
-    model: AttributeClassifier, n: int, rng: np.random.Generator, resolution: int = 32, batch_size: int = 500
+    model: AttributeClassifier,
+    n: int,
+    rng: np.random.Generator,
+    resolution: int = 32,
+    batch_size: int = 500,
+    sampler: Sampler = sample_images,
 ) -> dict[str, float]:
-    """Per-attribute accuracy on `n` freshly rendered images: {attribute: accuracy}."""
+    """Per-attribute accuracy on `n` freshly rendered images (or `sampler`'s inputs): {attribute: accuracy}."""
     model.eval()
     correct = {name: 0 for name in model.attributes}
     for start in range(0, n, batch_size):
-        images, scenes = sample_images(min(batch_size, n - start), rng, resolution)
+        images, scenes = sampler(min(batch_size, n - start), rng, resolution)
         logits = model(images)
         targets = attribute_targets(scenes, model.attributes)
         for name in model.attributes:
@@ -169,9 +194,15 @@ def evaluate_classifier(
 
 
 def train_classifier(
-    steps: int, batch_size: int, seed: int, lr: float, resolution: int = 32
+    steps: int,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    resolution: int = 32,
+    sampler: Sampler = sample_images,
+    build: Callable[[], AttributeClassifier] = AttributeClassifier,
 ) -> tuple[AttributeClassifier, dict[str, float]]:
-    """Train on freshly generated images (deterministic for a fixed seed).
+    """Train `build()` on freshly generated inputs from `sampler` (images by default; deterministic for a fixed seed).
 
     Returns the model (eval mode) and metrics: `accuracy_<attribute>` on held-out
     images, `final_loss` (mean of the last 50 steps) and `train_seconds`.
@@ -181,7 +212,7 @@ def train_classifier(
     held_out_rng = np.random.default_rng([seed, 1])  # independent stream: held-out images are never trained on
     generator = torch.Generator().manual_seed(seed)
 
-    model = AttributeClassifier()
+    model = build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 20)
 
@@ -197,7 +228,7 @@ def train_classifier(
     recent_losses: list[float] = []
     model.train()
     for _ in range(steps):
-        images, scenes = sample_images(batch_size, train_rng, resolution)  # [B, 3, H, W]
+        images, scenes = sampler(batch_size, train_rng, resolution)  # [B, C, H, W]
         logits = model(_augment(images, generator))
         targets = attribute_targets(scenes, model.attributes)
         loss = sum(F.cross_entropy(logits[name], targets[name]) for name in model.attributes)
@@ -208,7 +239,7 @@ def train_classifier(
         recent_losses = (recent_losses + [loss.item()])[-50:]
     train_seconds = time.perf_counter() - start
 
-    accuracies = evaluate_classifier(model, HELD_OUT_IMAGES, held_out_rng, resolution)
+    accuracies = evaluate_classifier(model, HELD_OUT_IMAGES, held_out_rng, resolution, sampler=sampler)
     metrics = {f"accuracy_{name}": accuracy for name, accuracy in accuracies.items()}
     metrics["final_loss"] = float(np.mean(recent_losses)) if recent_losses else float("nan")
     metrics["train_seconds"] = train_seconds

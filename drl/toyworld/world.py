@@ -118,26 +118,30 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def corrupt_caption(scene: Scene, rates: dict[str, float], rng: np.random.Generator) -> Scene:
+def corrupt_caption(
+    scene: Scene, rates: dict[str, float], rng: np.random.Generator, attributes: dict[str, tuple[str, ...]] | None = None
+) -> Scene:
     """Return the scene with each attribute resampled with probability `rates[attribute]`.
 
     The pretrained base model is trained on these corrupted captions, which makes it
     imperfect in the same way real text-to-image models trained on noisy web captions
     are: its images only partly follow the prompt, leaving room for RL fine-tuning.
     The replacement is uniform over the vocabulary, so it may equal the true value.
-    Attributes missing from `rates` are kept.
+    Attributes missing from `rates` are kept. `attributes` (default: the image world's) lets
+    the video world's scenes (drl.toyworld.video) share this function.
     """
-    unknown = set(rates) - set(ATTRIBUTES)
+    attributes = ATTRIBUTES if attributes is None else attributes
+    unknown = set(rates) - set(attributes)
     if unknown:
-        raise ValueError(f"Unknown attributes in rates: {sorted(unknown)}; expected {list(ATTRIBUTES)}.")
+        raise ValueError(f"Unknown attributes in rates: {sorted(unknown)}; expected {list(attributes)}.")
     changes = {}
-    for attribute, values in ATTRIBUTES.items():
+    for attribute, values in attributes.items():
         if rng.random() < rates.get(attribute, 0.0):
             changes[attribute] = values[rng.integers(len(values))]
     return scene.replace(**changes)
 
 
-def _shape_coverage(shape: str, centre_x: float, centre_y: float, extent: float, resolution: int) -> np.ndarray:
+def shape_coverage(shape: str, centre_x: float, centre_y: float, extent: float, resolution: int) -> np.ndarray:
     """Fraction of each pixel covered by the shape, via supersampling.
 
     Coordinates are in output pixels; returns coverage: [H, W] float32 in [0, 1].
@@ -176,14 +180,22 @@ def render(scene: Scene, rng: np.random.Generator, resolution: int = 32) -> np.n
     centre_y = (centre_fy + jitter_y) * resolution
     extent = SIZE_FRACTIONS[scene.size] * rng.uniform(*SCALE_RANGE) * resolution
 
+    background = random_background(rng, resolution)
+    coverage = shape_coverage(scene.shape, centre_x, centre_y, extent, resolution)
+    return composite(coverage, scene.colour, background)
+
+
+def random_background(rng: np.random.Generator, resolution: int) -> np.ndarray:
+    """A grey level with uniform per-pixel noise: [H, W, 1] float grey levels."""
     grey = rng.uniform(*BACKGROUND_GREY_RANGE)
     noise_amplitude = rng.uniform(0.0, BACKGROUND_NOISE_MAX)
-    # background: [H, W, 1] float grey levels with uniform per-pixel noise
-    background = grey + rng.uniform(-noise_amplitude, noise_amplitude, size=(resolution, resolution, 1))
+    return grey + rng.uniform(-noise_amplitude, noise_amplitude, size=(resolution, resolution, 1))
 
-    coverage = _shape_coverage(scene.shape, centre_x, centre_y, extent, resolution)[..., None]  # [H, W, 1]
-    colour = np.asarray(COLOUR_RGB[scene.colour], dtype=np.float32)  # [3]
-    image = coverage * colour + (1.0 - coverage) * background  # [H, W, 3]
+
+def composite(coverage: np.ndarray, colour: str, background: np.ndarray) -> np.ndarray:
+    """Paint a shape's coverage [H, W] in `colour` over `background` [H, W, 1]; returns [H, W, 3] uint8."""
+    rgb = np.asarray(COLOUR_RGB[colour], dtype=np.float32)  # [3]
+    image = coverage[..., None] * rgb + (1.0 - coverage[..., None]) * background  # [H, W, 3]
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,301 @@
+"""Video: the toy video world, video rewards, the collector on clips, AlignProp and DDPO end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from diffusers import AutoencoderKL, UNet3DConditionModel
+
+from drl.config import ConfigError
+from drl.models.t2v import T2VModel, build_toy_t2v, load_t2v
+from drl.rewards import build_reward
+from drl.rewards.base import Reward
+from drl.rewards.video import frame_subset, temporal_consistency_score, toy_motion
+from drl.rollout import RolloutCollector
+from drl.sampling import denoising_step, make_schedule
+from drl.toyworld.classifier import save_classifier
+from drl.toyworld.video import (
+    MOTION_DIRECTIONS,
+    MOTIONS,
+    TRAVEL_FRACTION,
+    VideoScene,
+    all_video_scenes,
+    build_video_classifier,
+    corrupt_video_caption,
+    render_clip,
+    sample_clips,
+)
+from drl.train import build_context, train
+
+RES, FRAMES = 8, 4  # the tiny random models' clips
+
+
+def object_centroids(clip: np.ndarray) -> np.ndarray:
+    """clip [F, H, W, 3] uint8 -> the shape's centroid per frame [F, 2] (x, y) in pixels.
+
+    The background is grey (R = G = B) and every shape colour saturated, so channel spread finds the shape.
+    """
+    spread = clip.astype(np.int32).max(-1) - clip.astype(np.int32).min(-1)  # [F, H, W]
+    mask = spread > 40
+    ys, xs = np.mgrid[: clip.shape[1], : clip.shape[2]]
+    return np.stack(
+        [(xs[None] * mask).sum((1, 2)) / mask.sum((1, 2)), (ys[None] * mask).sum((1, 2)) / mask.sum((1, 2))], 1
+    )
+
+
+# --------------------------------------------------------------------------- the video world
+@pytest.mark.parametrize("motion", MOTIONS)
+def test_clips_move_as_prompted(motion):
+    rng = np.random.default_rng(0)
+    resolution, frames = 32, 8
+    for colour, shape in [("red", "circle"), ("blue", "square"), ("green", "triangle")]:
+        clip = render_clip(VideoScene(colour, shape, motion), rng, resolution, frames)
+        assert clip.shape == (frames, resolution, resolution, 3) and clip.dtype == np.uint8
+        displacement = object_centroids(clip)[-1] - object_centroids(clip)[0]  # (dx, dy) pixels
+        expected = np.asarray(MOTION_DIRECTIONS[motion]) * TRAVEL_FRACTION * resolution
+        np.testing.assert_allclose(displacement, expected, atol=1.0)
+
+
+def test_video_prompts_round_trip_and_corrupt_only_video_attributes():
+    scenes = all_video_scenes()
+    assert len(scenes) == 90 == len(set(scenes))
+    assert all(VideoScene.from_prompt(s.prompt) == s for s in scenes)
+    assert VideoScene.from_prompt("a red circle moving right") == VideoScene("red", "circle", "moving right")
+    with pytest.raises(ValueError, match="not a toy video prompt"):
+        VideoScene.from_prompt("a red circle at the top left")
+    rng = np.random.default_rng(0)
+    scene = VideoScene("red", "circle", "moving right")
+    corrupted = [corrupt_video_caption(scene, {"motion": 1.0}, rng) for _ in range(500)]
+    assert {c.replace(motion="moving right") for c in corrupted} == {scene}
+    assert abs(np.mean([c.motion != scene.motion for c in corrupted]) - 0.8) < 0.06
+    clips, _ = sample_clips(3, rng, RES, FRAMES)
+    assert clips.shape == (3, FRAMES, 3, RES, RES) and clips.min() >= -1 and clips.max() <= 1
+
+
+# -------------------------------------------------------------------------------- rewards
+@pytest.fixture(scope="module")
+def random_video_classifier(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("video_classifier")
+    save_classifier(build_video_classifier(FRAMES), directory)
+    return str(directory)
+
+
+def test_motion_reward_gradient_matches_finite_differences(random_video_classifier):
+    reward = toy_motion(random_video_classifier)
+    clips = torch.rand(2, FRAMES, 3, RES, RES, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    prompts = ["a red circle moving right", "a blue square standing still"]
+    reward(clips, prompts, []).sum().backward()
+    direction = torch.randn(clips.shape, generator=torch.Generator().manual_seed(1))
+    eps = 1e-2
+    with torch.no_grad():
+        up = reward(clips + eps * direction, prompts, []).sum()
+        down = reward(clips - eps * direction, prompts, []).sum()
+    numeric = float((up - down) / (2 * eps))
+    analytic = float((clips.grad * direction).sum())
+    assert abs(analytic - numeric) <= 0.02 * abs(numeric) + 1e-4, (analytic, numeric)
+    assert reward.differentiable and reward.video
+
+
+def test_frame_subset_averages_an_image_reward_over_k_random_frames():
+    mean_pixel = Reward("mean_pixel", lambda s, p, m: s.mean((1, 2, 3)), differentiable=True)
+    frame_values = torch.arange(8, dtype=torch.float32) / 10  # frame f is the constant f / 10
+    clips = frame_values.view(1, 8, 1, 1, 1).expand(2, 8, 3, 4, 4).clone().requires_grad_(True)
+    reward = frame_subset(mean_pixel, k=2, seed=0)
+    assert reward.name == "frames_mean_pixel" and reward.video and reward.differentiable
+    seen = set()
+    for _ in range(20):
+        clips.grad = None
+        scores = reward(clips, ["a", "b"], [])
+        scores.sum().backward()
+        used = clips.grad[0, :, 0, 0, 0].nonzero().squeeze(1)  # the frames that got gradient
+        assert used.numel() == 2
+        torch.testing.assert_close(scores, frame_values[used].mean().expand(2))
+        seen.add(tuple(used.tolist()))
+    assert len(seen) > 5  # a fresh subset every call
+    every_frame = frame_subset(mean_pixel, k=0)(clips, ["a", "b"], [])
+    torch.testing.assert_close(every_frame, frame_values.mean().expand(2))
+
+
+def test_temporal_consistency_prefers_a_steady_object_and_ignores_motion():
+    rng = np.random.default_rng(0)
+    moving, _ = sample_clips(1, rng, 16, 8, [VideoScene("red", "circle", "moving right")])
+    still, _ = sample_clips(1, rng, 16, 8, [VideoScene("red", "circle", "standing still")])
+    flicker = moving.clone()
+    flicker[:, ::2] = sample_clips(1, rng, 16, 8, [VideoScene("blue", "circle", "moving right")])[0][:, ::2]
+    scores = temporal_consistency_score((torch.cat([moving, still, flicker]) + 1) / 2)
+    assert scores[0] > -1e-3 and scores[1] > -1e-3  # motion is free
+    assert scores[2] < 100 * scores[0] - 1e-2  # a colour that flips between frames is not
+
+
+def test_reward_kind_must_match_the_model():
+    cfg = compose_config(["model=toy_t2v", "reward=toy_aesthetic"])
+    with pytest.raises(ConfigError, match="scores images but the model makes clips: use frames_toy_aesthetic"):
+        build_reward(cfg.reward, torch.device("cpu"), video=True)
+    with pytest.raises(ConfigError, match="scores clips but the model makes images"):
+        build_reward(compose_config(["reward=temporal_consistency"]).reward, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------ model and collector
+@pytest.fixture(scope="module")
+def tiny_t2v(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("tiny_t2v")
+    build_toy_t2v(resolution=RES, num_frames=FRAMES, seed=0).save_pretrained(directory)
+    return str(directory)
+
+
+def test_collector_shapes_and_log_probs_agree_with_the_step_math(tiny_t2v):
+    model = load_t2v(tiny_t2v, FRAMES)
+    schedule = make_schedule(model.make_scheduler("ddim"), 3)
+    collector = RolloutCollector(
+        model, schedule, eta=1.0, guidance_scale=2.0, batch_size=2, resolution=RES, device=torch.device("cpu")
+    )
+    prompts = ["a red circle moving right", "a blue square moving up"]
+    batch = collector.collect(prompts, [{}, {}], torch.Generator().manual_seed(0))
+    assert batch.latents.shape == (2, 4, 3, FRAMES, RES, RES)  # [B, S + 1, C, F, h, w]
+    assert batch.samples.shape == (2, FRAMES, 3, RES, RES)  # [B, F, 3, H, W]
+    with torch.no_grad():
+        for i in range(3):
+            x_t, t = batch.latents[:, i], batch.timesteps[:, i]
+            out = model.denoise(x_t, t, batch.prompt_embeds, batch.uncond_embeds, 2.0)
+            step = denoising_step(schedule, out, t, x_t, eta=1.0, prev_sample=batch.latents[:, i + 1])
+            torch.testing.assert_close(step.log_prob, batch.log_probs[:, i])
+            # the exact log-density sums over every latent dimension, the frame axis included
+            normal = torch.distributions.Normal(step.mean, step.std.view(-1, 1, 1, 1, 1))
+            reference = normal.log_prob(batch.latents[:, i + 1].float()).sum((1, 2, 3, 4))
+            torch.testing.assert_close(batch.log_probs[:, i], reference, rtol=1e-5, atol=1e-2)
+
+
+def test_decode_of_a_frame_subset_equals_those_frames_of_the_full_decode(tmp_path):
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+    toy = build_toy_t2v(resolution=RES, num_frames=FRAMES)
+    model = T2VModel(toy.tokenizer, toy.text_encoder, toy.unet, toy.scheduler_config, vae=vae, num_frames=FRAMES)
+    latents = torch.randn(2, 4, FRAMES, 4, 4)
+    with torch.no_grad():
+        full, part = model.decode(latents), model.decode(latents, frames=torch.tensor([3, 1]))
+    assert full.shape == (2, FRAMES, 3, 8, 8)
+    torch.testing.assert_close(part, full[:, [3, 1]])
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize("algorithm", ["alignprop", "ddpo"])
+def test_toy_t2v_trains_end_to_end(tiny_t2v, random_video_classifier, algorithm, tmp_path):
+    overrides = [
+        "model=toy_t2v",
+        f"model.path={tiny_t2v}",
+        f"model.resolution={RES}",
+        f"model.num_frames={FRAMES}",
+        f"algorithm={algorithm}",
+        "reward=toy_motion",
+        f"reward.video_classifier_path={random_video_classifier}",
+        "train.samples_per_epoch=4",
+        "train.batch_size=4",
+        "scheduler.num_steps=3",
+    ]
+    if algorithm == "alignprop":
+        overrides += ["algorithm.truncation=last", "algorithm.truncation_steps=2"]
+    cfg = compose_config(overrides)
+    reward_mean = train(cfg, tmp_path)
+    assert np.isfinite(reward_mean)
+    for name in ("samples_before", "samples_after"):
+        assert (tmp_path / f"{name}.gif").is_file() and (tmp_path / f"{name}.png").is_file()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"reward/toy_motion", "reward/frames_toy_object", "reward/temporal_consistency"} <= set(records[-1])
+    assert (tmp_path / "model" / "unet" / "config.json").is_file()
+
+
+def _tiny_modelscope_layout(directory) -> str:
+    """UNet3DConditionModel on 4 latent channels, an image VAE, the toy text encoder: TextToVideoSDPipeline layout."""
+    toy = build_toy_t2v(resolution=RES, num_frames=FRAMES)
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock3D", "CrossAttnDownBlock3D"),
+        up_block_types=("CrossAttnUpBlock3D", "UpBlock3D"),
+        layers_per_block=1,
+        cross_attention_dim=toy.text_encoder.config.hidden_size,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+    T2VModel(toy.tokenizer, toy.text_encoder, unet, toy.scheduler_config, vae=vae, num_frames=FRAMES).save_pretrained(
+        directory
+    )
+    return str(directory)
+
+
+@pytest.mark.parametrize("algorithm", ["alignprop", "ddpo"])
+def test_modelscope_layout_loads_with_lora_and_trains(tmp_path, algorithm):
+    path = _tiny_modelscope_layout(tmp_path / "modelscope")
+    cfg = compose_config(
+        [
+            "model=modelscope_t2v",
+            f"model.path={path}",
+            f"model.resolution={RES}",
+            f"model.num_frames={FRAMES}",
+            f"algorithm={algorithm}",
+            "reward=frames_aesthetic",
+            "train.samples_per_epoch=2",
+            "train.batch_size=2",
+            "train.epochs=1",
+            "train.grid_size=2",
+            "scheduler.num_steps=2",
+        ]
+    )
+    ctx, _, _ = build_context(cfg)
+    assert ctx.collector.latent_shape == (4, FRAMES, 4, 4) and ctx.model.vae is not None
+    assert all("lora" in name for name, p in ctx.model.unet.named_parameters() if p.requires_grad)
+    assert np.isfinite(train(cfg, tmp_path / "run"))
+    assert (tmp_path / "run" / "lora").is_dir()
+
+
+def test_missing_video_model_path_is_one_sentence(tmp_path):
+    cfg = compose_config(["model=modelscope_t2v", f"model.path={tmp_path / 'nowhere'}"])
+    with pytest.raises(FileNotFoundError, match="No model found at"):
+        build_context(cfg)
+
+
+def test_alignprop_decodes_only_the_frames_the_reward_reads(tiny_t2v, random_video_classifier):
+    base = ["model=toy_t2v", f"model.path={tiny_t2v}", f"model.resolution={RES}", f"model.num_frames={FRAMES}"]
+    base += ["algorithm=alignprop", "train.samples_per_epoch=2", "train.batch_size=2", "scheduler.num_steps=2"]
+    ctx, _, algorithm = build_context(compose_config(base + ["reward=frames_aesthetic", "reward.frame_subset=2"]))
+    decoded = []
+    decode = ctx.model.decode
+    ctx.model.decode = lambda latents, frames=None: decoded.append(frames) or decode(latents, frames)
+    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(0)))
+    assert len(decoded) == 1 and decoded[0].numel() == 2 and decoded[0].unique().numel() == 2
+    assert np.isfinite(metrics["reward_mean"])
+    whole = compose_config(base + ["reward=toy_motion", f"reward.video_classifier_path={random_video_classifier}"])
+    assert build_context(whole)[2]._decode_frames() is None  # the motion classifier reads every frame
+
+
+def test_shipped_video_assets_load_and_the_classifier_reads_motion():
+    from drl.models.t2i import resolve_path
+    from drl.toyworld.classifier import evaluate_classifier
+    from drl.toyworld.video import load_video_classifier, stacked_clip_sampler
+
+    model = load_t2v(resolve_path("drl:toy_t2v"), 8)
+    assert isinstance(model.unet, UNet3DConditionModel) and model.latent_shape(16) == (3, 8, 16, 16)
+    classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
+    accuracy = evaluate_classifier(classifier, 200, np.random.default_rng(12345), 16, sampler=stacked_clip_sampler(8))
+    assert accuracy["motion"] > 0.95 and accuracy["colour"] > 0.95 and accuracy["shape"] > 0.75
