@@ -161,7 +161,7 @@ def test_collector_shapes_and_log_probs_agree_with_the_step_math(tiny_t2v):
     with torch.no_grad():
         for i in range(3):
             x_t, t = batch.latents[:, i], batch.timesteps[:, i]
-            out = model.denoise(x_t, t, batch.prompt_embeds, batch.uncond_embeds, 2.0)
+            out = model.denoise(x_t, t, batch.cond, batch.uncond, 2.0)
             step = denoising_step(schedule, out, t, x_t, eta=1.0, prev_sample=batch.latents[:, i + 1])
             torch.testing.assert_close(step.log_prob, batch.log_probs[:, i])
             # the exact log-density sums over every latent dimension, the frame axis included
