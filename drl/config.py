@@ -113,9 +113,11 @@ class RWRConfig(AlgorithmConfig):
     """Standardise rewards before weighting: batch (r - mean) / std, or none (raw rewards)."""
     max_weight: float = 0.0
     """Clip normalised weights to this value (0: no clip); guards against one sample taking all the weight."""
-    updates_per_epoch: int = 2
-    """Passes over the epoch's samples (each sample gets a fresh random t and noise every pass)."""
-    minibatches: int = 2
+    regression_states: str = "trajectory"
+    """Noisy inputs of the weighted L_simple: trajectory (the chain's own x_t, every step) or forward (q(x_t | x_0), random t)."""
+    updates_per_epoch: int = 1
+    """Passes over the epoch's regression items (forward: each sample gets a fresh random t and noise every pass)."""
+    minibatches: int = 4
     """Optimizer steps per pass."""
 
 
@@ -306,6 +308,7 @@ def find_problems(cfg: Config) -> list[str]:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):
         _choice(p, "algorithm.reward_normalization", a.reward_normalization, ("batch", "none"))
+        _choice(p, "algorithm.regression_states", a.regression_states, ("trajectory", "forward"))
         _positive(p, "algorithm.max_weight", a.max_weight, allow_zero=True)
         _positive(p, "algorithm.updates_per_epoch", a.updates_per_epoch)
         _positive(p, "algorithm.minibatches", a.minibatches)
