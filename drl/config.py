@@ -106,13 +106,15 @@ class PretrainConfig(AlgorithmConfig):
 @dataclass
 class RWRConfig(AlgorithmConfig):
     name: str = "rwr"
-    lr: float = 1e-4
+    lr: float = 3e-5
     beta: float = 1.0
     """Inverse temperature: w_i = exp(beta * r_i), self-normalised to mean 1 over the epoch's samples."""
     reward_normalization: str = "batch"
     """Standardise rewards before weighting: batch (r - mean) / std, or none (raw rewards)."""
     max_weight: float = 0.0
     """Clip normalised weights to this value (0: no clip); guards against one sample taking all the weight."""
+    center_weights: bool = True
+    """Train with w_i - 1 (their mean) instead of w_i: equally weighted regression on own samples cancels out."""
     regression_states: str = "trajectory"
     """Noisy inputs of the weighted L_simple: trajectory (the chain's own x_t, every step) or forward (q(x_t | x_0), random t)."""
     updates_per_epoch: int = 1

@@ -50,7 +50,7 @@ def test_clean_ends_are_the_last_steps_prediction_not_the_noisy_final_state(rwr)
 @pytest.mark.parametrize("states", ["trajectory", "forward"])
 def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
     ctx, algorithm, batch = rwr  # the weights may have moved in an earlier test: every check uses the current ones
-    algorithm.cfg = replace(algorithm.cfg, regression_states=states)
+    algorithm.cfg = replace(algorithm.cfg, regression_states=states, center_weights=False)
     x0 = algorithm.clean_ends(batch)
     weights = rwr_weights(batch.rewards, 1.0, "batch")
     # By hand, before any optimizer step: sum_i w_i mean_s L(x_t^{i,s}) / B over every (sample, step).
@@ -60,7 +60,9 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
     target = (x_t - a.sqrt() * x0.repeat_interleave(s, 0)) / (1 - a).sqrt()
     with torch.no_grad():
         pred = ctx.model.unet(x_t, t, encoder_hidden_states=batch.prompt_embeds.repeat_interleave(s, 0)).sample
-    by_hand = float((weights.repeat_interleave(s) * (pred - target).pow(2).flatten(1).mean(1)).sum() / (b * s))
+    per_pair = (pred - target).pow(2).flatten(1).mean(1)  # [B*S]
+    by_hand = float((weights.repeat_interleave(s) * per_pair).sum() / (b * s))
+    by_hand_centred = float(((weights - 1).repeat_interleave(s) * per_pair).sum() / (b * s))  # weights have mean 1
 
     seen = []  # (x_t, t) of every training call of the denoiser (clean_ends' no-grad calls excluded)
 
@@ -69,6 +71,8 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
             seen.append((args[0].detach(), args[1].detach()))
 
     hook = ctx.model.unet.register_forward_pre_hook(record)
+    for group in algorithm.optimizer.param_groups:
+        group["lr"] = 0.0  # the weights stay put, so a second update sees what the hand-made loss saw
     metrics = algorithm.update(batch)
     hook.remove()
     inputs, timesteps = torch.cat([x for x, _ in seen]), torch.cat([t for _, t in seen])
@@ -77,6 +81,10 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
         assert sorted(timesteps.tolist()) == sorted(t.tolist())
         assert torch.allclose(inputs.sum(0), x_t.sum(0), atol=1e-4)
         assert metrics["train/loss"] == pytest.approx(by_hand, rel=1e-4)
+        # Centred weights w - 1 (the same weights score the same states again: lr is 0).
+        algorithm.cfg = replace(algorithm.cfg, center_weights=True)
+        assert algorithm.update(batch)["train/loss"] == pytest.approx(by_hand_centred, rel=1e-3, abs=1e-7)
+        algorithm.cfg = replace(algorithm.cfg, center_weights=False)
     else:
         # One fresh q(x_t | x_0) state per sample, at random training timesteps, none of them the chain's.
         assert inputs.shape[0] == b and not any(torch.allclose(x, y) for x in inputs for y in x_t)

@@ -37,6 +37,8 @@ class RWR(Algorithm):
     def update(self, batch: Rollout) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         weights = rwr_weights(batch.rewards, cfg.beta, cfg.reward_normalization, cfg.max_weight)  # [B]
+        # Centred: the equally weighted part (self-distillation, which carries the sampler's bias) drops out.
+        train_weights = weights - weights.mean() if cfg.center_weights else weights  # [B]
         x0 = self.clean_ends(batch)  # [B, C, h, w]
         # What one regression item is: a (sample, chain step) pair, or a sample at a random t.
         b_all = torch.arange(batch.batch_size)  # [B]
@@ -54,7 +56,7 @@ class RWR(Algorithm):
                 for chunk in chunks(minibatch, ctx.cfg.train.batch_size):
                     b = b_all[chunk]
                     per_item = self._item_loss(batch, x0, b, None if step_index is None else step_index[chunk])
-                    loss = (weights[b] * per_item).sum() / len(minibatch)
+                    loss = (train_weights[b] * per_item).sum() / len(minibatch)
                     loss.backward()
                     loss_total += float(loss.detach()) * len(minibatch) / n / cfg.updates_per_epoch
                 grad_norm, stepped = self.optimizer_step()
