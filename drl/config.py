@@ -160,16 +160,20 @@ class PretrainConfig(AlgorithmConfig):
 @dataclass
 class RWRConfig(AlgorithmConfig):
     name: str = "rwr"
-    lr: float = 1e-4
+    lr: float = 3e-5
     beta: float = 1.0
     """Inverse temperature: w_i = exp(beta * r_i), self-normalised to mean 1 over the epoch's samples."""
     reward_normalization: str = "batch"
     """Standardise rewards before weighting: batch (r - mean) / std, or none (raw rewards)."""
     max_weight: float = 0.0
     """Clip normalised weights to this value (0: no clip); guards against one sample taking all the weight."""
-    updates_per_epoch: int = 2
-    """Passes over the epoch's samples (each sample gets a fresh random t and noise every pass)."""
-    minibatches: int = 2
+    center_weights: bool = True
+    """Train with w_i - 1 (their mean) instead of w_i: equally weighted regression on own samples cancels out."""
+    regression_states: str = "trajectory"
+    """Noisy inputs of the weighted L_simple: trajectory (the chain's own x_t, every step) or forward (q(x_t | x_0), random t)."""
+    updates_per_epoch: int = 1
+    """Passes over the epoch's regression items (forward: each sample gets a fresh random t and noise every pass)."""
+    minibatches: int = 4
     """Optimizer steps per pass."""
 
 
@@ -535,6 +539,7 @@ def find_problems(cfg: Config) -> list[str]:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):
         _choice(p, "algorithm.reward_normalization", a.reward_normalization, ("batch", "none"))
+        _choice(p, "algorithm.regression_states", a.regression_states, ("trajectory", "forward"))
         _positive(p, "algorithm.max_weight", a.max_weight, allow_zero=True)
         _positive(p, "algorithm.updates_per_epoch", a.updates_per_epoch)
         _positive(p, "algorithm.minibatches", a.minibatches)

@@ -18,6 +18,37 @@ def denoising_loss(ctx, x0: torch.Tensor, cond: Conditioning, generator: torch.G
     t = sample_training_timesteps(ctx.schedule, n, generator).to(device)  # [B]
     noise = torch.randn(x0.shape, generator=generator).to(device)  # [B, C, h, w]
     x_t = add_noise(ctx.schedule, x0, noise, t)
+    return _loss(ctx, x_t, t, cond, training_target(ctx.schedule, x0, noise, t))
+
+
+def implied_noise(schedule, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The ε with add_noise(x0, ε, t) == x_t. [B, C, h, w]
+
+    Every forward process here is affine in ε (DDPM: sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε; flow:
+    (1 - σ) x_0 + σ ε), so ε = (x_t - add_noise(x0, 0, t)) / add_noise(0, 1, t).
+    """
+    x0, x_t = x0.float(), x_t.float()
+    mean = add_noise(schedule, x0, torch.zeros_like(x0), t)
+    scale = add_noise(schedule, torch.zeros_like(x0), torch.ones_like(x0), t)
+    return (x_t - mean) / scale
+
+
+def trajectory_denoising_loss(ctx, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """Per-pair L_simple at a state x_t of the sampling chain that ended in x0. [B]
+
+    The same regression as :func:`denoising_loss` (the target is what the denoiser should
+    output at x_t to point at x0), but x_t comes from the model's own chain instead of
+    q(x_t | x0). For a perfect model the two have the same distribution; with a noise
+    schedule whose last ᾱ_T > 0 (Stable Diffusion's, the toy model's) the chain starts
+    from pure noise that q never produces, and only these states are the ones sampling visits.
+
+    x_t: [B, C, h, w] stored chain states at timesteps t [B]; x0: [B, C, h, w] the chain's end.
+    """
+    noise = implied_noise(ctx.schedule, x_t, x0, t)
+    return _loss(ctx, x_t, t, cond, training_target(ctx.schedule, x0, noise, t))
+
+
+def _loss(ctx, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
     with ctx.autocast():
         prediction = ctx.model.denoise(x_t, t, cond)
-    return l_simple(prediction, training_target(ctx.schedule, x0, noise, t))
+    return l_simple(prediction, target)
