@@ -6,11 +6,8 @@ Diffusion-QL's BC term, Wang et al. 2023, eq. 2). The exported policy is the wei
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
-from diffusers.training_utils import EMAModel
 
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
@@ -26,7 +23,6 @@ class PolicyBC(Evaluates, Algorithm):
         super().__init__(cfg, ctx)
         self.cfg: PretrainConfig = cfg
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps)))
-        self.ema = EMAModel(ctx.params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     def collect(self, generator: torch.Generator) -> TransitionBatch:
         """steps_per_epoch x batch_size transitions drawn uniformly from the dataset."""
@@ -39,30 +35,13 @@ class PolicyBC(Evaluates, Algorithm):
             loss = policy_bc_loss(ctx.model.unet, ctx.schedule, mb.observations, mb.actions, self.generator)
             loss.backward()
             grad_norm, _ = self.optimizer_step()
-            if self.ema is not None:
-                self.ema.step(ctx.params)
             losses.append(float(loss.detach()))
             grad_norms.append(grad_norm)
         metrics = {"train/loss": float(np.mean(losses)), "train/grad_norm": float(np.mean(grad_norms)), "train/lr": self.lr}
         return self.with_evaluation(metrics, as_reward=True)
 
     def export_policy(self) -> DiffusionPolicy:
-        if self.ema is None:
-            return self.ctx.model
-        exported = copy.deepcopy(self.ctx.model)
-        self.ema.copy_to(exported.unet.parameters())
-        return exported
+        return self.export_model()  # the weight EMA (algorithm.ema_decay), shared with every algorithm
 
     def evaluation_actor(self, generator: torch.Generator):
         return policy_actor(self.export_policy(), self.ctx.schedule, self.ctx.cfg.scheduler.eta, generator)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
