@@ -35,8 +35,8 @@ def main(out: Path, model_path: str, overrides: list[str]) -> None:
         seen["initial"] = trainable_state({"unet": ctx.model.unet})["unet"]
         collect, score = ctx.collector.collect, reward.__call__
 
-        def recording_collect(prompts, metadata, generator):
-            rollout = collect(prompts, metadata, generator)
+        def recording_collect(prompts, metadata, generator, **kwargs):
+            rollout = collect(prompts, metadata, generator, **kwargs)
             if len(prompts) == cfg.train.samples_per_epoch:  # a training epoch, not a sample grid
                 seen["x_T"].append(rollout.latents[:, 0].clone())
                 seen["prompts"].append(list(prompts))

@@ -19,7 +19,7 @@ from drl.envs.episodes import Episode, discounted_returns_to_go, run_episodes
 from drl.envs.make import make_env
 from drl.models.policy import DiffusionPolicy
 from drl.sampling import NoiseSchedule
-from drl.types import Rollout, TransitionBatch
+from drl.types import Conditioning, Rollout, TransitionBatch
 
 
 def episodes_to_transitions(episodes: list[Episode], device: torch.device) -> TransitionBatch:
@@ -96,8 +96,8 @@ class PolicyCollector:
         return Rollout(
             prompts=[""] * len(states),
             metadata=metadata,
-            prompt_embeds=states,
-            uncond_embeds=None,
+            cond=Conditioning({"states": states}),  # [B, O]: what the policy is conditioned on
+            uncond=None,
             latents=cat("latents"),  # [B, S + 1, A]
             timesteps=cat("timesteps"),  # [B, S]
             log_probs=cat("log_probs"),  # [B, S]

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from drl.sampling import NoiseSchedule, denoising_step
+from drl.types import Conditioning
 
 WEIGHTS_NAME, CONFIG_NAME = "policy.safetensors", "policy.json"
 
@@ -130,9 +131,11 @@ class DiffusionPolicy:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def denoise(self, latents, t, embeds, uncond_embeds=None, guidance_scale: float = 1.0, unet=None) -> torch.Tensor:
-        """T2IModel.denoise's signature: latents = noisy actions [B, A], embeds = states [B, O]; no guidance."""
-        return (self.unet if unet is None else unet)(latents, t, embeds)
+    def denoise(self, latents, t, cond, uncond=None, guidance_scale: float = 1.0, unet=None) -> torch.Tensor:
+        """T2IModel.denoise's signature: latents = noisy actions [B, A], cond = states [B, O]
+        (a tensor, or a Conditioning holding "states" as rollouts store it); no guidance."""
+        states = cond["states"] if isinstance(cond, Conditioning) else cond
+        return (self.unet if unet is None else unet)(latents, t, states)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The chain's output already is the action [B, A]."""
