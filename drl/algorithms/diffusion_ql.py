@@ -36,6 +36,7 @@ class DiffusionQL(Evaluates, Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.ema_actor = copy.deepcopy(policy.unet).requires_grad_(False)
+        self.ema = None  # algorithm.ema_decay means the paper's EMA actor here (ema_start, ema_every), not the shared weight EMA
         self.steps = 0
 
     def collect(self, generator: torch.Generator) -> TransitionBatch:
