@@ -370,6 +370,9 @@ class TrainConfig:
     """Write a checkpoint every this many epochs (and always at the end)."""
     grid_size: int = 16
     """Images in each before/after sample grid."""
+    eval_size: int = 64
+    """Fixed prompts and noise scored before and after training (the grids are their first grid_size);
+    the paired gain and its standard error go to eval.json. 0: the grid alone."""
     max_nonfinite_batches: int = 3
     """Stop the run after this many consecutive epochs whose rewards or loss were NaN/inf (they are skipped)."""
 
@@ -480,6 +483,7 @@ def find_problems(cfg: Config) -> list[str]:
     t, s, m, a = cfg.train, cfg.scheduler, cfg.model, cfg.algorithm
     for key in ("epochs", "samples_per_epoch", "batch_size", "save_every", "grid_size", "max_nonfinite_batches"):
         _positive(p, f"train.{key}", getattr(t, key))
+    _positive(p, "train.eval_size", t.eval_size, allow_zero=True)
     _choice(p, "scheduler.kind", s.kind, ("ddim", "ddpm", "flow"))
     _positive(p, "scheduler.num_steps", s.num_steps)
     _positive(p, "scheduler.eta", s.eta, allow_zero=True)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -34,7 +35,8 @@ from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
 from drl.types import Rollout
 
-GRID_SEED_OFFSET = 10_000  # the before/after grids use their own fixed noise
+GRID_SEED_OFFSET = 10_000  # the before/after evaluation uses its own fixed noise
+EVAL_FILE = "eval.json"  # the before/after evaluation rewards and their paired gain
 
 
 class NonFiniteError(RuntimeError):
@@ -121,15 +123,47 @@ def _trainable_modules(ctx: TrainContext) -> dict[str, torch.nn.Module]:
     return {"unet": ctx.model.unet, "text_encoder": ctx.model.text_encoder}
 
 
-def sample_grid(ctx: TrainContext, reward: WeightedReward, seed: int) -> tuple[Rollout, list[str]]:
-    """The fixed-prompt, fixed-noise grid batch: identical inputs before and after training."""
+def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tuple[Rollout, list[str]]:
+    """Fixed prompts and noise, identical before and after training: max(grid_size, eval_size) samples
+    whose first grid_size tiles form the image grid."""
     cfg = ctx.cfg
-    prompts = list(cfg.prompts.grid_prompts) or ctx.prompts.first(cfg.train.grid_size)
+    n = max(cfg.train.grid_size, cfg.train.eval_size)
+    pool = list(cfg.prompts.grid_prompts) or ctx.prompts.first(n)
+    prompts = [pool[k % len(pool)] for k in range(n)]
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
-    grid = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
+    batch = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
     with torch.no_grad():
-        grid.rewards, _ = reward(grid.samples, grid.prompts, grid.metadata)
-    return grid, prompts
+        batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
+    return batch, prompts
+
+
+def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, prompts: list[str], epoch: int, grid_size: int) -> None:
+    """The grid of the first grid_size samples, and every reward in eval.json. After training, the
+    paired gain (same prompts, same noise) and its standard error: far less noisy than comparing
+    two epochs' means, whose prompts and noise differ."""
+    logger.log_grid(name, batch.samples[:grid_size], prompts[:grid_size], batch.rewards[:grid_size], epoch=epoch)
+    path = run_dir / EVAL_FILE
+    record = json.loads(path.read_text()) if path.is_file() and name == "samples_after" else {}
+    record[name.removeprefix("samples_")] = [float(r) for r in batch.rewards]
+    if "before" in record and "after" in record and len(record["before"]) == len(record["after"]) > 1:
+        gain = torch.tensor(record["after"]) - torch.tensor(record["before"])  # [N], paired
+        summary = {
+            "eval/n": len(gain),
+            "eval/reward_before": float(torch.tensor(record["before"]).mean()),
+            "eval/reward_after": float(torch.tensor(record["after"]).mean()),
+            "eval/gain": float(gain.mean()),
+            "eval/gain_se": float(gain.std() / len(gain) ** 0.5),
+        }
+        summary["eval/gain_in_se"] = summary["eval/gain"] / max(summary["eval/gain_se"], 1e-12)
+        record["summary"] = summary
+        logger.log_summary(summary, epoch)
+        tqdm.write(
+            f"eval on {len(gain)} fixed prompts and noise: reward {summary['eval/reward_before']:.4g} -> "
+            f"{summary['eval/reward_after']:.4g} (gain {summary['eval/gain']:+.3g} ± {summary['eval/gain_se']:.2g} s.e.)"
+        )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
@@ -181,8 +215,8 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
         if start_epoch == 0 and main and ctx.hooks is not None:
             ctx.hooks.before(logger)
         elif start_epoch == 0 and main:
-            before, prompts = sample_grid(ctx, reward, cfg.seed)
-            logger.log_grid("samples_before", before.samples, prompts, before.rewards, epoch=0)
+            before, prompts = evaluation_batch(ctx, reward, cfg.seed)
+            log_evaluation(logger, run_dir, "samples_before", before, prompts, 0, cfg.train.grid_size)
 
         # A resumed run that is already complete still returns its objective to a sweep.
         last_reward = next((r["reward_mean"] for r in reversed(logger.records()) if "reward_mean" in r), float("nan"))
@@ -254,8 +288,8 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             ctx.hooks.export(run_dir)
         elif main:
             with algorithm.sampling_weights():  # the EMA weights when algorithm.ema_decay > 0
-                after, prompts = sample_grid(ctx, reward, cfg.seed)
-            logger.log_grid("samples_after", after.samples, prompts, after.rewards, epoch=cfg.train.epochs)
+                after, prompts = evaluation_batch(ctx, reward, cfg.seed)
+            log_evaluation(logger, run_dir, "samples_after", after, prompts, cfg.train.epochs, cfg.train.grid_size)
             export_final(algorithm, ctx, run_dir)
         return last_reward
     finally:

@@ -7,6 +7,7 @@ Usage: python scripts/train_toy_classifier.py [--steps 1000] [--batch-size 128] 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the
 import torch  # noqa: E402
 
 from drl.toyworld.classifier import save_classifier, train_classifier  # noqa: E402
+from drl.toyworld.world import sample_images  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "drl" / "assets" / "toy_classifier"
 DEFAULT_VIDEO_OUT = REPO_ROOT / "drl" / "assets" / "toy_video_classifier"
@@ -46,7 +48,9 @@ def main() -> None:
             sampler=stacked_clip_sampler(args.frames), build=lambda: build_video_classifier(args.frames),
         )
     else:
-        model, metrics = train_classifier(args.steps, args.batch_size, args.seed, args.lr, args.resolution or 32)
+        # Jittered appearance (tinted backgrounds, shifted colours) so the reward reads diffusion samples fairly.
+        jittered = functools.partial(sample_images, appearance_jitter=True)
+        model, metrics = train_classifier(args.steps, args.batch_size, args.seed, args.lr, args.resolution or 32, sampler=jittered)
     for name, value in metrics.items():
         if name.startswith("accuracy_"):
             print(f"held-out {name.removeprefix('accuracy_'):>8} accuracy: {value:.4f}")

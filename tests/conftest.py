@@ -19,6 +19,7 @@ TINY = [
     "train.samples_per_epoch=8",
     "train.batch_size=8",
     "train.grid_size=4",
+    "train.eval_size=6",
     "scheduler.num_steps=4",
     "logger=none",
 ]

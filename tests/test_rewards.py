@@ -40,6 +40,23 @@ def test_toy_alignment_prefers_the_prompted_scene_and_has_gradients():
     assert samples.grad.abs().sum() > 0 and reward.differentiable
 
 
+def test_toy_attribute_match_is_the_mean_attribute_probability():
+    cfg = RewardConfig(terms={"toy_attribute_match": 1.0, "toy_alignment": 0.0}, monitor=["toy_alignment"])
+    reward = build_reward(cfg, "cpu")
+    scene = Scene("blue", "square", "bottom right", "small")
+    images, _ = sample_images(4, np.random.default_rng(1), scenes=[scene] * 4)
+    samples = ((images + 1) / 2).requires_grad_(True)
+    right, terms = reward(samples, [scene.prompt] * 4, [{}] * 4)
+    one_wrong, _ = reward(samples, [scene.replace(shape="circle").prompt] * 4, [{}] * 4)
+    assert bool((right > 0.9).all()) and bool((right <= 1).all())
+    # One attribute of four is wrong: its probability (~0) leaves about 3/4.
+    torch.testing.assert_close(one_wrong, right - 0.25, atol=0.05, rtol=0)
+    # The log-prob reward is the same classifier: a perfect match is near 0 in both.
+    assert bool((terms["toy_alignment"] > -0.5).all())
+    right.sum().backward()
+    assert samples.grad.abs().sum() > 0 and reward.differentiable
+
+
 def test_toy_aesthetic_prefers_centred_saturated_contrasting_objects():
     centred, corner = _square("center"), _square("corner")
     grey = _square("center", colour=(0.5, 0.5, 0.5))

@@ -26,7 +26,7 @@ from drl.toyworld import (
     vocabulary,
 )
 from drl.toyworld.classifier import attribute_targets
-from drl.toyworld.world import COLOUR_RGB
+from drl.toyworld.world import COLOUR_RGB, POSITION_CENTRES, SIZE_FRACTIONS, shape_coverage
 
 SHIPPED_CLASSIFIER = Path(__file__).resolve().parent.parent / "drl" / "assets" / "toy_classifier"
 UNSEEN_SEED = 12345  # the shipped classifier was trained and validated on seed 0 streams
@@ -110,6 +110,31 @@ def test_shape_colour_is_closest_to_the_scene_colour():
         mean_colour = image[shape_mask(image)].mean(axis=0)
         distances = {name: np.linalg.norm(mean_colour - np.array(rgb)) for name, rgb in COLOUR_RGB.items()}
         assert min(distances, key=distances.get) == scene.colour
+
+
+def test_appearance_jitter_tints_the_background_but_keeps_the_colour_name():
+    rng = np.random.default_rng(2)
+    tints = []
+    for scene in all_scenes()[::5]:
+        image = render(scene, rng, appearance_jitter=True).astype(np.float64)
+        coverage = shape_coverage(scene.shape, *_centre_px(scene), SIZE_FRACTIONS[scene.size] * 32, 32)
+        corner = image[:3, :3].reshape(-1, 3).mean(0) if coverage[:3, :3].max() == 0 else image[-3:, -3:].reshape(-1, 3).mean(0)
+        tints.append(corner.max() - corner.min())  # a grey background has equal channels
+        mean_colour = image[coverage > 0.99].mean(axis=0)
+        distances = {name: np.linalg.norm(mean_colour - np.array(rgb)) for name, rgb in COLOUR_RGB.items()}
+        assert min(distances, key=distances.get) == scene.colour
+    assert np.median(tints) > 10
+
+
+def test_appearance_jitter_off_is_the_plain_render():
+    scene = Scene("green", "square", "center", "large")
+    np.testing.assert_array_equal(render(scene, np.random.default_rng(9)), render(scene, np.random.default_rng(9), appearance_jitter=False))
+
+
+def _centre_px(scene: Scene) -> tuple[float, float]:
+    """Nominal shape centre in pixels of a 32 px image (jitter moves it by at most 2 px)."""
+    fx, fy = POSITION_CENTRES[scene.position]
+    return fx * 32, fy * 32
 
 
 def test_shape_centre_of_mass_lies_in_the_named_region():
@@ -203,6 +228,17 @@ def test_shipped_classifier_is_small(classifier):
 
 def test_shipped_classifier_is_accurate_on_unseen_images(classifier):
     images, scenes = sample_images(600, np.random.default_rng(UNSEEN_SEED))
+    with torch.no_grad():
+        logits = classifier(images)
+    targets = attribute_targets(scenes)
+    for attribute in ATTRIBUTES:
+        accuracy = (logits[attribute].argmax(dim=-1) == targets[attribute]).float().mean().item()
+        assert accuracy >= 0.95, (attribute, accuracy)
+
+
+def test_shipped_classifier_reads_tinted_and_colour_shifted_images(classifier):
+    # Diffusion samples drift in tint and colour; the reward must still read the prompt's attributes.
+    images, scenes = sample_images(600, np.random.default_rng(UNSEEN_SEED + 3), appearance_jitter=True)
     with torch.no_grad():
         logits = classifier(images)
     targets = attribute_targets(scenes)

@@ -34,6 +34,15 @@ def test_ddpo_run_leaves_everything_a_person_looks_at(tmp_path, random_toy_model
     for name in ("reward_curve.png", "samples_before.png", "samples_after.png", "checkpoints/last.pt", "model/unet/config.json"):
         assert (tmp_path / name).is_file(), name
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+    # The fixed-input evaluation: 6 samples (the grid is the first 4), paired before/after.
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    before, after = torch.tensor(evaluation["before"]), torch.tensor(evaluation["after"])
+    assert before.shape == after.shape == (6,)
+    assert len((tmp_path / "samples_before.txt").read_text().splitlines()) == 1 + 4
+    summary = evaluation["summary"]
+    assert summary["eval/gain"] == pytest.approx(float((after - before).mean()), abs=1e-6)
+    assert summary["eval/gain_se"] == pytest.approx(float((after - before).std() / 6**0.5), abs=1e-6)
+    assert summary["eval/reward_before"] == pytest.approx(float(before.mean()), abs=1e-6)
 
 
 @pytest.mark.parametrize("algorithm", ["rwr", "pretrain", "alignprop"])

@@ -29,6 +29,12 @@ def _toy_alignment(cfg: RewardConfig, device: torch.device) -> Reward:
     return toy_alignment(cfg.classifier_path, device)
 
 
+def _toy_attribute_match(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.toy_alignment import toy_attribute_match
+
+    return toy_attribute_match(cfg.classifier_path, device)
+
+
 def _toy_aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
     from drl.rewards.toy_aesthetic import toy_aesthetic
 
@@ -81,6 +87,7 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
     "toy_alignment": _toy_alignment,
+    "toy_attribute_match": _toy_attribute_match,
     "toy_aesthetic": _toy_aesthetic,
     "aesthetic": _aesthetic,
     "clip_score": _clip_score,

@@ -25,6 +25,22 @@ def toy_alignment(classifier_path: str, device: torch.device | str = "cpu") -> R
     return Reward("toy_alignment", score, differentiable=True)
 
 
+def toy_attribute_match(classifier_path: str, device: torch.device | str = "cpu") -> Reward:
+    """r = mean over (colour, shape, position, size) of p(the prompt's value | image) under the toy
+    classifier: the expected fraction of the prompt's attributes the image shows (1 is perfect; about
+    0.30 is chance). Bounded, like the recall scores used for prompt alignment of real models."""
+    from drl.toyworld.classifier import attribute_match
+
+    classifier = load_classifier(resolve_path(classifier_path), device=device)
+    classifier.requires_grad_(False).eval()
+
+    def score(samples: torch.Tensor, prompts: list, metadata: list) -> torch.Tensor:
+        scenes = [Scene.from_prompt(p) for p in prompts]
+        return attribute_match(classifier, samples.float() * 2 - 1, scenes).float()
+
+    return Reward("toy_attribute_match", score, differentiable=True)
+
+
 def toy_object(classifier_path: str, device: torch.device | str = "cpu") -> Reward:
     """r = log p(colour) + log p(shape) of the prompt's object under the toy image classifier (0 is
     perfect; about -2.9 is chance). Any toy prompt, image or video; smaller images (video frames) are

@@ -115,6 +115,18 @@ def alignment_log_prob(
     return total
 
 
+def attribute_match(
+    classifier: AttributeClassifier, images: torch.Tensor, scenes: list, attributes: tuple[str, ...] | None = None
+) -> torch.Tensor:
+    """Mean over attributes of p(scene's value | image): the expected fraction of the prompt's attributes
+    the image shows, in [0, 1]; returns [B], differentiable in images."""
+    names = tuple(classifier.attributes) if attributes is None else attributes
+    logits = classifier(images)
+    targets = attribute_targets(scenes, {n: classifier.attributes[n] for n in names}, device=images.device)
+    probs = [F.softmax(logits[n].float(), dim=-1).gather(1, targets[n][:, None]).squeeze(1) for n in names]
+    return torch.stack(probs).mean(0).to(images.dtype)
+
+
 def save_classifier(model: AttributeClassifier, directory: str | Path) -> Path:
     """Write `model.safetensors` and `config.json` into `directory`; returns the directory."""
     directory = Path(directory)

@@ -56,6 +56,15 @@ BACKGROUND_GREY_RANGE = (15, 110)  # dark to mid grey
 BACKGROUND_NOISE_MAX = 12.0  # max per-pixel noise amplitude, grey levels
 SUPERSAMPLING = 4  # render at 4x and box-downsample for antialiased edges
 
+# Appearance jitter for training the alignment classifier (`sample_images(..., appearance_jitter=True)`).
+# Diffusion samples drift off the renders' exact look: tinted and brighter backgrounds, slightly shifted
+# object colours. A classifier that has only seen exact renders reads those drifts as a different colour,
+# which makes the alignment reward noise for black-box RL. The jitter stays well inside the gaps between
+# the six colours (their nearest pair, cyan/green, differs by 185 grey levels in blue).
+JITTER_BACKGROUND_GREY_RANGE = (15, 170)
+JITTER_BACKGROUND_TINT = 30.0  # max per-channel offset of the background from grey, grey levels
+JITTER_OBJECT_COLOUR = 25.0  # max per-channel offset of the object's colour, grey levels
+
 _PROMPT_PATTERN = re.compile(r"a (\S+) (\S+) (\S+) at the (.+)")
 
 
@@ -168,11 +177,12 @@ def shape_coverage(shape: str, centre_x: float, centre_y: float, extent: float, 
     return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
-def render(scene: Scene, rng: np.random.Generator, resolution: int = 32) -> np.ndarray:
+def render(scene: Scene, rng: np.random.Generator, resolution: int = 32, appearance_jitter: bool = False) -> np.ndarray:
     """Render one image of the scene; returns image: [H, W, 3] uint8.
 
     Nuisance factors drawn from `rng`: position jitter, size scale, background grey
     level and background noise amplitude (which also varies compressibility).
+    `appearance_jitter` adds a background tint and an object-colour offset (classifier training only).
     """
     centre_fx, centre_fy = POSITION_CENTRES[scene.position]
     jitter_x, jitter_y = rng.uniform(-JITTER_FRACTION, JITTER_FRACTION, size=2)
@@ -180,21 +190,27 @@ def render(scene: Scene, rng: np.random.Generator, resolution: int = 32) -> np.n
     centre_y = (centre_fy + jitter_y) * resolution
     extent = SIZE_FRACTIONS[scene.size] * rng.uniform(*SCALE_RANGE) * resolution
 
-    background = random_background(rng, resolution)
+    background = random_background(rng, resolution, appearance_jitter)
     coverage = shape_coverage(scene.shape, centre_x, centre_y, extent, resolution)
-    return composite(coverage, scene.colour, background)
+    rgb = np.asarray(COLOUR_RGB[scene.colour], dtype=np.float32)  # [3]
+    if appearance_jitter:
+        rgb = rgb + rng.uniform(-JITTER_OBJECT_COLOUR, JITTER_OBJECT_COLOUR, size=3)
+    return composite(coverage, rgb, background)
 
 
-def random_background(rng: np.random.Generator, resolution: int) -> np.ndarray:
-    """A grey level with uniform per-pixel noise: [H, W, 1] float grey levels."""
-    grey = rng.uniform(*BACKGROUND_GREY_RANGE)
+def random_background(rng: np.random.Generator, resolution: int, appearance_jitter: bool = False) -> np.ndarray:
+    """A grey level with uniform per-pixel noise: [H, W, 1] float grey levels ([H, W, 3] tinted when jittered)."""
+    grey = rng.uniform(*(JITTER_BACKGROUND_GREY_RANGE if appearance_jitter else BACKGROUND_GREY_RANGE))
     noise_amplitude = rng.uniform(0.0, BACKGROUND_NOISE_MAX)
+    if appearance_jitter:
+        grey = grey + rng.uniform(-JITTER_BACKGROUND_TINT, JITTER_BACKGROUND_TINT, size=3)
     return grey + rng.uniform(-noise_amplitude, noise_amplitude, size=(resolution, resolution, 1))
 
 
-def composite(coverage: np.ndarray, colour: str, background: np.ndarray) -> np.ndarray:
-    """Paint a shape's coverage [H, W] in `colour` over `background` [H, W, 1]; returns [H, W, 3] uint8."""
-    rgb = np.asarray(COLOUR_RGB[colour], dtype=np.float32)  # [3]
+def composite(coverage: np.ndarray, colour: str | np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Paint a shape's coverage [H, W] in `colour` (a name or RGB [3]) over `background` [H, W, 1 or 3];
+    returns [H, W, 3] uint8."""
+    rgb = np.asarray(COLOUR_RGB[colour] if isinstance(colour, str) else colour, dtype=np.float32)  # [3]
     image = coverage[..., None] * rgb + (1.0 - coverage[..., None]) * background  # [H, W, 3]
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
@@ -204,8 +220,9 @@ def sample_images(
     rng: np.random.Generator,
     resolution: int = 32,
     scenes: list[Scene] | None = None,
+    appearance_jitter: bool = False,
 ) -> tuple[torch.Tensor, list[Scene]]:
-    """Render `n` images (of `scenes`, or of random scenes when not given).
+    """Render `n` images (of `scenes`, or of random scenes when not given); `appearance_jitter`: see `render`.
 
     Returns images: [n, 3, H, W] float32 in [-1, 1], and the list of n scenes.
     """
@@ -216,6 +233,6 @@ def sample_images(
     # pixels: [n, H, W, 3] uint8
     pixels = np.zeros((n, resolution, resolution, 3), dtype=np.uint8)
     for index, scene in enumerate(scenes):
-        pixels[index] = render(scene, rng, resolution)
+        pixels[index] = render(scene, rng, resolution, appearance_jitter)
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     return images.contiguous(), list(scenes)
