@@ -63,6 +63,26 @@ def _flow_or_ddim(prediction_type):
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "flow"])
+def test_the_regression_target_is_the_output_whose_x0_is_the_data(prediction_type):
+    """What NFT and DPO regress onto (ε, v, or the flow velocity ε - x_0) is, at x_t = add_noise(x_0, ε, t),
+    the output from which the sampler recovers x_0 exactly; the flow x_t is diffusers' own scale_noise."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    schedule = _flow_or_ddim(prediction_type)
+    g = torch.Generator().manual_seed(1)
+    t = schedule.timesteps[[0, 4, 9]]
+    x0, eps = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
+    x_t = add_noise(schedule, x0, eps, t)
+    x0_hat = step_mean_std(schedule, training_target(schedule, x0, eps, t), t, x_t, eta=0.0)[2]
+    torch.testing.assert_close(x0_hat, x0, rtol=1e-4, atol=1e-4)
+    if prediction_type == "flow":
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+        scheduler.set_timesteps(10)
+        torch.testing.assert_close(x_t, scheduler.scale_noise(x0, t, eps))
+        torch.testing.assert_close(training_target(schedule, x0, eps, t), eps - x0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "flow"])
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_nft_loss_in_output_space_is_the_x0_space_loss_of_every_parameterisation(prediction_type, adaptive):
     """The NFT module docstring's claim, checked with the sampler's own x̂_0 (drl.sampling.step_mean_std).
