@@ -1,4 +1,4 @@
-"""NFT, DPO and DDPO with groups end to end on tiny SD1.x (through drl-train) and SD3 (flow) components.
+"""NFT, DPO and DDPO with groups end to end on tiny SD1.x (through drl-train), SDXL and SD3 (flow) components.
 
 Each run checks its algorithm's own on-policy figure: DDPO's largest |ratio - 1| at the first inner
 step of every epoch (train/ratio_dev_first, in float32, <= 1e-5), NFT's |v_θ - v_old| before the first
@@ -49,15 +49,17 @@ def test_nft_dpo_and_grouped_ddpo_run_through_drl_train_on_sd15(tmp_path, tiny_d
 
 
 @pytest.mark.parametrize(
-    "algorithm, overrides",
+    "name, algorithm, overrides",
     [
-        ("nft", ["algorithm.group_size=2", "scheduler.eta=0"]),  # NFT samples with the deterministic flow ODE
-        ("dpo", []),  # the flow-matching error v_θ - (ε - x_0) inside the DPO loss
-        ("ddpo", ["algorithm.group_size=2", "algorithm.share_group_noise=true"]),  # the on-policy ratio on a flow model
+        ("sd3", "nft", ["algorithm.group_size=2", "scheduler.eta=0"]),  # NFT samples with the deterministic flow ODE
+        ("sd3", "dpo", []),  # the flow-matching error v_θ - (ε - x_0) inside the DPO loss
+        ("sd3", "ddpo", ["algorithm.group_size=2", "algorithm.share_group_noise=true"]),  # the on-policy ratio on a flow model
+        ("sdxl", "nft", ["algorithm.group_size=2"]),  # SDXL's extra conditioning (pooled embeds, time ids) follows each pair
+        ("sdxl", "dpo", []),
     ],
 )
-def test_new_methods_train_a_flow_model(tmp_path, tiny_dirs, algorithm, overrides):
-    cfg = compose_config(tiny_model_overrides("sd3", tiny_dirs, f"algorithm={algorithm}", "algorithm.lr=1e-2", *overrides))
-    assert cfg.scheduler.kind == "flow" and cfg.train.epochs == 2
+def test_new_methods_train_a_flow_model_and_sdxl(tmp_path, tiny_dirs, name, algorithm, overrides):
+    cfg = compose_config(tiny_model_overrides(name, tiny_dirs, f"algorithm={algorithm}", "algorithm.lr=1e-2", *overrides))
+    assert (cfg.scheduler.kind == "flow") == (name == "sd3") and cfg.train.epochs == 2
     train(cfg, tmp_path)
     _check_run(algorithm, _records(tmp_path))
