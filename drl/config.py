@@ -302,7 +302,7 @@ class DPOConfig(AlgorithmConfig):
     name: str = "dpo"
     lr: float = 1e-4
     beta: float = 5000.0
-    """DPO's beta on the per-pixel mean denoising losses (Diffusion-DPO uses 5000 for SD1.5, 2500 for SDXL)."""
+    """Diffusion-DPO's beta·T on per-dimension mean denoising errors, logits = -beta/2 (error differences); its official launchers use 5000 (SD1.5 and SDXL)."""
     group_size: int = 2
     """Online: samples per prompt; each group gives one pair, its best vs its worst sample by reward."""
     min_reward_gap: float = 0.0

@@ -58,6 +58,7 @@ def nft_loss(
     beta: float,
     x0_scale: torch.Tensor,
     adaptive: bool = True,
+    adv_clip: float = 1.0,
 ) -> torch.Tensor:
     """DiffusionNFT's per-sample loss (Zheng et al. 2025, as NVlabs/DiffusionNFT trains it). [B]
 
@@ -66,7 +67,11 @@ def nft_loss(
     are each scored by the squared error of their x̂_0 (x0_scale [B] converts an output error
     into an x̂_0 error, see drl.sampling.x0_error_scale), optionally divided by the detached mean
     absolute x̂_0 error ("adaptive" weighting), and mixed by the optimality probability r [B]:
-        loss = (r ||x̂_0(v+) - x_0||² + (1 - r) ||x̂_0(v-) - x_0||²) / β.
+        loss = c (r ||x̂_0(v+) - x_0||² + (1 - r) ||x̂_0(v-) - x_0||²) / β,
+    with c = ``adv_clip``, the clip of the normalised rewards A in r = 1/2 + clip(A, -c, c) / 2c.
+    Why c / β: at v_θ = v_old the gradient in v_θ is then 2 clip(A, -c, c) times the gradient of
+    the x̂_0 error², an advantage-weighted regression whose size depends on neither β nor c
+    (NVlabs' code scales by adv_clip_max / β the same way).
     prediction, old_prediction (no gradient), target: [B, *D].
     """
     pred, old, tgt = prediction.float(), old_prediction.detach().float(), target.float()
@@ -80,7 +85,7 @@ def nft_loss(
         return squared / error.detach().abs().mean(1).clamp(min=1e-5) if adaptive else squared
 
     r = optimality.float()
-    return (r * x0_loss(positive) + (1 - r) * x0_loss(negative)) / beta
+    return adv_clip * (r * x0_loss(positive) + (1 - r) * x0_loss(negative)) / beta
 
 
 def diffusion_dpo_loss(

@@ -296,13 +296,15 @@ def sample_training_timesteps(schedule: NoiseSchedule | FlowSchedule, n: int, ge
     return torch.randint(schedule.alphas_cumprod.numel(), (n,), generator=generator)
 
 
-def x0_error_scale(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+def x0_error_scale(schedule: NoiseSchedule | FlowSchedule, t: torch.Tensor) -> torch.Tensor:
     """|∂x̂_0 / ∂(model output)| at timestep t, before clipping: an output error δ moves x̂_0 by this times δ. [B]
 
     x̂_0 is affine in the output at fixed (x_t, t) (see :func:`predict_x0_eps`):
     epsilon: x̂_0 = (x_t - sqrt(1-ᾱ) ε)/sqrt(ᾱ) -> sqrt((1-ᾱ)/ᾱ); v_prediction: x̂_0 = sqrt(ᾱ) x_t - sqrt(1-ᾱ) v
-    -> sqrt(1-ᾱ); sample: 1. (A rectified-flow velocity, x̂_0 = x_t - σ v, would give σ.)
+    -> sqrt(1-ᾱ); sample: 1; a rectified-flow velocity (x̂_0 = x_t - σ v with σ = t / T_train): σ.
     """
+    if schedule.kind == "flow":
+        return t.float() / schedule.num_train_timesteps
     a_t = schedule.alphas_cumprod.to(t.device)[t].float()
     if schedule.prediction_type == "epsilon":
         return ((1 - a_t) / a_t).sqrt()

@@ -49,3 +49,32 @@ def random_toy_model(tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("toy_model")
     build_toy_t2i(seed=0).save_pretrained(directory)
     return str(directory)
+
+
+# A tiny run on the tiny SD-family components (tiny_dirs): 16 px images (8 px latents), 2 denoising steps, 4 samples.
+SMALL = [
+    "hardware.num_threads=1",
+    "model.resolution=16",
+    "scheduler.num_steps=2",
+    "train.samples_per_epoch=4",
+    "train.batch_size=4",
+    "train.grid_size=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, str]:
+    """Tiny random SD1.x, SDXL and SD3 (flow) pipelines saved in diffusers' layout, by family name."""
+    from drl.models.tiny import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    builders = {"sd15": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
+    for name, build in builders.items():
+        build(seed=0).save_pretrained(root / name)
+    return {name: str(root / name) for name in builders}
+
+
+def tiny_model_overrides(name: str, tiny_dirs: dict[str, str], *extra: str) -> list[str]:
+    """Overrides that run family ``name`` from tiny_dirs at SMALL size (flow models take scheduler=flow)."""
+    scheduler = ["scheduler=flow"] if name == "sd3" else []
+    return [f"model={name}", f"model.path={tiny_dirs[name]}", *scheduler, *SMALL, *extra]

@@ -10,38 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import SMALL, TINY, compose_config
+from conftest import tiny_model_overrides as _overrides
 from test_cli import drl_train
 
 from drl.config import ConfigError
 from drl.models.t2i import load_t2i
-from drl.models.tiny import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
 from drl.sampling import denoising_step
 from drl.train import build_context, train
-
-BUILDERS = {"sd15": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
-# A tiny run: 16 px images (8 px latents), 2 denoising steps, 4 samples, 2 epochs.
-SMALL = [
-    "hardware.num_threads=1",
-    "model.resolution=16",
-    "scheduler.num_steps=2",
-    "train.samples_per_epoch=4",
-    "train.batch_size=4",
-    "train.grid_size=2",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_models")
-    for name, build in BUILDERS.items():
-        build(seed=0).save_pretrained(root / name)
-    return {name: str(root / name) for name in BUILDERS}
-
-
-def _overrides(name, tiny_dirs, *extra):
-    scheduler = ["scheduler=flow"] if name == "sd3" else []
-    return [f"model={name}", f"model.path={tiny_dirs[name]}", *scheduler, *SMALL, *extra]
 
 
 def _records(run_dir):
