@@ -8,13 +8,18 @@ from pathlib import Path
 
 import torch
 
+from drl import sharding
+
 CHECKPOINT_NAME = "last.pt"
 
 
 def trainable_state(modules: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
-    """Only the weights that train (full weights or LoRA adapters), keyed by module then name."""
+    """Only the weights that train (full weights or LoRA adapters), keyed by module then name.
+
+    Whole tensors: an FSDP-sharded module's shards are all-gathered (every rank calls this).
+    """
     return {
-        name: {k: p.detach().cpu().clone() for k, p in module.named_parameters() if p.requires_grad}
+        name: {k: sharding.full(p.detach()).cpu().clone() for k, p in module.named_parameters() if p.requires_grad}
         for name, module in modules.items()
     }
 
@@ -31,7 +36,7 @@ def load_trainable_state(modules: dict[str, torch.nn.Module], state: dict) -> No
             )
         with torch.no_grad():
             for k, v in weights.items():
-                params[k].copy_(v)
+                params[k].copy_(sharding.shard_like(v, params[k]))  # FSDP: this rank's slice
 
 
 def save_checkpoint(directory: Path, state: dict) -> Path:

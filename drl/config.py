@@ -391,6 +391,8 @@ class HardwareConfig:
     """Nodes of the job (multi-node ranks come from the launcher: srun, or torchrun on every node)."""
     backend: str = "auto"
     """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo."""
+    sharding: str = "ddp"
+    """Data parallelism of the trained denoiser: ddp (a whole copy per rank, gradients all-reduced) or fsdp (PyTorch FSDP2: weights, gradients and Adam moments sharded over ranks, for models too large for one device; drl/sharding.py)."""
 
 
 @dataclass
@@ -506,6 +508,9 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "hardware.num_processes", cfg.hardware.num_processes)
     _positive(p, "hardware.num_nodes", cfg.hardware.num_nodes)
     _choice(p, "hardware.backend", cfg.hardware.backend, ("auto", "gloo", "nccl"))
+    _choice(p, "hardware.sharding", cfg.hardware.sharding, ("ddp", "fsdp"))
+    if cfg.hardware.sharding == "fsdp" and (cfg.env is not None or isinstance(a, PretrainConfig)):
+        p.append("hardware.sharding=fsdp shards a text-to-image denoiser being fine-tuned; pretraining and control policies use hardware.sharding=ddp.")
     for key in ("requeue_signals", "stop_signals"):
         for name in getattr(cfg.preemption, key):
             _choice(p, f"preemption.{key}", name, PREEMPTION_SIGNALS)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from drl import distributed
+from drl import distributed, sharding
 from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
 from drl.checkpoint import find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
@@ -80,6 +80,11 @@ def build_model(cfg: Config) -> T2IModel:
     return model
 
 
+def make_trainable(model: T2IModel, cfg: Config) -> list[torch.nn.Parameter]:
+    """Freeze the model but for what model.finetune trains (all denoiser weights, or LoRA adapters)."""
+    return setup_trainable(model.unet, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
+
+
 def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]:
     """Everything a run needs, built (and checked) before any epoch starts."""
     device = pick_device(cfg.hardware.device)
@@ -89,9 +94,7 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
         return build_control_context(cfg, device)
     model = build_model(cfg).to(device)
     model.text_encoder.eval()
-    params = setup_trainable(
-        model.unet, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets
-    )
+    params = make_trainable(model, cfg)
     if cfg.model.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
     model.unet.eval()
@@ -142,6 +145,8 @@ def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, 
     paired gain (same prompts, same noise) and its standard error: far less noisy than comparing
     two epochs' means, whose prompts and noise differ."""
     logger.log_grid(name, batch.samples[:grid_size], prompts[:grid_size], batch.rewards[:grid_size], epoch=epoch)
+    if not logger.enabled:  # another rank under FSDP: it sampled with the shards, rank 0 writes
+        return
     path = run_dir / EVAL_FILE
     record = json.loads(path.read_text()) if path.is_file() and name == "samples_after" else {}
     record[name.removeprefix("samples_")] = [float(r) for r in batch.rewards]
@@ -174,6 +179,9 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     main = distributed.is_main()  # rank 0 writes files and W&B; every rank computes
     seed_everything(cfg.seed)  # the same on every rank: identical model initialisation
     ctx, reward, algorithm = build_context(cfg)
+    # Rank 0 alone samples the grids and probes the drift, unless FSDP shards the denoiser: then
+    # every forward pass is a collective, and every rank takes part (only rank 0 writes).
+    probes = main or sharding.is_sharded(ctx.model.unet)
     generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))  # each rank: own prompts, noise
     logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name, enabled=main)
     start_epoch, nonfinite_in_a_row = 0, 0
@@ -214,7 +222,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     try:
         if start_epoch == 0 and main and ctx.hooks is not None:
             ctx.hooks.before(logger)
-        elif start_epoch == 0 and main:
+        elif start_epoch == 0 and probes:
             before, prompts = evaluation_batch(ctx, reward, cfg.seed)
             log_evaluation(logger, run_dir, "samples_before", before, prompts, 0, cfg.train.grid_size)
 
@@ -270,7 +278,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
                 nonfinite_in_a_row = 0
 
             last_reward = record.get("reward_mean", last_reward)
-            record = {**record, "drift_from_base": drift()} if main else record  # weights are equal on every rank
+            record = {**record, "drift_from_base": drift()} if probes else record  # weights are equal on every rank
             logger.log(record)
             progress.set_postfix(
                 {k: f"{v:.3g}" for k, v in [("reward", record.get("reward_mean", float("nan"))), ("loss", loss), ("samples/s", record["samples_per_s"])]}
@@ -286,7 +294,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
         if main and ctx.hooks is not None:
             ctx.hooks.after(logger)
             ctx.hooks.export(run_dir)
-        elif main:
+        elif probes:
             with algorithm.sampling_weights():  # the EMA weights when algorithm.ema_decay > 0
                 after, prompts = evaluation_batch(ctx, reward, cfg.seed)
             log_evaluation(logger, run_dir, "samples_after", after, prompts, cfg.train.epochs, cfg.train.grid_size)
@@ -317,9 +325,27 @@ def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorit
         torch.set_rng_state(mine["torch"])
 
 
+def unsharded_export(algorithm: Algorithm, ctx: TrainContext) -> T2IModel | None:
+    """FSDP: the model to export, whole, on rank 0 (None on the others; every rank calls this).
+
+    The base model is rebuilt from its config on the CPU and the trained weights (the EMA's, if
+    any) are gathered into it: a sharded module can neither be deep-copied nor saved as it is.
+    """
+    with algorithm.sampling_weights():
+        weights = trainable_state({"unet": ctx.model.unet})  # all-gathers the shards
+    if not distributed.is_main():
+        return None
+    model = build_model(ctx.cfg)
+    make_trainable(model, ctx.cfg)
+    load_trainable_state({"unet": model.unet}, weights)
+    return model
+
+
 def export_final(algorithm: Algorithm, ctx: TrainContext, run_dir: Path) -> None:
     """The trained result: a LoRA adapter (diffusers format) or a whole save_pretrained model."""
-    model = algorithm.export_model()
+    model = algorithm.export_model() if not sharding.is_sharded(ctx.model.unet) else unsharded_export(algorithm, ctx)
+    if model is None:  # FSDP: rank 0 writes
+        return
     if has_lora(model.unet):
         model.save_lora(run_dir / "lora")
     else:

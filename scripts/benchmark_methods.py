@@ -10,8 +10,11 @@ the normal training loop (one run dir per method and seed under --out). Writes:
     <out>/reward_vs_samples.png   mean reward against generated samples, ±1 std over seeds
 
 Every method generates train.samples_per_epoch samples per epoch, so epochs = budget / that.
-"reward at 0%" is the first epoch's batch, sampled before any update. Extra config overrides
-for every run go after --, e.g. `-- scheduler.num_steps=5`.
+"reward at 0%" is the first epoch's batch, sampled before any update. "eval gain" is the paired
+before/after gain on the run's fixed evaluation inputs (eval.json): epoch means of different prompts
+and noise are noisy, this is not. Extra config overrides for every run go after --, e.g.
+`-- scheduler.num_steps=5`. A run dir that already holds a finished run is read, not rerun, so
+several invocations with disjoint --methods can share the CPU and a last one writes the table.
 """
 
 from __future__ import annotations
@@ -78,11 +81,15 @@ def run_all(args, extra: list[str]) -> dict[str, list[dict]]:
                 "logger=none",
                 *extra,
             ]
-            start = time.perf_counter()
-            train(compose(overrides), run_dir)
-            wall = time.perf_counter() - start
+            done = run_dir / "bench.json"
+            if not done.is_file():
+                start = time.perf_counter()
+                train(compose(overrides), run_dir)
+                done.write_text(json.dumps({"wall_s": time.perf_counter() - start, "overrides": overrides}) + "\n")
+            wall = json.loads(done.read_text())["wall_s"]
             samples, rewards = reward_curve(run_dir)
-            results.setdefault(method, []).append({"samples": samples, "rewards": rewards, "wall_s": wall})
+            gain = json.loads((run_dir / "eval.json").read_text())["summary"]["eval/gain"]
+            results.setdefault(method, []).append({"samples": samples, "rewards": rewards, "wall_s": wall, "eval_gain": gain})
             print(f"{method} seed {seed}: {rewards[0]:.2f} -> {rewards[-1]:.2f} in {wall:.0f} s", flush=True)
     return results
 
@@ -91,14 +98,18 @@ def table(results: dict[str, list[dict]], budget: int) -> str:
     def cell(values) -> str:
         return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
-    header = "| method | reward at 0% | " + " | ".join(f"at {int(f * 100)}%" for f in FRACTIONS) + " | wall time (s) | gain / min |"
-    lines = [header, "|" + "---|" * (len(FRACTIONS) + 4)]
+    header = "| method | reward at 0% | " + " | ".join(f"at {int(f * 100)}%" for f in FRACTIONS)
+    header += " | eval gain (fixed inputs) | wall time (s) | gain / min |"
+    lines = [header, "|" + "---|" * (len(FRACTIONS) + 5)]
     for method, runs in results.items():
         start = [r["rewards"][0] for r in runs]
         at = [[reward_at(r["samples"], r["rewards"], f * budget) for r in runs] for f in FRACTIONS]
         walls = [r["wall_s"] for r in runs]
         gain_per_min = [(a - s) / (w / 60) for a, s, w in zip(at[-1], start, walls)]
-        lines.append(f"| {method} | {cell(start)} | " + " | ".join(cell(v) for v in at) + f" | {cell(walls)} | {cell(gain_per_min)} |")
+        evals = [r["eval_gain"] for r in runs]
+        lines.append(
+            f"| {method} | {cell(start)} | " + " | ".join(cell(v) for v in at) + f" | {cell(evals)} | {cell(walls)} | {cell(gain_per_min)} |"
+        )
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import AlignPropConfig, ConfigError
 from drl.types import PromptBatch
@@ -55,11 +56,14 @@ class AlignProp(Algorithm):
         """(steps with gradient [S] bool, ReFL's stop step or None)."""
         num_steps, k = self.ctx.schedule.num_steps, self.cfg.truncation_steps
         if not self.cfg.refl:
-            return truncation_mask(num_steps, self.cfg.truncation, k, self.generator), None
-        stop = num_steps - int(torch.randint(1, min(k, num_steps) + 1, (1,), generator=self.generator))
-        mask = torch.zeros(num_steps, dtype=torch.bool)
-        mask[stop] = True
-        return mask, stop
+            mask, stop = truncation_mask(num_steps, self.cfg.truncation, k, self.generator), None
+        else:
+            stop = num_steps - int(torch.randint(1, min(k, num_steps) + 1, (1,), generator=self.generator))
+            mask = torch.zeros(num_steps, dtype=torch.bool)
+            mask[stop] = True
+        # FSDP: every denoiser call, and its backward, is a collective, so all ranks need the same
+        # steps with gradient: rank 0's draw (with ddp each rank keeps its own).
+        return distributed.broadcast_object((mask, stop)) if self.sharded else (mask, stop)
 
     def _decode_frames(self) -> torch.Tensor | None:
         """Video with rewards that read only K frames: K random frames [K] to decode (VADER); else None (all)."""

@@ -9,9 +9,9 @@ from typing import Callable
 
 import torch
 
-from drl import distributed
+from drl import distributed, sharding
 from drl.algorithms.regularization import ReferenceDenoiser, WeightEMA
-from drl.config import AlgorithmConfig, Config
+from drl.config import AlgorithmConfig, Config, ConfigError
 from drl.models.t2i import T2IModel
 from drl.prompts import PromptSource
 from drl.rewards import WeightedReward
@@ -42,15 +42,35 @@ class Algorithm:
 
     def __init__(self, cfg: AlgorithmConfig, ctx: TrainContext):
         self.cfg, self.ctx = cfg, ctx
+        # Shared regularisation (drl/algorithms/regularization.py): each is one config key.
+        # The reference copy is taken first: an FSDP-sharded module cannot be deep-copied.
+        self.reference = ReferenceDenoiser(ctx.model) if cfg.kl_coef > 0 or self.needs_reference else None
+        self.sharded = ctx.cfg.hardware.sharding == "fsdp"
+        if self.sharded:
+            self._shard()
         self.optimizer = torch.optim.AdamW(
             ctx.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
         self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         # The update's own randomness (shuffles, timesteps, noise), per rank, checkpointed with the rest.
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(ctx.cfg.seed) + 1)
-        # Shared regularisation (drl/algorithms/regularization.py): each is one config key.
-        self.reference = ReferenceDenoiser(ctx.model) if cfg.kl_coef > 0 or self.needs_reference else None
         self.ema = WeightEMA(ctx.params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    def _shard(self) -> None:
+        """hardware.sharding=fsdp: shard the trained denoiser (and the frozen reference copy) over
+        the ranks; ctx.params then names the sharded parameters, which replace the module's own."""
+        if distributed.world_size() == 1:
+            raise ConfigError(
+                "hardware.sharding=fsdp shards over several processes: set hardware.num_processes > 1 "
+                "(or start the ranks with torchrun, accelerate launch or srun)."
+            )
+        unet = self.ctx.model.unet
+        before = list(unet.parameters())
+        sharding.shard_denoiser(unet)
+        replaced = {id(old): new for old, new in zip(before, unet.parameters(), strict=True)}
+        self.ctx.params = [replaced.get(id(p), p) for p in self.ctx.params]
+        if self.reference is not None and self.reference.frozen is not None:
+            sharding.shard_denoiser(self.reference.frozen)
 
     needs_reference = False
     """True for algorithms whose loss itself compares against the base model (DPO)."""
@@ -68,8 +88,10 @@ class Algorithm:
     def optimizer_step(self) -> tuple[float, bool]:
         """Clip, step, zero. Returns (grad norm, stepped); a non-finite gradient skips the step."""
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        distributed.all_reduce_gradients(self.ctx.params)  # data parallel: the mean gradient over ranks
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.ctx.params, max_norm))
+        if not self.sharded:  # FSDP has already averaged (reduce-scattered) the gradients in the backward
+            distributed.all_reduce_gradients(self.ctx.params)  # data parallel: the mean gradient over ranks
+        # Over sharded gradients the norm is reduced over ranks: the global norm either way.
+        grad_norm = float(sharding.full(torch.nn.utils.clip_grad_norm_(self.ctx.params, max_norm)))
         finite = bool(torch.isfinite(torch.tensor(grad_norm)))
         if finite:
             self.optimizer.step()
@@ -90,7 +112,8 @@ class Algorithm:
 
     # -------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        state = {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+        # Whole tensors (all-gathered under FSDP: every rank calls this), the layout of a 1-process run.
+        state = {"optimizer": sharding.full_state(self.optimizer.state_dict()), "generator": self.generator.get_state()}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
         if self.ema is not None:
@@ -98,7 +121,7 @@ class Algorithm:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(sharding.shard_optimizer_state(self.optimizer, state["optimizer"]))
         self.generator.set_state(state["generator"])
         if self.lr_scheduler is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])

@@ -20,6 +20,7 @@ import copy
 import torch
 from diffusers.training_utils import EMAModel
 
+from drl import sharding
 from drl.models.finetune import base_weights, has_lora
 from drl.models.t2i import T2IModel
 from drl.sampling import add_noise, sample_training_timesteps
@@ -86,7 +87,8 @@ class WeightEMA:
             self.ema.restore(self.params)
 
     def state_dict(self) -> dict:
-        return self.ema.state_dict()
+        return sharding.full_state(self.ema.state_dict())  # whole tensors under FSDP too (collective)
 
     def load_state_dict(self, state: dict) -> None:
-        self.ema.load_state_dict(state)
+        shadows = [sharding.shard_like(s, p) for s, p in zip(state["shadow_params"], self.params, strict=True)]
+        self.ema.load_state_dict({**state, "shadow_params": shadows})
