@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hopper-v5, end to end: SAC behaviour policy (stopped early: "medium") -> offline dataset -> Diffusion-QL.
 #
-#   bash scripts/hopper_diffusion_ql.sh [OUT_DIR]          (default outputs/hopper_dql)
+#   bash scripts/hopper_diffusion_ql.sh [OUT_DIR [drl-train overrides...]]   (default outputs/hopper_dql)
 #
 # Environment knobs (defaults in brackets): SAC_STEPS [30000], DATA_SIZE [100000], EPOCHS [60]
 # (x 500 gradient steps), SEED [0], THREADS [1]. Files: OUT_DIR/hopper-sac.pt, OUT_DIR/hopper-medium.npz,
@@ -9,6 +9,7 @@
 # Steps that already have their output are skipped, so rerunning resumes (drl-train resumes its checkpoint).
 set -euo pipefail
 OUT=${1:-outputs/hopper_dql}
+shift $(($# > 0 ? 1 : 0))  # the rest are drl-train overrides, e.g. env.eval_every=2
 SAC_STEPS=${SAC_STEPS:-30000}
 DATA_SIZE=${DATA_SIZE:-100000}
 EPOCHS=${EPOCHS:-60}
@@ -31,5 +32,5 @@ if [ ! -f "$OUT/hopper-medium.npz" ]; then
 fi
 stamp "Diffusion-QL, $EPOCHS epochs"
 drl-train experiment=hopper_diffusion_ql env.dataset="$OUT/hopper-medium.npz" train.epochs="$EPOCHS" seed="$SEED" \
-  hardware=cpu hardware.num_threads="$THREADS" hydra.run.dir="$OUT/run"
+  hardware=cpu hardware.num_threads="$THREADS" hydra.run.dir="$OUT/run" "$@"
 stamp "done: $OUT/run/eval_after.json"
