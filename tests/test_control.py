@@ -12,6 +12,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from drl.algorithms.control_losses import diffusion_ql_q_loss, sac_critic_target, td_target
+from drl.algorithms.dsrl import ReplayBuffer
 from drl.config import ConfigError, DiffusionQLConfig, PolicyModelConfig
 from drl.envs.bandit import MODE_CENTRES, MODE_REWARDS, bandit_reward
 from drl.envs.dataset import OfflineDataset, bandit_dataset, generate_dataset
@@ -19,6 +20,7 @@ from drl.models.critic import TanhGaussianActor
 from drl.models.policy import DiffusionPolicy, load_policy, vp_betas
 from drl.sampling import denoising_step, make_schedule
 from drl.train import build_context, train
+from drl.types import TransitionBatch
 
 from conftest import compose_config
 
@@ -200,6 +202,46 @@ def test_dsrl_actor_outputs_noise_of_the_action_shape(bandit_runs):
     assert noise.shape == (7, 2) and log_prob.shape == (7,) and noise.abs().max() <= cfg.algorithm.noise_bound
     assert algorithm.steer(torch.zeros(7, 1), noise).shape == (7, 2)
     assert not any(p.requires_grad for p in ctx.model.unet.parameters())
+
+
+def test_dsrl_noise_to_action_map_is_a_function(bandit_runs):
+    """The steered chain is DDIM with eta=0: the same noise gives the same action, whatever the RNG does."""
+    cfg = compose_config(["experiment=bandit_dsrl", f"model.path={bandit_runs[0] / 'bc'}", *BANDIT], tiny=False)
+    ctx, _, algorithm = build_context(cfg)
+    states, noise = torch.zeros(64, 1), torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    first = algorithm.steer(states, noise)
+    torch.manual_seed(123)  # a different global stream: nothing stochastic may enter the chain
+    assert torch.equal(first, algorithm.steer(states, noise))
+    assert torch.equal(first, ctx.model.sample(ctx.schedule, states, eta=0.0, initial_noise=noise).actions)
+    assert (algorithm.steer(states, -noise) - first).abs().mean() > 0.1  # and the noise does steer the action
+
+
+def _numbered(start: int, n: int) -> TransitionBatch:
+    """n transitions whose every field holds its index start, start + 1, ... (to see where rows land)."""
+    k = torch.arange(start, start + n, dtype=torch.float32)
+    return TransitionBatch(k[:, None].repeat(1, 3), k[:, None], k, k[:, None].repeat(1, 3) + 0.5, k % 2)
+
+
+def test_replay_buffer_is_a_ring_that_keeps_the_newest_rows():
+    buffer = ReplayBuffer(capacity=5, obs_dim=3, act_dim=1, device=torch.device("cpu"))
+    buffer.add(_numbered(0, 3))
+    assert (buffer.size, buffer.next) == (3, 3) and buffer.data.rewards[:3].tolist() == [0, 1, 2]
+    buffer.add(_numbered(3, 4))  # wraps: rows 5 and 6 overwrite 0 and 1
+    assert (buffer.size, buffer.next) == (5, 2) and buffer.data.rewards.tolist() == [
+        5,
+        6,
+        2,
+        3,
+        4,
+    ]
+    assert torch.equal(buffer.data.next_observations[:, 0], buffer.data.rewards + 0.5)
+    assert torch.equal(buffer.data.terminations, buffer.data.rewards % 2)
+    buffer.add(_numbered(10, 7))  # larger than the ring: only the newest five survive, in ring order
+    assert (buffer.size, buffer.next) == (5, 4) and sorted(buffer.data.rewards.tolist()) == [12, 13, 14, 15, 16]
+    assert buffer.data.rewards.tolist() == [13, 14, 15, 16, 12]
+    mb = buffer.sample(64, torch.Generator().manual_seed(0))
+    assert set(mb.rewards.tolist()) <= {12.0, 13.0, 14.0, 15.0, 16.0} and torch.equal(mb.actions[:, 0], mb.rewards)
 
 
 def test_ddpo_on_the_policy_runs_on_policy_with_env_rewards(bandit_runs, tmp_path):

@@ -45,11 +45,14 @@ class ReplayBuffer:
         self.capacity, self.size, self.next = capacity, 0, 0
 
     def add(self, batch: TransitionBatch) -> None:
-        for k in range(len(batch)):  # rows one by one: simple, and cheap next to the env steps
-            for name in ("observations", "actions", "rewards", "next_observations", "terminations"):
-                getattr(self.data, name)[self.next] = getattr(batch, name)[k]
-            self.next = (self.next + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
+        """Write the batch's rows at the ring's head; past capacity the oldest rows are overwritten."""
+        n = len(batch)
+        rows = (self.next + torch.arange(n, device=self.data.rewards.device)) % self.capacity  # [n]
+        keep = slice(max(0, n - self.capacity), n)  # a batch larger than the ring keeps its newest rows
+        for name in ("observations", "actions", "rewards", "next_observations", "terminations"):
+            getattr(self.data, name)[rows[keep]] = getattr(batch, name)[keep].to(getattr(self.data, name))
+        self.next = (self.next + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
 
     def sample(self, n: int, generator: torch.Generator) -> TransitionBatch:
         return self.data.minibatch(torch.randint(self.size, (n,), generator=generator).to(self.data.rewards.device))
