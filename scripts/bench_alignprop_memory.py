@@ -11,8 +11,9 @@ torch.cuda.max_memory_allocated instead.
     python scripts/bench_alignprop_memory.py --video              # toy_t2v: frame subsetting x checkpointing
 
 --video measures one AlignProp update of the toy text-to-video model (10 steps, truncation=all) on the
-per-frame reward frames_toy_object, scoring K=2 random frames (VADER's subsetting) or all 8, with and
-without checkpointing every denoiser call.
+per-frame reward frames_toy_object, scoring K=2 random frames (VADER's subsetting) or all of them, with and
+without checkpointing every denoiser call; --frames sets the clip length (default 8; the shipped model
+makes 4, and its UNet3D takes any number).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import subprocess
 import sys
 
 
-def measure(num_steps: int, checkpoint: bool, batch_size: int, frame_subset: int | None = None) -> dict:
+def measure(num_steps: int, checkpoint: bool, batch_size: int, frame_subset: int | None = None, frames: int = 8):
     """Runs in the child process: one AlignProp update, returns peak memory figures in MiB.
 
     frame_subset=None: the image model; else the video model with the per-frame reward on that many frames (0: all).
@@ -44,7 +45,8 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, frame_subset: int
         f"train.samples_per_epoch={batch_size}", f"train.batch_size={batch_size}",
     ]
     if frame_subset is not None:
-        overrides += ["model=toy_t2v", "reward=frames_object", f"reward.frame_subset={frame_subset}"]  # replaces toy_alignment
+        overrides += ["model=toy_t2v", f"model.num_frames={frames}", "reward=frames_object"]
+        overrides += [f"reward.frame_subset={frame_subset}"]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=overrides))
     ctx, _, algorithm = build_context(cfg)
@@ -69,11 +71,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--video", action="store_true", help="the toy_t2v table: frame subsetting x checkpointing")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip (--video)")
     parser.add_argument("--child", nargs=3, metavar=("STEPS", "CHECKPOINT", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         frames = None if args.child[2] == "none" else int(args.child[2])
-        print(json.dumps(measure(int(args.child[0]), args.child[1] == "1", args.batch_size, frames)))
+        print(json.dumps(measure(int(args.child[0]), args.child[1] == "1", args.batch_size, frames, args.frames)))
         return
     # glibc keeps freed heap blocks in the process, so without this the RSS peak counts memory
     # that autograd already released; with mmap for blocks >= 64 KiB (every activation here) it
@@ -82,13 +85,13 @@ def main() -> None:
 
     def run_child(steps: int, checkpoint: bool, frames: str = "none") -> dict:
         out = subprocess.run(
-            [sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(steps), str(int(checkpoint)), frames],
+            [sys.executable, __file__, "--batch-size", str(args.batch_size), "--frames", str(args.frames), "--child", str(steps), str(int(checkpoint)), frames],
             capture_output=True, text=True, check=True, env=child_env,
         ).stdout.strip().splitlines()[-1]
         return json.loads(out)
 
     if args.video:
-        video_table(run_child, args.batch_size)
+        video_table(run_child, args.batch_size, args.frames)
         return
     rows = {}
     for checkpoint in (True, False):
@@ -105,13 +108,13 @@ def main() -> None:
         print(f"{'with' if checkpoint else 'without'} checkpointing: peak at {last} steps / peak at {first} steps = {ratio:.2f}")
 
 
-def video_table(run_child, batch_size: int, steps: int = 10) -> None:
-    """Peak memory of one toy_t2v AlignProp update: reward on K=2 of 8 frames or all 8, checkpointing on/off."""
+def video_table(run_child, batch_size: int, frames: int, steps: int = 10) -> None:
+    """Peak memory of one toy_t2v AlignProp update: reward on K=2 of the frames or all, checkpointing on/off."""
     rows = {(c, k): run_child(steps, c, str(k)) for c in (True, False) for k in (2, 0)}
     key = "cuda_peak_growth_mib" if "cuda_peak_growth_mib" in rows[(True, 2)] else "peak_rss_growth_mib"
-    print(f"toy_t2v, one AlignProp update ({steps} steps, truncation=all, batch {batch_size}), reward frames_toy_object, {key}:")
+    print(f"toy_t2v, {frames}-frame clips, one AlignProp update ({steps} steps, truncation=all, batch {batch_size}), reward frames_toy_object, {key}:")
     print(f"{'frames scored':>14} {'checkpointing':>14} {'no checkpointing':>17}")
-    for k, label in ((2, "2 of 8"), (0, "all 8")):
+    for k, label in ((2, f"2 of {frames}"), (0, f"all {frames}")):
         print(f"{label:>14} {rows[(True, k)][key]:>14.1f} {rows[(False, k)][key]:>17.1f}")
 
 

@@ -2,8 +2,8 @@
 # Reproduce the toy world's shipped weights (about 20 min on 2 idle CPU cores):
 #   1. the prompt-alignment classifier  -> drl/assets/toy_classifier
 #   2. the base text-to-image model     -> drl/assets/toy_t2i  (pretrained by drl-train algorithm=pretrain)
-#   3. the video (colour, shape, motion) classifier -> drl/assets/toy_video_classifier  (~4 min)
-#   4. the base text-to-video model     -> drl/assets/toy_t2v  (~15 min single-threaded on an idle core)
+#   3. the video (colour, shape, motion) classifier -> drl/assets/toy_video_classifier  (~5 min)
+#   4. the base text-to-video model     -> drl/assets/toy_t2v  (~25 min single-threaded on a shared core)
 # Video only:  bash scripts/build_toy_assets.sh video
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +21,13 @@ fi
 python scripts/train_toy_classifier.py --video --steps 800 --batch-size 64 --threads 1
 run_dir=outputs/build/toy_t2v_pretrain
 rm -rf "$run_dir"
-# Motion captions are mostly wrong (caption_noise.motion=0.8, the default), shape ones rarely (0.2): the base
-# model renders the object and its colour but follows the motion poorly, which alignment then fixes.
+# 4-frame clips of 16 px. Caption words are resampled at random with probability 5% (colour), 10% (shape) and
+# 60% (motion), so a caption's motion is right only about half the time: the base model renders the object and
+# its colour and follows the motion poorly, which alignment then fixes.
 drl-train model=toy_t2v model.from_scratch=true algorithm=pretrain reward=temporal_consistency \
-  train.epochs=15 algorithm.steps_per_epoch=20 train.batch_size=16 train.save_every=5 train.grid_size=8 \
-  algorithm.lr=2e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.99 algorithm.caption_noise.shape=0.2 \
+  train.epochs=40 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=2 train.grid_size=8 \
+  algorithm.lr=2e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.995 \
+  algorithm.caption_noise.colour=0.05 algorithm.caption_noise.shape=0.1 algorithm.caption_noise.motion=0.6 \
   hardware.num_threads=1 logger=none seed=0 hydra.run.dir="$run_dir"
 rm -rf drl/assets/toy_t2v
 cp -r "$run_dir/model" drl/assets/toy_t2v

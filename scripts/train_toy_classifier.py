@@ -1,7 +1,7 @@
 """Train the toy-world prompt-alignment classifier and save it where the package ships it.
 
 Usage: python scripts/train_toy_classifier.py [--steps 1000] [--batch-size 128] [--seed 0] [--lr 3e-3] [--out DIR]
-       python scripts/train_toy_classifier.py --video   # the (colour, shape, motion) classifier of 16 px, 8-frame clips
+       python scripts/train_toy_classifier.py --video   # the (colour, shape, motion) classifier of 16 px, 4-frame clips
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help=f"output directory (default: {DEFAULT_OUT}, or {DEFAULT_VIDEO_OUT} with --video)")
     parser.add_argument("--video", action="store_true", help="train the video world's (colour, shape, motion) classifier")
     parser.add_argument("--resolution", type=int, help="image / frame side in pixels (default: 32, or 16 with --video)")
-    parser.add_argument("--frames", type=int, default=8, help="frames per clip (--video)")
+    parser.add_argument("--frames", type=int, default=4, help="frames per clip (--video)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     return parser.parse_args()
 

@@ -3,7 +3,7 @@
 Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
 character) whose vocabulary is written here, and every network is built from a small config.
 
-    python -m drl.models.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, clip
+    python -m drl.models.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, wan, clip
     drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
 """
 
@@ -14,7 +14,15 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLWan,
+    DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+    WanTransformer3DModel,
+)
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -25,12 +33,15 @@ from transformers import (
     CLIPVisionConfig,
     T5Config,
     T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
 from drl.models.toy import TOY_SCHEDULER_CONFIG
+from drl.models.wan import WanModel
 from drl.rewards.clip import CLIP_MEAN, CLIP_STD, AestheticHead
 
 MAX_TOKENS = 16  # the tiny tokenizers' model_max_length (real CLIP: 77)
@@ -189,6 +200,38 @@ def build_tiny_sd3(seed: int = 0, with_t5: bool = True) -> SD3Model:
     )
 
 
+def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
+    """Wan2.1 layout: WanTransformer3DModel + AutoencoderKLWan (4x in time, 8x in space) + UMT5 + flow scheduler.
+
+    32 px frames -> 4 x 4 latents; num_frames = 4k + 1 -> k + 1 latent frames.
+    """
+    tokenizer = build_clip_tokenizer(MAX_TOKENS)
+    torch.manual_seed(seed)
+    config = UMT5Config(vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    text_encoder = UMT5EncoderModel(config)
+    torch.manual_seed(seed + 1)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        text_dim=TEXT_DIM,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=1,
+        rope_max_seq_len=32,
+    )
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLWan(  # non-trivial latent statistics, so the decoder's de-normalisation is exercised
+        base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0],
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    config = dict(scheduler.config)
+    return WanModel(tokenizer, text_encoder, transformer, config, vae, num_frames=num_frames, max_sequence_length=MAX_TOKENS)
+
+
 def save_tiny_clip(directory: str | Path, seed: int = 0, image_size: int = 16) -> Path:
     """A tiny CLIPModel + tokenizer + preprocessor_config.json in the layout of openai/clip-vit-large-patch14."""
     directory = Path(directory)
@@ -231,7 +274,9 @@ def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, 
     return path
 
 
-BUILDERS = {"sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
+BUILDERS = {
+    "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan
+}
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ MOTION_DIRECTIONS: dict[str, tuple[float, float]] = {
     "moving down": (0.0, 1.0),
     "standing still": (0.0, 0.0),
 }
+TOY_FRAMES = 4  # frames per toy clip: enough to show a direction, few enough that an epoch takes seconds
+TOY_RESOLUTION = 16  # frame side in pixels
 OBJECT_FRACTION = 0.4  # shape extent, fraction of the width: large enough to read at 16 px
 TRAVEL_FRACTION = 0.4  # distance a moving shape covers over the clip, fraction of the width
 CENTRE_RANGE = (0.4, 0.6)  # where the clip's mid-point (and a still shape) sits, fraction of the width
@@ -116,7 +118,9 @@ def object_centres(scene: VideoScene, rng: np.random.Generator, frames: int) -> 
     return mid + progress * TRAVEL_FRACTION * direction
 
 
-def render_clip(scene: VideoScene, rng: np.random.Generator, resolution: int = 16, frames: int = 8) -> np.ndarray:
+def render_clip(
+    scene: VideoScene, rng: np.random.Generator, resolution: int = TOY_RESOLUTION, frames: int = TOY_FRAMES
+) -> np.ndarray:
     """Render one clip of the scene; returns clip: [F, H, W, 3] uint8 (one background for all frames)."""
     centres = object_centres(scene, rng, frames) * resolution  # [F, 2] pixels
     extent = OBJECT_FRACTION * rng.uniform(*SCALE_RANGE) * resolution
@@ -129,8 +133,8 @@ def render_clip(scene: VideoScene, rng: np.random.Generator, resolution: int = 1
 def sample_clips(
     n: int,
     rng: np.random.Generator,
-    resolution: int = 16,
-    frames: int = 8,
+    resolution: int = TOY_RESOLUTION,
+    frames: int = TOY_FRAMES,
     scenes: list[VideoScene] | None = None,
 ) -> tuple[torch.Tensor, list[VideoScene]]:
     """Render `n` clips (of `scenes`, or of random scenes when not given).
@@ -159,18 +163,36 @@ def stack_frames(clips: torch.Tensor) -> torch.Tensor:
     return clips.reshape(clips.shape[0], -1, *clips.shape[3:])
 
 
-def build_video_classifier(frames: int = 8):
+def build_video_classifier(frames: int = TOY_FRAMES):
     from drl.toyworld.classifier import AttributeClassifier
 
     return AttributeClassifier(VIDEO_ATTRIBUTES, channels=VIDEO_CLASSIFIER_CHANNELS, in_channels=3 * frames)
 
 
-def stacked_clip_sampler(frames: int = 8):
-    """A classifier sampler: (n, rng, resolution) -> (stacked clips [n, F*3, H, W] in [-1, 1], scenes)."""
+# Robustness augmentation of the classifier's training clips. A classifier trained on clean renders has
+# gradients that point anywhere off the render manifold, and reward backprop finds them (the clips turn
+# into patterns it scores highly); one trained on heavily noised, flickering clips has smoother,
+# more perceptual gradients (the randomised-smoothing effect), so the reward is much harder to hack.
+AUGMENT_NOISE_MAX = 0.5  # per-clip Gaussian pixel-noise std ~ U(0, this), [-1, 1] units
+AUGMENT_FLICKER_MAX = 0.15  # per-frame brightness offset ~ U(-this, this)
+
+
+def augment_clips(clips: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """clips [n, F, 3, H, W] in [-1, 1] -> the same with per-clip pixel noise and per-frame flicker (unclipped)."""
+    n, f = clips.shape[:2]
+    noise_std = rng.uniform(0.0, AUGMENT_NOISE_MAX, size=(n, 1, 1, 1, 1))
+    flicker = rng.uniform(-AUGMENT_FLICKER_MAX, AUGMENT_FLICKER_MAX, size=(n, f, 1, 1, 1))
+    noise = rng.standard_normal(clips.shape) * noise_std + flicker
+    return clips + torch.from_numpy(noise).float()
+
+
+def stacked_clip_sampler(frames: int = TOY_FRAMES, augment: bool = True):
+    """A classifier sampler: (n, rng, resolution) -> (stacked clips [n, F*3, H, W], scenes); the clips are in
+    [-1, 1] plus `augment_clips` noise when `augment` (training and the held-out check see the same noise)."""
 
     def sample(n: int, rng: np.random.Generator, resolution: int) -> tuple[torch.Tensor, list[VideoScene]]:
         clips, scenes = sample_clips(n, rng, resolution, frames)
-        return stack_frames(clips), scenes
+        return stack_frames(augment_clips(clips, rng) if augment else clips), scenes
 
     return sample
 
