@@ -25,7 +25,7 @@ rm -rf "$run_dir"
 # 60% (motion), so a caption's motion is right only about half the time: the base model renders the object and
 # its colour and follows the motion poorly, which alignment then fixes.
 drl-train model=toy_t2v model.from_scratch=true algorithm=pretrain reward=temporal_consistency \
-  train.epochs=40 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=2 train.grid_size=8 \
+  train.epochs=20 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=2 train.grid_size=8 \
   algorithm.lr=2e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.995 \
   algorithm.caption_noise.colour=0.05 algorithm.caption_noise.shape=0.1 algorithm.caption_noise.motion=0.6 \
   hardware.num_threads=1 logger=none seed=0 hydra.run.dir="$run_dir"
