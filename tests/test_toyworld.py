@@ -226,19 +226,11 @@ def test_shipped_classifier_is_small(classifier):
     assert n_bytes < 1_000_000
 
 
-def test_shipped_classifier_is_accurate_on_unseen_images(classifier):
-    images, scenes = sample_images(600, np.random.default_rng(UNSEEN_SEED))
-    with torch.no_grad():
-        logits = classifier(images)
-    targets = attribute_targets(scenes)
-    for attribute in ATTRIBUTES:
-        accuracy = (logits[attribute].argmax(dim=-1) == targets[attribute]).float().mean().item()
-        assert accuracy >= 0.95, (attribute, accuracy)
-
-
-def test_shipped_classifier_reads_tinted_and_colour_shifted_images(classifier):
-    # Diffusion samples drift in tint and colour; the reward must still read the prompt's attributes.
-    images, scenes = sample_images(600, np.random.default_rng(UNSEEN_SEED + 3), appearance_jitter=True)
+@pytest.mark.parametrize("appearance_jitter", [False, True], ids=["renders", "tinted-and-colour-shifted"])
+def test_shipped_classifier_is_accurate_on_unseen_images(classifier, appearance_jitter):
+    # Diffusion samples drift in tint and colour; the reward must read them as well as exact renders.
+    rng = np.random.default_rng(UNSEEN_SEED + 3 * appearance_jitter)
+    images, scenes = sample_images(600, rng, appearance_jitter=appearance_jitter)
     with torch.no_grad():
         logits = classifier(images)
     targets = attribute_targets(scenes)

@@ -257,6 +257,17 @@ def _tiny_modelscope_layout(directory) -> str:
     return str(directory)
 
 
+# One epoch of two clips on a tiny layout: enough to load, sample, score, update and export.
+ONE_TINY_EPOCH = [
+    "reward=frames_aesthetic",
+    "train.samples_per_epoch=2",
+    "train.batch_size=2",
+    "train.epochs=1",
+    "train.grid_size=2",
+    "scheduler.num_steps=2",
+]
+
+
 @pytest.mark.parametrize("algorithm", ["alignprop", "ddpo"])
 def test_modelscope_layout_loads_with_lora_and_trains(tmp_path, algorithm):
     path = _tiny_modelscope_layout(tmp_path / "modelscope")
@@ -267,12 +278,7 @@ def test_modelscope_layout_loads_with_lora_and_trains(tmp_path, algorithm):
             f"model.resolution={RES}",
             f"model.num_frames={FRAMES}",
             f"algorithm={algorithm}",
-            "reward=frames_aesthetic",
-            "train.samples_per_epoch=2",
-            "train.batch_size=2",
-            "train.epochs=1",
-            "train.grid_size=2",
-            "scheduler.num_steps=2",
+            *ONE_TINY_EPOCH,
         ]
     )
     ctx, _, _ = build_context(cfg)
@@ -357,12 +363,7 @@ def test_wan_layout_loads_with_lora_and_trains(tiny_wan, algorithm, tmp_path):
             "model.num_frames=5",
             "scheduler=flow",
             f"algorithm={algorithm}",
-            "reward=frames_aesthetic",
-            "train.samples_per_epoch=2",
-            "train.batch_size=2",
-            "train.epochs=1",
-            "train.grid_size=2",
-            "scheduler.num_steps=2",
+            *ONE_TINY_EPOCH,
         ]
     )
     ctx, _, _ = build_context(cfg)
