@@ -183,15 +183,20 @@ def test_collector_shapes_and_log_probs_agree_with_the_step_math(tiny_t2v):
             torch.testing.assert_close(batch.log_probs[:, i], reference, rtol=1e-5, atol=1e-2)
 
 
-def test_decode_of_a_frame_subset_equals_those_frames_of_the_full_decode(tmp_path):
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
+def _image_vae() -> AutoencoderKL:
+    """A tiny 2x-downsampling image VAE (ModelScope decodes each frame with an image VAE)."""
+    return AutoencoderKL(
         block_out_channels=(8, 16),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
         norm_num_groups=8,
     )
+
+
+def test_decode_of_a_frame_subset_equals_those_frames_of_the_full_decode(tmp_path):
+    torch.manual_seed(0)
+    vae = _image_vae()
     toy = build_toy_t2v(resolution=RES, num_frames=FRAMES)
     model = T2VModel(toy.tokenizer, toy.text_encoder, toy.unet, toy.scheduler_config, vae=vae, num_frames=FRAMES)
     latents = torch.randn(2, 4, FRAMES, 4, 4)
@@ -244,13 +249,7 @@ def _tiny_modelscope_layout(directory) -> str:
         attention_head_dim=4,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=8,
-    )
+    vae = _image_vae()
     T2VModel(toy.tokenizer, toy.text_encoder, unet, toy.scheduler_config, vae=vae, num_frames=FRAMES).save_pretrained(
         directory
     )
