@@ -29,7 +29,7 @@ import torch
 
 METHODS = {
     "ddpo": ["algorithm=ddpo"],
-    "ddpo_groups": ["algorithm=ddpo", "algorithm.group_size=4"],
+    "ddpo_groups": ["experiment=toy_alignment_grpo"],  # its tuned options (group 8, batch std, ...)
     "alignprop": ["algorithm=alignprop"],
     "nft": ["algorithm=nft"],
     "dpo": ["algorithm=dpo"],

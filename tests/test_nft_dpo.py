@@ -136,6 +136,14 @@ def test_group_advantages_with_a_std_floor_by_hand():
     torch.testing.assert_close(adv, torch.tensor([-1.0, 1.0, 0.0, 0.0, -0.1, 0.1]), atol=1e-6, rtol=0)
 
 
+def test_group_advantages_over_the_batch_std_by_hand():
+    rewards = torch.tensor([0.0, 2.0, 10.0, 10.1])
+    adv = group_advantages(rewards, group_size=2, std_over="batch")
+    std = rewards.std(unbiased=False)  # sqrt(mean r^2 - mean^2) of all four: ~4.53
+    # the near-tied second group keeps its small spread instead of being blown up to +-1
+    torch.testing.assert_close(adv, torch.tensor([-1.0, 1.0, -0.05, 0.05]) / std, atol=1e-6, rtol=0)
+
+
 def test_optimality_probability_by_hand():
     r = optimality_probability(torch.tensor([0.0, 2.0, 10.0, 10.0]), group_size=2, clip=2.0)
     torch.testing.assert_close(r, torch.tensor([0.25, 0.75, 0.5, 0.5]))  # A = -1, 1, 0, 0
@@ -242,9 +250,9 @@ def test_nft_runs_end_to_end_on_policy_with_kl_and_ema(tmp_path, random_toy_mode
 
 
 def test_dpo_online_runs_end_to_end(tmp_path, random_toy_model):
-    _run(tmp_path, random_toy_model, "algorithm=dpo", "algorithm.lr=1e-3")
+    _run(tmp_path, random_toy_model, "algorithm=dpo", "algorithm.lr=1e-3", "algorithm.minibatches=1")
     records = _records(tmp_path)
-    assert all(r["train/pairs"] == 4 and math.isfinite(r["train/loss"]) for r in records)
+    assert all(r["train/pairs"] == 8 // 4 and math.isfinite(r["train/loss"]) for r in records)  # best vs worst of 4
     assert records[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-4)  # model = reference at the first step
     assert records[1]["train/loss"] != pytest.approx(math.log(2), abs=1e-4)
 
@@ -256,7 +264,7 @@ def test_dpo_offline_trains_on_a_pairs_file(tmp_path, random_toy_model):
     run = tmp_path / "run"
     _run(run, random_toy_model, "algorithm=dpo", f"algorithm.pairs_path={pairs}", "algorithm.lr=1e-3")
     records = _records(run)
-    assert all(r["train/pairs"] == 4 and r["train/optimizer_steps"] == 1 for r in records)
+    assert all(r["train/pairs"] == 4 and r["train/optimizer_steps"] == 4 for r in records)  # 4 minibatches
     assert "reward_mean" not in records[0]  # offline: nothing sampled during training
 
 
@@ -311,3 +319,15 @@ def test_denoising_kl_is_zero_at_the_reference_and_grows_with_drift(random_toy_m
     torch.testing.assert_close(kl, torch.full((2,), 0.01), rtol=1e-3, atol=1e-6)  # a constant 0.1 shift of every output
     kl.sum().backward()
     assert float(ctx.model.unet.conv_out.bias.grad.abs().sum()) > 0
+
+
+def test_warmup_ramps_the_learning_rate_linearly(random_toy_model):
+    from drl.train import build_context
+
+    _, _, algorithm = build_context(compose_config([f"model.path={random_toy_model}", "algorithm.lr=1e-3", "algorithm.warmup_steps=4"]))
+    param, lrs = algorithm.ctx.params[0], []
+    for _ in range(6):
+        lrs.append(algorithm.lr)
+        param.grad = torch.ones_like(param)
+        algorithm.optimizer_step()
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

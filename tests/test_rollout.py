@@ -76,3 +76,11 @@ def test_select_train_steps_respects_fraction_and_stochastic_mask():
     assert steps.shape == (3, 2)
     assert not (steps == 2).any()
     assert all(len(set(row.tolist())) == 2 for row in steps)
+
+
+def test_select_train_steps_leaves_out_the_last_stochastic_steps():
+    stochastic = torch.tensor([True, True, True, True, False])  # the last step has no density
+    steps = select_train_steps(stochastic, batch_size=4, fraction=1.0, generator=torch.Generator().manual_seed(0), skip_last=2)
+    assert sorted(set(steps.flatten().tolist())) == [0, 1]  # stochastic steps 2 and 3 are the last two
+    one = select_train_steps(stochastic, batch_size=1, fraction=1.0, generator=torch.Generator().manual_seed(0), skip_last=9)
+    assert one.tolist() == [[0]]  # never an empty set: the first stochastic step stays

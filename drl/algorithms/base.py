@@ -52,6 +52,9 @@ class Algorithm:
             ctx.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
         self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if cfg.warmup_steps > 0:
+            warmup = cfg.warmup_steps
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
         # The update's own randomness (shuffles, timesteps, noise), per rank, checkpointed with the rest.
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(ctx.cfg.seed) + 1)
         self.ema = WeightEMA(ctx.params, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -22,22 +22,29 @@ from drl.stat_tracking import PerPromptStatTracker
 from drl.types import Rollout
 
 
-def select_train_steps(stochastic: torch.Tensor, batch_size: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """For each sample, a random subset (``fraction``) of its stochastic steps. -> [B, K] step indices."""
+def select_train_steps(
+    stochastic: torch.Tensor, batch_size: int, fraction: float, generator: torch.Generator, skip_last: int = 0
+) -> torch.Tensor:
+    """For each sample, a random subset (``fraction``) of its stochastic steps, leaving out the last
+    ``skip_last`` of them. -> [B, K] step indices."""
     steps = stochastic.nonzero().squeeze(1)  # [S'] indices of steps with a density
+    if skip_last > 0:
+        steps = steps[: max(1, steps.numel() - skip_last)]
     keep = max(1, round(fraction * steps.numel()))
     order = torch.stack([torch.randperm(steps.numel(), generator=generator) for _ in range(batch_size)])
     return steps[order[:, :keep]]
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6) -> torch.Tensor:
-    """(r - mean_group) / max(std_group, std_floor) over consecutive groups of group_size samples. [B]
+def group_advantages(rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6, std_over: str = "group") -> torch.Tensor:
+    """(r - mean_group) / max(std, std_floor) over consecutive groups of group_size samples. [B]
 
-    The floor keeps a group of near-ties from turning reward noise into large advantages
-    (a group of exact ties gets advantage 0).
+    std_over="group" divides by each group's std (GRPO); "batch" by the std of all the rewards
+    (Flow-GRPO's global_std), which keeps a group of near-ties from turning its reward noise into
+    advantages of size 1. The floor does the same in group mode (exact ties get advantage 0).
     """
     groups = rewards.view(-1, group_size)
-    mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
+    mean = groups.mean(1, keepdim=True)
+    std = groups.std(1, unbiased=False, keepdim=True) if std_over == "group" else rewards.std(unbiased=False)
     return ((groups - mean) / std.clamp(min=std_floor)).view(-1)
 
 
@@ -59,7 +66,7 @@ class DDPO(Algorithm):
         all_rewards, all_prompts, mine = distributed.gather_rewards(batch.rewards.detach().float().cpu(), batch.prompts)
         rewards = all_rewards.numpy()
         if self.cfg.group_size > 1:
-            adv = group_advantages(all_rewards, self.cfg.group_size, self.cfg.adv_std_floor).numpy()
+            adv = group_advantages(all_rewards, self.cfg.group_size, self.cfg.adv_std_floor, self.cfg.group_std).numpy()
         elif self.cfg.per_prompt_stat_tracking:
             adv = self.tracker.update(all_prompts, rewards)
         else:
@@ -73,7 +80,7 @@ class DDPO(Algorithm):
         advantages = self.advantages(batch)  # [B]
         dims = batch.latents[0, 0].numel()
         scale = 1.0 if cfg.logprob_reduction == "sum" else 1.0 / dims  # mean = sum / D, the same op both sides
-        steps = select_train_steps(batch.stochastic, batch.batch_size, cfg.timestep_fraction, self.generator)  # [B, K]
+        steps = select_train_steps(batch.stochastic, batch.batch_size, cfg.timestep_fraction, self.generator, cfg.skip_last_steps)  # [B, K]
         sample_index = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [B*K]
         step_index = steps.reshape(-1)  # [B*K]
         num_pairs = sample_index.numel()

@@ -27,9 +27,6 @@ class Pretrain(Algorithm):
             ctx.params = ctx.params + list(ctx.model.text_encoder.parameters())
         super().__init__(cfg, ctx)
         self.cfg: PretrainConfig = cfg
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        )
 
     def collect(self, generator: torch.Generator) -> DataBatch:
         """steps_per_epoch x batch_size fresh procedural images (or clips) with noisy captions."""
