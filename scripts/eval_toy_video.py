@@ -47,6 +47,17 @@ def pixel_statistics(clips: torch.Tensor) -> str:
     return ", ".join(parts)
 
 
+def motion_check(clips: torch.Tensor, scenes) -> str:
+    """The non-classifier motion check on the clips of moving prompts: centroid direction accuracy ± s.e."""
+    from drl.rewards.pixel_stats import centroid_direction_accuracy
+    from drl.toyworld.video import MOTION_DIRECTIONS
+
+    moving = [k for k, scene in enumerate(scenes) if scene.motion != "standing still"]
+    directions = torch.tensor([MOTION_DIRECTIONS[scenes[k].motion] for k in moving])  # [M, 2]
+    correct = centroid_direction_accuracy(clips[moving], directions)  # [M]
+    return f"centroid moves as prompted {float(correct.mean()):.2f} ± {float(correct.std() / len(correct) ** 0.5):.2f} (chance 0.25)"
+
+
 def kl_to_base(model, base, collector, batch, seed: int) -> float:
     """The training's KL-to-reference surrogate, mean_d (out_θ - out_base)² at forward-noised copies of the
     model's own final latents (one random t each), averaged over the clips."""
@@ -109,13 +120,13 @@ def main() -> None:
     from drl.toyworld.video import sample_clips
 
     renders, _ = sample_clips(len(scenes), np.random.default_rng(args.seed), TOY_RESOLUTION, TOY_FRAMES, scenes)
-    print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}")
+    print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}; {motion_check((renders + 1) / 2, scenes)}")
     if args.model != BASE_MODEL:
         base = load_t2v(resolve_path(BASE_MODEL), TOY_FRAMES)
         base_collector = RolloutCollector(base, schedule, eta=0.0, guidance_scale=1.0, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu"))
         base_clips = base_collector.collect(prompts, [{} for _ in prompts], torch.Generator().manual_seed(args.seed)).samples
-        print(f"pixels, base model:    {pixel_statistics(base_clips)}")
-    print(f"pixels, this model:    {pixel_statistics(clips)}")
+        print(f"pixels, base model:    {pixel_statistics(base_clips)}; {motion_check(base_clips, scenes)}")
+    print(f"pixels, this model:    {pixel_statistics(clips)}; {motion_check(clips, scenes)}")
     if args.model != BASE_MODEL:
         print(f"KL-to-base surrogate at this model's clips: {kl_to_base(model, base, collector, batch, args.seed):.4g}")
 

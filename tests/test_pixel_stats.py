@@ -59,3 +59,17 @@ def test_alignprop_refuses_the_background_count_as_a_term(random_toy_model):
     cfg = compose_config([f"model.path={random_toy_model}", "algorithm=alignprop", "reward=toy_aesthetic", "+reward.terms.toy_background=0.5"])
     with pytest.raises(ConfigError, match="toy_background is not"):
         build_context(cfg)
+
+
+def test_the_centroid_of_a_render_moves_as_prompted():
+    from drl.rewards.pixel_stats import centroid_direction_accuracy, object_centroids
+    from drl.toyworld.video import MOTION_DIRECTIONS, VideoScene, sample_clips
+
+    scenes = [VideoScene(c, "square", m) for c in ("red", "cyan") for m in ("moving left", "moving right", "moving up", "moving down")]
+    clips, _ = sample_clips(len(scenes), np.random.default_rng(3), scenes=scenes)
+    directions = torch.tensor([MOTION_DIRECTIONS[s.motion] for s in scenes])  # [8, 2]
+    assert float(centroid_direction_accuracy((clips + 1) / 2, directions).mean()) == 1.0
+    assert float(centroid_direction_accuracy((clips + 1) / 2, -directions).mean()) == 0.0
+    track = object_centroids((clips + 1) / 2)  # [8, F, 2]
+    travel = ((track[:, -1] - track[:, 0]) * directions).sum(1)  # along the prompt, fraction of the width
+    assert float(travel.min()) > 0.2  # the renderer moves the shape 0.4 of the width; the border-based weights damp it

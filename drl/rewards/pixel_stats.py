@@ -13,7 +13,8 @@ functions of the pixels, so gradients cannot move them except by changing what t
                      large on pixel noise and texture.
 
 Both take images [B, 3, H, W] in [0, 1] (clips: ``frames_<name>``, or :func:`per_frame` for every
-frame) and return [B]. They are monitors (``reward.monitor``): toy_background is a hard count and
+frame) and return [B]. :func:`centroid_direction_accuracy` checks the motion itself without a classifier:
+the object's saliency-weighted centroid per frame, and whether it travels the way the prompt says. They are monitors (``reward.monitor``): toy_background is a hard count and
 not differentiable, so AlignProp refuses it as a term, and neither enters the optimised sum.
 """
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from drl.rewards.base import Reward
+from drl.rewards.toy_aesthetic import object_saliency
 
 # The renderer's background (drl.toyworld.world.BACKGROUND_GREY_RANGE, BACKGROUND_NOISE_MAX) plus a margin
 # for the model's small errors: grey at most (110 + 12 + 8) / 255, channels within 0.1 of each other.
@@ -50,6 +52,32 @@ def per_frame(statistic, clips: torch.Tensor) -> torch.Tensor:
     """An image statistic averaged over every frame: clips [B, F, 3, H, W] -> [B]."""
     b, f = clips.shape[:2]
     return statistic(clips.reshape(b * f, *clips.shape[2:])).view(b, f).mean(1)
+
+
+def object_centroids(clips: torch.Tensor) -> torch.Tensor:
+    """clips [B, F, 3, H, W] in [0, 1] -> the object's centroid per frame [B, F, 2] (x, y), fractions of the width,
+    weighting each pixel by its distance to the border's mean colour (``object_saliency``)."""
+    b, f, _, h, w = clips.shape
+    _, weight = object_saliency(clips.reshape(b * f, *clips.shape[2:]))  # [B*F, H, W], sums to 1
+    xs = (torch.arange(w, dtype=weight.dtype, device=weight.device) + 0.5) / w  # [W]
+    ys = (torch.arange(h, dtype=weight.dtype, device=weight.device) + 0.5) / h  # [H]
+    centroid = torch.stack([(weight.sum(1) * xs).sum(1), (weight.sum(2) * ys).sum(1)], dim=1)  # [B*F, 2]
+    return centroid.view(b, f, 2)
+
+
+def centroid_direction_accuracy(clips: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Does the object's centroid travel (first -> last frame) most along the prompted direction?
+
+    clips [B, F, 3, H, W] in [0, 1]; directions [B, 2] unit (dx, dy), image coordinates, of moving prompts.
+    Returns [B] float 0/1: whether the prompted one of the four directions has the largest dot product
+    with the displacement (chance 1/4).
+    """
+    track = object_centroids(clips)  # [B, F, 2]
+    displacement = track[:, -1] - track[:, 0]  # [B, 2]
+    compass = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], dtype=displacement.dtype)  # [4, 2]
+    chosen = (displacement @ compass.T).argmax(1)  # [B]
+    prompted = (directions.to(compass.dtype) @ compass.T).argmax(1)  # [B]
+    return (chosen == prompted).float()
 
 
 def toy_background() -> Reward:
