@@ -111,6 +111,7 @@ def test_refl_scores_the_one_step_prediction_with_a_single_grad_call(random_toy_
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
 
 
+@pytest.mark.slow  # ~70 s on 2 cores: pytest -m slow tests/test_alignprop.py
 def test_alignprop_kl_to_base_is_flat_at_init_and_pulls_back_after_a_step(random_toy_model):
     from drl.algorithms.regularization import denoising_kl
 
