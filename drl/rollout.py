@@ -114,7 +114,8 @@ class RolloutCollector:
         checkpoint_denoiser: bool = False,
         stop_step: int | None = None,
         decode_frames: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        with_latents: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, Conditioning]:
         """Run the chain with gradients through the steps where ``grad_steps`` [S] is True.
 
         Returns the decoded samples [B, 3, H, W] in [0, 1], differentiable w.r.t. the
@@ -127,6 +128,9 @@ class RolloutCollector:
         prediction x̂_0 instead of finishing the chain.
 
         ``decode_frames`` [K] (video models): decode only these frames, [B, K, 3, H, W] (VADER).
+
+        ``with_latents``: also return the clean latents that were decoded [B, *latent_shape] (detached)
+        and the prompts' conditioning, for a KL-to-reference term at the samples' own points.
         """
         decode = self.model.decode if decode_frames is None else functools.partial(self.model.decode, frames=decode_frames)
         n = len(prompts)
@@ -143,9 +147,10 @@ class RolloutCollector:
                 use_checkpoint = checkpoint_denoiser and bool(grad_steps[i])
                 x_prev, x0 = checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)
                 if i == stop_step:
-                    return decode(x0)
+                    break
                 x = x_prev
-        return decode(x)
+        end = x0 if stop_step is not None else x
+        return (decode(end), end.detach(), cond) if with_latents else decode(end)
 
     def _reparameterised_step(self, x, t, cond, uncond, noise) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t -> (x_{t-1} = mu_theta + sigma_t * z, x̂_0), differentiable in the weights; no log-prob."""

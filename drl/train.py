@@ -136,7 +136,7 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tu
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
     batch = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
     with torch.no_grad():
-        batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
+        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
     return batch, prompts
 
 
@@ -150,6 +150,8 @@ def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, 
     path = run_dir / EVAL_FILE
     record = json.loads(path.read_text()) if path.is_file() and name == "samples_after" else {}
     record[name.removeprefix("samples_")] = [float(r) for r in batch.rewards]
+    # Each term and monitor's mean on the same clips, e.g. whether a guard held while the reward rose.
+    record.setdefault("terms", {})[name.removeprefix("samples_")] = {k: float(v.float().mean()) for k, v in batch.reward_terms.items()}
     if "before" in record and "after" in record and len(record["before"]) == len(record["after"]) > 1:
         gain = torch.tensor(record["after"]) - torch.tensor(record["before"])  # [N], paired
         summary = {

@@ -4,6 +4,11 @@ Samples one clip for each of the 90 toy video prompts (fixed noise, deterministi
 fraction whose colour, shape and motion the shipped video classifier reads as prompted (chance: 1/6, 1/3,
 1/5), and the per-frame colour and shape accuracy of the image classifier (the guard against reward hacking).
 
+Then the checks that are not classifiers (so reward hacking cannot fool them through the same pixels),
+each beside the same numbers for the base model and for real renders of the 90 prompts: the fraction of
+background-grey pixels and the high-frequency energy per frame (drl/rewards/pixel_stats.py), and for a
+fine-tuned model its KL-to-base surrogate at its own clips (drl/algorithms/regularization.py).
+
     python scripts/eval_toy_video.py                                   # the shipped base model
     python scripts/eval_toy_video.py --model outputs/<date>/<time>/model  # a fine-tuned one
 """
@@ -19,14 +24,52 @@ sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the
 
 import torch  # noqa: E402
 
+BASE_MODEL = "drl:toy_t2v"
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="drl:toy_t2v", help="t2v save_pretrained directory (default: the shipped one)")
+    parser.add_argument("--model", default=BASE_MODEL, help="t2v save_pretrained directory (default: the shipped one)")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (eta 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args()
+
+
+def pixel_statistics(clips: torch.Tensor) -> str:
+    """clips [n, F, 3, H, W] in [0, 1] -> 'background x.xx ± s.e., high-frequency y ± s.e.' over the clips."""
+    from drl.rewards.pixel_stats import background_fraction, high_frequency_energy, per_frame
+
+    parts = []
+    for name, statistic in (("background", background_fraction), ("high-frequency", high_frequency_energy)):
+        values = per_frame(statistic, clips)  # [n]
+        parts.append(f"{name} {float(values.mean()):.4f} ± {float(values.std() / len(values) ** 0.5):.4f}")
+    return ", ".join(parts)
+
+
+def motion_check(clips: torch.Tensor, scenes) -> str:
+    """The non-classifier motion check on the clips of moving prompts: centroid direction accuracy ± s.e."""
+    from drl.rewards.pixel_stats import centroid_direction_accuracy
+    from drl.toyworld.video import MOTION_DIRECTIONS
+
+    moving = [k for k, scene in enumerate(scenes) if scene.motion != "standing still"]
+    directions = torch.tensor([MOTION_DIRECTIONS[scenes[k].motion] for k in moving])  # [M, 2]
+    correct = centroid_direction_accuracy(clips[moving], directions)  # [M]
+    return f"centroid moves as prompted {float(correct.mean()):.2f} ± {float(correct.std() / len(correct) ** 0.5):.2f} (chance 0.25)"
+
+
+def kl_to_base(model, base, collector, batch, seed: int) -> float:
+    """The training's KL-to-reference surrogate, mean_d (out_θ - out_base)² at forward-noised copies of the
+    model's own final latents (one random t each), averaged over the clips."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from drl.algorithms.regularization import denoising_kl
+
+    ctx = SimpleNamespace(schedule=collector.schedule, model=model, autocast=contextlib.nullcontext)
+    reference = lambda x_t, t, cond: base.denoise(x_t, t, cond)  # noqa: E731
+    x0 = batch.latents[:, -1]  # [n, C, F, h, w]
+    return float(denoising_kl(ctx, reference, x0, batch.cond, torch.Generator().manual_seed(seed)).mean())
 
 
 @torch.no_grad()
@@ -54,7 +97,8 @@ def main() -> None:
     )
     scenes = all_video_scenes()
     prompts = [s.prompt for s in scenes]
-    clips = collector.collect(prompts, [{} for _ in prompts], torch.Generator().manual_seed(args.seed)).samples
+    batch = collector.collect(prompts, [{} for _ in prompts], torch.Generator().manual_seed(args.seed))
+    clips = batch.samples  # [90, F, 3, H, W] in [0, 1]
 
     video_classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
     logits = video_classifier(stack_frames(clips * 2 - 1))  # clips [n, F, 3, H, W] in [0, 1]
@@ -70,6 +114,21 @@ def main() -> None:
         target = targets[name].repeat_interleave(clips.shape[1])
         accuracy = (frame_logits[name].argmax(-1) == target).float().mean()
         print(f"image classifier per frame {name:>6}: {accuracy:.2f}")
+
+    import numpy as np
+
+    from drl.toyworld.video import sample_clips
+
+    renders, _ = sample_clips(len(scenes), np.random.default_rng(args.seed), TOY_RESOLUTION, TOY_FRAMES, scenes)
+    print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}; {motion_check((renders + 1) / 2, scenes)}")
+    if args.model != BASE_MODEL:
+        base = load_t2v(resolve_path(BASE_MODEL), TOY_FRAMES)
+        base_collector = RolloutCollector(base, schedule, eta=0.0, guidance_scale=1.0, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu"))
+        base_clips = base_collector.collect(prompts, [{} for _ in prompts], torch.Generator().manual_seed(args.seed)).samples
+        print(f"pixels, base model:    {pixel_statistics(base_clips)}; {motion_check(base_clips, scenes)}")
+    print(f"pixels, this model:    {pixel_statistics(clips)}; {motion_check(clips, scenes)}")
+    if args.model != BASE_MODEL:
+        print(f"KL-to-base surrogate at this model's clips: {kl_to_base(model, base, collector, batch, args.seed):.4g}")
 
 
 if __name__ == "__main__":

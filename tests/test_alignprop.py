@@ -109,3 +109,34 @@ def test_refl_scores_the_one_step_prediction_with_a_single_grad_call(random_toy_
     assert calls == [False, False, True]  # the chain stops at step 2
     samples.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+@pytest.mark.slow  # ~70 s on 2 cores: pytest -m slow tests/test_alignprop.py
+def test_alignprop_kl_to_base_is_flat_at_init_and_pulls_back_after_a_step(random_toy_model):
+    from drl.algorithms.regularization import denoising_kl
+
+    cfg = compose_config(
+        [f"model.path={random_toy_model}", "algorithm=alignprop", "algorithm.kl_coef=0.1", "algorithm.lr=1e-2",
+         "reward=toy_aesthetic", "train.samples_per_epoch=4", "train.batch_size=2", "scheduler.num_steps=2"]
+    )  # validates: kl_coef is accepted for alignprop
+    ctx, _, algorithm = build_context(cfg)
+    prompts = ["a small red circle at the top left", "a large blue square at the center"]
+    _, x0, cond = ctx.collector.sample_with_grad(prompts, torch.Generator().manual_seed(0), torch.ones(2, dtype=torch.bool), with_latents=True)
+    assert not x0.requires_grad and x0.shape == (2, *ctx.collector.latent_shape)
+
+    def kl_and_grad():
+        algorithm.optimizer.zero_grad(set_to_none=True)
+        kl = denoising_kl(ctx, algorithm.reference, x0, cond, torch.Generator().manual_seed(1)).mean()
+        kl.backward()
+        return float(kl.detach()), sum(float(p.grad.abs().sum()) for p in ctx.params if p.grad is not None)
+
+    assert kl_and_grad() == (0.0, 0.0)  # the trained model is the reference: no KL, no gradient
+    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(2)))  # two optimizer steps on the reward
+    assert metrics["train/kl_to_base"] > 0  # the second minibatch is scored after the first step
+    kl, grad = kl_and_grad()
+    assert kl > 0 and grad > 0
+    with torch.no_grad():  # one plain gradient step on the KL alone moves the model back towards the base
+        for p in ctx.params:
+            if p.grad is not None:
+                p.sub_(0.5 * p.grad / grad)
+    assert kl_and_grad()[0] < kl

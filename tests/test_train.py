@@ -43,6 +43,8 @@ def test_ddpo_run_leaves_everything_a_person_looks_at(tmp_path, random_toy_model
     assert summary["eval/gain"] == pytest.approx(float((after - before).mean()), abs=1e-6)
     assert summary["eval/gain_se"] == pytest.approx(float((after - before).std() / 6**0.5), abs=1e-6)
     assert summary["eval/reward_before"] == pytest.approx(float(before.mean()), abs=1e-6)
+    # Each term's (and monitor's) mean on the same samples; the one term has weight 1 here.
+    assert evaluation["terms"]["after"]["toy_aesthetic"] == pytest.approx(float(after.mean()), abs=1e-6)
 
 
 @pytest.mark.parametrize("algorithm", ["rwr", "pretrain", "alignprop"])

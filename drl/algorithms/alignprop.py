@@ -12,6 +12,21 @@ gradient flows back through the decoder and the denoiser calls of the chosen ste
 
 Memory is tamed by truncation and by checkpointing each denoiser call
 (``checkpoint_denoiser``: activations are recomputed in the backward pass).
+
+KL to the base model (``algorithm.kl_coef``, against reward hacking): the shared surrogate of
+drl/algorithms/regularization.py, loss = -r + kl_coef * mean_d (out_θ - out_ref)², evaluated at a
+forward-noised copy (t ~ U) of each sample's own clean latent, detached, with its prompt's
+conditioning. Why there rather than along the chain's own x_t:
+- the reward's gradient changes the shared weights, so it moves every step of the chain, also the
+  early ones that truncation never backpropagates through; a KL at uniformly random t holds all of
+  them to the base, while one on the chain's x_t would see only the K truncated steps;
+- it costs two extra denoiser calls (trained + reference) per sample, not two per chain step, and
+  leaves the checkpointed chain as it is;
+- the latent is detached, so the KL acts on the weights only and opens no second path by which
+  the samples themselves could move; it is the same estimator as rwr's, nft's and dpo's, so
+  ``train/kl_to_base`` is comparable across algorithms.
+The cost: it is a surrogate of the path KL, measured where the fine-tuned model now puts its
+samples rather than at the exact chain states.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ import torch
 
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext
+from drl.algorithms.regularization import denoising_kl
 from drl.config import AlignPropConfig, ConfigError
 from drl.types import PromptBatch
 
@@ -75,7 +91,7 @@ class AlignProp(Algorithm):
     def update(self, batch: PromptBatch) -> dict[str, float]:
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
-        rewards, grad_norms, steps_with_grad, terms = [], [], [], {}
+        rewards, grad_norms, steps_with_grad, kls, terms = [], [], [], [], {}
         ctx.model.unet.train()
         starts = list(range(0, len(batch.prompts), size))
         for k, start in enumerate(starts):
@@ -83,12 +99,18 @@ class AlignProp(Algorithm):
             metadata = batch.metadata[start : start + size]
             mask, stop = self._grad_steps()
             frames = self._decode_frames()
-            samples = ctx.collector.sample_with_grad(prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames)
+            samples, x0, cond = ctx.collector.sample_with_grad(
+                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True
+            )  # samples [b, ...] in [0, 1]; x0 [b, *latent_shape] detached
             scores, batch_terms = ctx.reward(samples, prompts, metadata)  # [b], name -> [b]
             for name, values in batch_terms.items():
                 terms.setdefault(name, []).append(values.detach())
-            loss = -scores.mean() / cfg.gradient_accumulation
-            loss.backward()
+            loss = -scores.mean()
+            if cfg.kl_coef > 0:  # shared KL-to-reference at the samples' own latents (see the module docstring)
+                kl = denoising_kl(ctx, self.reference, x0, cond, self.generator)  # [b]
+                loss = loss + cfg.kl_coef * kl.mean()
+                kls.append(kl.detach())
+            (loss / cfg.gradient_accumulation).backward()
             rewards.append(scores.detach())
             steps_with_grad.append(int(mask.sum()))
             if (k + 1) % cfg.gradient_accumulation == 0 or k + 1 == len(starts):
@@ -105,5 +127,6 @@ class AlignProp(Algorithm):
             "train/steps_with_grad": sum(steps_with_grad) / len(steps_with_grad),
             "train/optimizer_steps": len(grad_norms),
             "train/lr": self.lr,
+            **({"train/kl_to_base": float(torch.cat(kls).mean())} if kls else {}),
             **{f"reward/{name}": float(torch.cat(values).float().mean()) for name, values in terms.items()},
         }

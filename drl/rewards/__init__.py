@@ -83,6 +83,18 @@ def _temporal_consistency(cfg: RewardConfig, device: torch.device) -> Reward:
     return temporal_consistency()
 
 
+def _toy_background(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.pixel_stats import toy_background
+
+    return toy_background()
+
+
+def _high_frequency(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.pixel_stats import high_frequency
+
+    return high_frequency()
+
+
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
@@ -96,6 +108,8 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "toy_object": _toy_object,
     "toy_motion": _toy_motion,
     "temporal_consistency": _temporal_consistency,
+    "toy_background": _toy_background,
+    "high_frequency": _high_frequency,
 }
 FRAMES_PREFIX = "frames_"  # frames_<image reward>: that image reward on K random frames of each clip
 
