@@ -6,6 +6,7 @@ a run's reward is ``sum_k weight_k * reward_k`` over ``reward.terms``.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
@@ -23,6 +24,15 @@ def _jpeg(sign: str) -> Callable[[RewardConfig, torch.device], Reward]:
     return make
 
 
+def _without_options(module: str, name: str) -> Callable[[RewardConfig, torch.device], Reward]:
+    """The factory of a reward that takes no config: drl.rewards.<module>.<name>(), imported when built."""
+
+    def make(cfg: RewardConfig, device: torch.device) -> Reward:
+        return getattr(importlib.import_module(f"drl.rewards.{module}"), name)()
+
+    return make
+
+
 def _toy_alignment(cfg: RewardConfig, device: torch.device) -> Reward:
     from drl.rewards.toy_alignment import toy_alignment  # heavy import stays in the factory
 
@@ -33,12 +43,6 @@ def _toy_attribute_match(cfg: RewardConfig, device: torch.device) -> Reward:
     from drl.rewards.toy_alignment import toy_attribute_match
 
     return toy_attribute_match(cfg.classifier_path, device)
-
-
-def _toy_aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
-    from drl.rewards.toy_aesthetic import toy_aesthetic
-
-    return toy_aesthetic()
 
 
 def _aesthetic(cfg: RewardConfig, device: torch.device) -> Reward:
@@ -59,12 +63,6 @@ def _pickscore(cfg: RewardConfig, device: torch.device) -> Reward:
     return pickscore(cfg.pickscore_path, cfg.pickscore_processor_path, device)
 
 
-def _env_return(cfg: RewardConfig, device: torch.device) -> Reward:
-    from drl.rewards.env_return import env_return
-
-    return env_return()
-
-
 def _toy_object(cfg: RewardConfig, device: torch.device) -> Reward:
     from drl.rewards.toy_alignment import toy_object
 
@@ -77,39 +75,21 @@ def _toy_motion(cfg: RewardConfig, device: torch.device) -> Reward:
     return toy_motion(cfg.video_classifier_path, device)
 
 
-def _temporal_consistency(cfg: RewardConfig, device: torch.device) -> Reward:
-    from drl.rewards.video import temporal_consistency
-
-    return temporal_consistency()
-
-
-def _toy_background(cfg: RewardConfig, device: torch.device) -> Reward:
-    from drl.rewards.pixel_stats import toy_background
-
-    return toy_background()
-
-
-def _high_frequency(cfg: RewardConfig, device: torch.device) -> Reward:
-    from drl.rewards.pixel_stats import high_frequency
-
-    return high_frequency()
-
-
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "jpeg_compressibility": _jpeg("jpeg_compressibility"),
     "jpeg_incompressibility": _jpeg("jpeg_incompressibility"),
     "toy_alignment": _toy_alignment,
     "toy_attribute_match": _toy_attribute_match,
-    "toy_aesthetic": _toy_aesthetic,
+    "toy_aesthetic": _without_options("toy_aesthetic", "toy_aesthetic"),
     "aesthetic": _aesthetic,
     "clip_score": _clip_score,
     "pickscore": _pickscore,
-    "env_return": _env_return,
+    "env_return": _without_options("env_return", "env_return"),
     "toy_object": _toy_object,
     "toy_motion": _toy_motion,
-    "temporal_consistency": _temporal_consistency,
-    "toy_background": _toy_background,
-    "high_frequency": _high_frequency,
+    "temporal_consistency": _without_options("video", "temporal_consistency"),
+    "toy_background": _without_options("pixel_stats", "toy_background"),
+    "high_frequency": _without_options("pixel_stats", "high_frequency"),
 }
 FRAMES_PREFIX = "frames_"  # frames_<image reward>: that image reward on K random frames of each clip
 
