@@ -282,6 +282,9 @@ class DSRLConfig(AlgorithmConfig):
     """Width of the actor's and critics' 2 hidden layers."""
     distill_samples: int = 1
     """DSRL-NA: noise draws per state for distilling the action-space Q into the noise-space Q."""
+    action_critic_input: str = "offset"
+    """DSRL-NA: what Q^A(s, .) reads of an action a: offset, a - pi_W(s, 0) (the shift from the base policy's action
+    for noise 0), or action, a itself (on Pendulum the raw action is mostly a function of s and Q^A ranked noises wrongly)."""
 
 
 @dataclass

@@ -134,7 +134,7 @@ def measure(alg, probe: Probe, epoch: int, bound: float) -> dict[str, float]:
         QW_corr=float(np.corrcoef(qw, G)[0, 1]),
     )
     if na:
-        qa = alg.action_critic.q_min(s, a).numpy()
+        qa = alg.action_value(alg.action_critic, s, a).numpy()
         out.update(QA_mean=float(qa.mean()), QA_corr=float(np.corrcoef(qa, G)[0, 1]))
     # The truth over a noise grid, within states the actor visits.
     o = ep["obs"][0, 10::25][:12]  # [12, 3]
@@ -162,7 +162,9 @@ def measure(alg, probe: Probe, epoch: int, bound: float) -> dict[str, float]:
     )
     if na:
         out["QA_true_corr"] = within_corr(
-            alg.action_critic.q_min(Sg, alg.steer(Sg, Wg)).view(len(o), k).numpy(),
+            alg.action_value(alg.action_critic, Sg, alg.steer(Sg, Wg))
+            .view(len(o), k)
+            .numpy(),
             truth,
         )
         buffer = alg.buffer.data
@@ -180,10 +182,13 @@ def measure(alg, probe: Probe, epoch: int, bound: float) -> dict[str, float]:
                 :, 0
             ]
             g_a = torch.autograd.grad(
-                alg.action_critic.q_min(states, alg.steer(states, w2)).sum(), w2
+                alg.action_value(
+                    alg.action_critic, states, alg.steer(states, w2)
+                ).sum(),
+                w2,
             )[0][:, 0]
-        gap = alg.noise_critic.q_min(states, mode_w) - alg.action_critic.q_min(
-            states, alg.steer(states, mode_w)
+        gap = alg.noise_critic.q_min(states, mode_w) - alg.action_value(
+            alg.action_critic, states, alg.steer(states, mode_w)
         )
         X = buffer.observations[:n].double()
         F = torch.stack(
@@ -234,8 +239,8 @@ def main() -> None:
     if (
         args.actor_via_chain
     ):  # the actor's critic becomes Q^A through the frozen chain: no distillation
-        alg.noise_critic.q_min = lambda s, w: alg.action_critic.q_min(
-            s, alg.steer(s, w)
+        alg.noise_critic.q_min = lambda s, w: alg.action_value(
+            alg.action_critic, s, alg.steer(s, w)
         )
     probe, generator, start = (
         Probe(alg, cfg.env.gamma),

@@ -142,6 +142,8 @@ def test_control_configs_compose_and_fail_clearly():
         compose_config(["env=bandit"])
     with pytest.raises(ConfigError, match="rewarded by the environment"):
         compose_config(["experiment=bandit_bc", "reward=toy_aesthetic"], tiny=False)
+    with pytest.raises(ConfigError, match="action_critic_input='raw' is not one of offset, action"):
+        compose_config(["experiment=bandit_dsrl", "model.path=x", "algorithm.action_critic_input=raw"], tiny=False)
     with pytest.raises(ConfigError, match="deterministic chain"):
         compose_config(["experiment=bandit_dsrl", "model.path=x", "scheduler.eta=1"], tiny=False)
     with pytest.raises(ConfigError, match="env.dataset"):
@@ -215,6 +217,32 @@ def test_dsrl_noise_to_action_map_is_a_function(bandit_runs):
     assert torch.equal(first, algorithm.steer(states, noise))
     assert torch.equal(first, ctx.model.sample(ctx.schedule, states, eta=0.0, initial_noise=noise).actions)
     assert (algorithm.steer(states, -noise) - first).abs().mean() > 0.1  # and the noise does steer the action
+
+
+@pytest.mark.parametrize("critic_input", ["offset", "action"])
+def test_dsrl_na_action_critic_reads_the_offset_from_the_base_action(bandit_runs, critic_input):
+    """offset: Q^A is fed a - pi_W(s, 0) in its TD loss and in action_value; action: a itself."""
+    cfg = compose_config(
+        ["experiment=bandit_dsrl", f"model.path={bandit_runs[0] / 'bc'}", *BANDIT, "algorithm.variant=na", f"algorithm.action_critic_input={critic_input}"],
+        tiny=False,
+    )
+    ctx, _, algorithm = build_context(cfg)
+    states = torch.tensor([[0.0], [0.5], [-1.0]])
+    actions = torch.tensor([[0.3, -0.2], [-0.9, 0.8], [0.0, 0.0]])
+    # pi_W(s, 0) straight from the policy's chain (not through DSRL): the base action for noise 0.
+    base = ctx.model.sample(ctx.schedule, states, eta=0.0, initial_noise=torch.zeros(3, 2)).actions
+    assert base.abs().min() > 1e-3  # else the offset and the raw action would be indistinguishable
+    expected = actions - base if critic_input == "offset" else actions
+    seen = []
+    forward = algorithm.action_critic.forward
+    algorithm.action_critic.forward = lambda s, a: seen.append((s.clone(), a.detach().clone())) or forward(s, a)
+    value = algorithm.action_value(algorithm.action_critic, states, actions)
+    assert torch.allclose(seen[0][1], expected, atol=1e-6)
+    assert torch.allclose(value, torch.minimum(*forward(states, expected)), atol=1e-6)
+    seen.clear()
+    algorithm.gradient_step(TransitionBatch(states, actions, torch.zeros(3), states, torch.zeros(3)))
+    td_inputs = [a for s, a in seen if s.shape == states.shape and torch.equal(s, states) and a.shape == actions.shape]
+    assert any(torch.allclose(a, expected, atol=1e-6) for a in td_inputs), td_inputs
 
 
 def _numbered(start: int, n: int) -> TransitionBatch:

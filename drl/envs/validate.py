@@ -59,6 +59,8 @@ def control_problems(cfg) -> list[str]:
     if isinstance(a, DSRLConfig):
         if a.variant not in ("sac", "na"):
             p.append(f"algorithm.variant={a.variant!r} is not one of sac, na.")
+        if a.action_critic_input not in ("offset", "action"):
+            p.append(f"algorithm.action_critic_input={a.action_critic_input!r} is not one of offset, action.")
         for key in ("noise_bound", "updates_per_epoch", "buffer_size", "init_temperature", "hidden_dim", "distill_samples"):
             if getattr(a, key) <= 0:
                 p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
