@@ -24,11 +24,13 @@ from drl.toyworld.video import (
     MOTION_DIRECTIONS,
     MOTIONS,
     TRAVEL_FRACTION,
+    VIDEO_ATTRIBUTES,
     VideoScene,
     all_video_scenes,
     augment_clips,
     build_video_classifier,
     corrupt_video_caption,
+    load_video_classifier,
     render_clip,
     sample_clips,
 )
@@ -112,6 +114,27 @@ def test_motion_reward_gradient_matches_finite_differences(random_video_classifi
     analytic = float((clips.grad * direction).sum())
     assert abs(analytic - numeric) <= 0.02 * abs(numeric) + 1e-4, (analytic, numeric)
     assert reward.differentiable and reward.video
+
+
+def test_motion_only_reward_is_the_classifiers_motion_log_probability(random_video_classifier):
+    """reward=toy_motion_only scores log p(prompt's motion | clip) alone; toy_motion adds colour and shape."""
+    overrides = ["model=toy_t2v", "reward=toy_motion_only", f"reward.video_classifier_path={random_video_classifier}"]
+    reward = build_reward(compose_config(overrides).reward, torch.device("cpu"), video=True)
+    assert [r.name for r in reward.rewards] == ["toy_motion_only"] and "toy_motion" in [m.name for m in reward.monitors]
+    clips = torch.rand(3, FRAMES, 3, RES, RES, generator=torch.Generator().manual_seed(0))
+    prompts = ["a red circle moving right", "a blue square standing still", "a green triangle moving up"]
+    total, terms = reward(clips, prompts, [])
+    # By hand: the classifier's logits on the frame-stacked clip in [-1, 1], then a log-softmax per head.
+    classifier = load_video_classifier(random_video_classifier)
+    with torch.no_grad():
+        logits = classifier((clips * 2 - 1).reshape(3, FRAMES * 3, RES, RES))
+    scenes = [VideoScene.from_prompt(p) for p in prompts]
+    picked = {
+        name: torch.stack([logits[name][k].log_softmax(0)[values.index(getattr(s, name))] for k, s in enumerate(scenes)])
+        for name, values in VIDEO_ATTRIBUTES.items()
+    }
+    torch.testing.assert_close(total.detach(), picked["motion"])
+    torch.testing.assert_close(terms["toy_motion"], picked["colour"] + picked["shape"] + picked["motion"])
 
 
 def test_frame_subset_averages_an_image_reward_over_k_random_frames():

@@ -69,10 +69,15 @@ def _toy_object(cfg: RewardConfig, device: torch.device) -> Reward:
     return toy_object(cfg.classifier_path, device)
 
 
-def _toy_motion(cfg: RewardConfig, device: torch.device) -> Reward:
-    from drl.rewards.video import toy_motion
+def _toy_motion(attributes: tuple[str, ...] | None) -> Callable[[RewardConfig, torch.device], Reward]:
+    """The video classifier's log-likelihood of the prompt: every attribute (None) or only ``attributes``."""
 
-    return toy_motion(cfg.video_classifier_path, device)
+    def make(cfg: RewardConfig, device: torch.device) -> Reward:
+        from drl.rewards.video import toy_motion
+
+        return toy_motion(cfg.video_classifier_path, device, attributes)
+
+    return make
 
 
 REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
@@ -86,7 +91,8 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "pickscore": _pickscore,
     "env_return": _without_options("env_return", "env_return"),
     "toy_object": _toy_object,
-    "toy_motion": _toy_motion,
+    "toy_motion": _toy_motion(None),
+    "toy_motion_only": _toy_motion(("motion",)),
     "temporal_consistency": _without_options("video", "temporal_consistency"),
     "toy_background": _without_options("pixel_stats", "toy_background"),
     "high_frequency": _without_options("pixel_stats", "high_frequency"),

@@ -3,6 +3,7 @@
 Every reward here takes clips [B, F, 3, H, W] in [0, 1] and returns scores [B]:
 
     toy_motion            log p(colour, shape, motion of the prompt | clip) under the shipped video classifier
+    toy_motion_only       log p(motion of the prompt | clip), the same classifier's motion term alone
     temporal_consistency  the object keeps its colour and size from frame to frame
     frames_<image reward> any image reward applied to a random subset of K frames, averaged (VADER's memory trick)
 """
@@ -63,17 +64,26 @@ def frame_subset(image_reward: Reward, k: int, seed: int = 0) -> Reward:
     return Reward(name, score, differentiable=image_reward.differentiable, video=True, frames=k)
 
 
-def toy_motion(classifier_path: str, device: torch.device | str = "cpu") -> Reward:
-    """r = log p(colour) + log p(shape) + log p(motion) of the prompt's clip under the shipped toy video
-    classifier (0 is perfect; about -4.5 is chance)."""
+def toy_motion(
+    classifier_path: str, device: torch.device | str = "cpu", attributes: tuple[str, ...] | None = None
+) -> Reward:
+    """r = sum over ``attributes`` (default all: colour, shape, motion) of log p(the prompt's value | clip) under
+    the shipped toy video classifier (0 is perfect; about -4.5 is chance for all three).
+
+    ``attributes=("motion",)`` is ``toy_motion_only``: colour is the easiest term to raise, and in the
+    full sum it soaks up most of the gradient (README, Video); the motion term alone asks only for motion.
+    """
     from drl.models.t2i import resolve_path
     from drl.toyworld.classifier import alignment_log_prob
-    from drl.toyworld.video import VideoScene, load_video_classifier, stack_frames
+    from drl.toyworld.video import VIDEO_ATTRIBUTES, VideoScene, load_video_classifier, stack_frames
 
+    if attributes is not None and not set(attributes) <= set(VIDEO_ATTRIBUTES):
+        raise ValueError(f"Unknown video attributes {attributes}; expected some of {tuple(VIDEO_ATTRIBUTES)}.")
     classifier = load_video_classifier(resolve_path(classifier_path), device=device)
+    name = "toy_motion" if attributes is None else "toy_" + "_".join(attributes) + "_only"
 
     def score(clips: torch.Tensor, prompts: list, metadata: list) -> torch.Tensor:
         scenes = [VideoScene.from_prompt(p) for p in prompts]
-        return alignment_log_prob(classifier, stack_frames(clips.float() * 2 - 1), scenes).float()
+        return alignment_log_prob(classifier, stack_frames(clips.float() * 2 - 1), scenes, attributes).float()
 
-    return Reward("toy_motion", score, differentiable=True, video=True)
+    return Reward(name, score, differentiable=True, video=True)
