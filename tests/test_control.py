@@ -127,10 +127,31 @@ def test_dataset_file_round_trip_and_deterministic_generation(tmp_path):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert a.truncations[199] and a.truncations[-1] and not a.terminations.any()  # time limit, then the cut
     assert np.array_equal(a.observations[1:200], a.next_observations[:199])
+    assert a.metadata["episodes"] == 2 and a.metadata["return_mean"] == pytest.approx((a.rewards[:200].sum() + a.rewards[200:].sum()) / 2, rel=1e-5)
     loaded = OfflineDataset.load(a.save(tmp_path / "d.npz"))
     assert np.array_equal(loaded.actions, a.actions) and loaded.metadata["env_id"] == "Pendulum-v1"
     with pytest.raises(FileNotFoundError, match="make_dataset.py"):
         OfflineDataset.load(tmp_path / "missing.npz")
+
+
+def test_mixed_dataset_keeps_both_parts_and_their_episode_ends():
+    """D4RL's medium-expert style: two levels one after another, no episode running across the seam."""
+    random_policy = lambda obs, rng: rng.uniform(-1, 1, (len(obs), 1))  # noqa: E731
+    still_policy = lambda obs, rng: np.zeros((len(obs), 1))  # noqa: E731
+    a = generate_dataset("Pendulum-v1", random_policy, 250, seed=0, name="random", episodes_per_wave=1)
+    b = generate_dataset("Pendulum-v1", still_policy, 120, seed=1, name="still", episodes_per_wave=1)
+    b.truncations[-1] = False  # as if b's file ended mid-episode: the mix must close it
+    mixed = OfflineDataset.concatenate([a, b])
+    assert len(mixed) == 370 and np.array_equal(mixed.actions[:250], a.actions) and np.array_equal(mixed.rewards[250:], b.rewards)
+    assert np.flatnonzero(mixed.truncations).tolist() == [199, 249, 369] and not b.truncations[-1]  # the parts are not changed
+    # Episodes: a's full one (200 steps), a's cut-off 50, b's 120; returns by hand.
+    expected = [a.rewards[:200].sum(), a.rewards[200:].sum(), b.rewards.sum()]
+    assert np.allclose(mixed.episode_returns(), expected, rtol=1e-5)
+    assert mixed.metadata["behaviour"] == "random+still" and mixed.metadata["episodes"] == 3
+    assert mixed.metadata["return_mean"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert [part["behaviour"] for part in mixed.metadata["parts"]] == ["random", "still"]
+    with pytest.raises(ValueError, match="different environments"):
+        OfflineDataset.concatenate([a, bandit_dataset(10, seed=0)])
 
 
 # ---------------------------------------------------------------------- configs

@@ -12,6 +12,8 @@ in Minari / D4RL's ``qlearning_dataset``:
     metadata           JSON string: env_id, behaviour, seed, episodes, return statistics
 
 Episodes are stored one after another; an episode ends where terminations | truncations.
+Mixed levels (D4RL's medium-expert is its medium and expert data one after the other) are
+:meth:`OfflineDataset.concatenate` of datasets of one environment (``make_dataset.py --mix``).
 """
 
 from __future__ import annotations
@@ -44,14 +46,47 @@ class OfflineDataset:
     @classmethod
     def from_episodes(cls, episodes: list[Episode], metadata: dict) -> "OfflineDataset":
         cat = lambda name: np.concatenate([getattr(e, name) for e in episodes])  # noqa: E731
-        returns = [e.total_reward for e in episodes]
-        metadata = {**metadata, "episodes": len(episodes), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
-        return cls(*(cat(name) for name in FIELDS), metadata=metadata)
+        dataset = cls(*(cat(name) for name in FIELDS), metadata=dict(metadata))
+        dataset.metadata.update(dataset.return_summary())
+        return dataset
+
+    def episode_returns(self) -> np.ndarray:
+        """The undiscounted return of every stored episode (a cut-off last one included). [episodes]"""
+        ends = np.flatnonzero(self.terminations | self.truncations)
+        if len(ends) == 0 or ends[-1] != len(self) - 1:
+            ends = np.append(ends, len(self) - 1)
+        return np.add.reduceat(self.rewards.astype(np.float64), np.concatenate([[0], ends[:-1] + 1]))
+
+    def return_summary(self) -> dict:
+        """The metadata's episode count and return statistics, of the episodes stored here."""
+        returns = self.episode_returns()
+        return {"episodes": len(returns), "return_mean": float(returns.mean()), "return_std": float(returns.std())}
+
+    @classmethod
+    def concatenate(cls, parts: list["OfflineDataset"]) -> "OfflineDataset":
+        """Datasets of one environment one after another (D4RL's medium-expert = medium + expert).
+
+        Each part's last transition is marked truncated if it did not end an episode, so that no episode
+        runs from one part into the next; the metadata keeps every part's own metadata under ``parts``.
+        """
+        env_ids = {part.metadata.get("env_id") for part in parts}
+        if len(env_ids) != 1:
+            raise ValueError(f"Datasets of different environments cannot be mixed: {sorted(map(str, env_ids))}.")
+        ended = [part.head(len(part)) for part in parts]  # copies, each closing its last episode
+        mixed = cls(*(np.concatenate([getattr(part, name) for part in ended]) for name in FIELDS))
+        mixed.metadata = {
+            "env_id": env_ids.pop(),
+            "behaviour": "+".join(str(part.metadata.get("behaviour")) for part in parts),
+            "parts": [part.metadata for part in parts],
+            **mixed.return_summary(),
+        }
+        return mixed
 
     def head(self, n: int) -> "OfflineDataset":
         """The first n transitions; the last one is marked truncated if the cut fell inside an episode."""
         part = OfflineDataset(*(getattr(self, name)[:n].copy() for name in FIELDS), metadata=dict(self.metadata))
         part.truncations[-1] |= not part.terminations[-1]
+        part.metadata.update(part.return_summary())  # the cut episode counts with what is left of it
         return part
 
     def save(self, path: str | Path) -> Path:
