@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the toy world's shipped weights (about 20 min on 2 idle CPU cores):
+# Reproduce the toy world's shipped weights (the video model alone takes about 31 min on one core):
 #   1. the prompt-alignment classifier  -> drl/assets/toy_classifier
 #   2. the base text-to-image model     -> drl/assets/toy_t2i  (pretrained by drl-train algorithm=pretrain)
 #   3. the video (colour, shape, motion) classifier -> drl/assets/toy_video_classifier  (~5 min)
-#   4. the base text-to-video model     -> drl/assets/toy_t2v  (~25 min single-threaded on a shared core)
+#   4. the base text-to-video model     -> drl/assets/toy_t2v  (~31 min single-threaded on a core of its own)
 # Video only:  bash scripts/build_toy_assets.sh video
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +23,12 @@ run_dir=outputs/build/toy_t2v_pretrain
 rm -rf "$run_dir"
 # 4-frame clips of 16 px. Caption words are resampled at random with probability 5% (colour), 10% (shape) and
 # 60% (motion), so a caption's motion is right only about half the time: the base model renders the object and
-# its colour and follows the motion poorly, which alignment then fixes.
+# its colour and follows the motion poorly, which alignment then fixes. The text encoder stays frozen at its
+# random init, as real text-to-video models keep a frozen CLIP/T5: trained on these captions it learned to map
+# every motion word to the same states, and then no update of the denoiser can follow motion.
 drl-train model=toy_t2v model.from_scratch=true algorithm=pretrain reward=temporal_consistency \
-  train.epochs=20 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=2 train.grid_size=8 \
-  algorithm.lr=2e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.995 \
+  train.epochs=100 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=2 train.grid_size=8 \
+  algorithm.lr=2e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.995 algorithm.train_text_encoder=false \
   algorithm.caption_noise.colour=0.05 algorithm.caption_noise.shape=0.1 algorithm.caption_noise.motion=0.6 \
   hardware.num_threads=1 logger=none seed=0 hydra.run.dir="$run_dir"
 rm -rf drl/assets/toy_t2v

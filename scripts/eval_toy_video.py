@@ -1,8 +1,11 @@
 """How well a toy text-to-video model follows its prompts: the video classifier's accuracy on its clips.
 
-Samples one clip for each of the 90 toy video prompts (fixed noise, deterministic DDIM) and reports the
-fraction whose colour, shape and motion the shipped video classifier reads as prompted (chance: 1/6, 1/3,
-1/5), and the per-frame colour and shape accuracy of the image classifier (the guard against reward hacking).
+Samples one clip (or --repeats clips) for each of the 90 toy video prompts (fixed noise, deterministic DDIM)
+and reports the fraction whose colour, shape and motion the shipped video classifier reads as prompted
+(chance: 1/6, 1/3, 1/5), and the per-frame colour and shape accuracy of the image classifier (the guard against reward hacking).
+
+It also prints how far apart the text encoder keeps the prompts' colours, shapes and motions (a collapsed
+motion word cannot be followed, whatever the denoiser learns).
 
 Then the checks that are not classifiers (so reward hacking cannot fool them through the same pixels),
 each beside the same numbers for the base model and for real renders of the 90 prompts: the fraction of
@@ -30,7 +33,10 @@ BASE_MODEL = "drl:toy_t2v"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=BASE_MODEL, help="t2v save_pretrained directory (default: the shipped one)")
+    parser.add_argument("--base", default=BASE_MODEL, help="the base model it was fine-tuned from (for the comparisons)")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (eta 0)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
+    parser.add_argument("--repeats", type=int, default=1, help="clips per prompt (different noise)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args()
@@ -84,6 +90,7 @@ def main() -> None:
         TOY_RESOLUTION,
         VIDEO_ATTRIBUTES,
         all_video_scenes,
+        attribute_spread,
         load_video_classifier,
         stack_frames,
     )
@@ -93,19 +100,22 @@ def main() -> None:
     model = load_t2v(resolve_path(args.model), TOY_FRAMES)
     schedule = make_schedule(model.make_scheduler("ddim"), args.steps)
     collector = RolloutCollector(
-        model, schedule, eta=0.0, guidance_scale=1.0, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu")
+        model, schedule, eta=0.0, guidance_scale=args.guidance, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu")
     )
-    scenes = all_video_scenes()
+    spreads = {name: attribute_spread(model, name) for name in VIDEO_ATTRIBUTES}
+    print("text encoder, mean distance between prompts that differ in one word: " + ", ".join(f"{k} {v:.2f}" for k, v in spreads.items()))
+    scenes = all_video_scenes() * args.repeats
     prompts = [s.prompt for s in scenes]
     batch = collector.collect(prompts, [{} for _ in prompts], torch.Generator().manual_seed(args.seed))
-    clips = batch.samples  # [90, F, 3, H, W] in [0, 1]
+    clips = batch.samples  # [90 * repeats, F, 3, H, W] in [0, 1]
 
     video_classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
     logits = video_classifier(stack_frames(clips * 2 - 1))  # clips [n, F, 3, H, W] in [0, 1]
     targets = attribute_targets(scenes, VIDEO_ATTRIBUTES)
     for name, values in VIDEO_ATTRIBUTES.items():
-        accuracy = (logits[name].argmax(-1) == targets[name]).float().mean()
-        print(f"video classifier {name:>7}: {accuracy:.2f}  (chance {1 / len(values):.2f})")
+        correct = (logits[name].argmax(-1) == targets[name]).float()  # [n]
+        se = correct.std() / len(correct) ** 0.5
+        print(f"video classifier {name:>7}: {correct.mean():.2f} ± {se:.2f}  (chance {1 / len(values):.2f})")
 
     image_classifier = load_classifier(resolve_path("drl:toy_classifier"))
     frames = torch.nn.functional.interpolate(clips.flatten(0, 1) * 2 - 1, size=32, mode="bilinear")  # [n*F, 3, 32, 32]
@@ -121,13 +131,13 @@ def main() -> None:
 
     renders, _ = sample_clips(len(scenes), np.random.default_rng(args.seed), TOY_RESOLUTION, TOY_FRAMES, scenes)
     print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}; {motion_check((renders + 1) / 2, scenes)}")
-    if args.model != BASE_MODEL:
-        base = load_t2v(resolve_path(BASE_MODEL), TOY_FRAMES)
-        base_collector = RolloutCollector(base, schedule, eta=0.0, guidance_scale=1.0, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu"))
+    if args.model != args.base:
+        base = load_t2v(resolve_path(args.base), TOY_FRAMES)
+        base_collector = RolloutCollector(base, schedule, eta=0.0, guidance_scale=args.guidance, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu"))
         base_clips = base_collector.collect(prompts, [{} for _ in prompts], torch.Generator().manual_seed(args.seed)).samples
         print(f"pixels, base model:    {pixel_statistics(base_clips)}; {motion_check(base_clips, scenes)}")
     print(f"pixels, this model:    {pixel_statistics(clips)}; {motion_check(clips, scenes)}")
-    if args.model != BASE_MODEL:
+    if args.model != args.base:
         print(f"KL-to-base surrogate at this model's clips: {kl_to_base(model, base, collector, batch, args.seed):.4g}")
 
 

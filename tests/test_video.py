@@ -400,3 +400,15 @@ def test_wan_layout_rejects_a_frame_count_its_vae_cannot_make(tiny_wan):
     cfg = compose_config(["model=wan_t2v", f"model.path={tiny_wan}", "model.num_frames=8", "scheduler=flow"])
     with pytest.raises(ConfigError, match="use 4k \\+ 1 frames"):
         build_context(cfg)
+
+
+def test_shipped_toy_t2v_text_encoder_keeps_motion_words_apart():
+    """The base can only learn to follow motion (in pretraining or alignment) if its frozen text encoder tells
+    the motions apart: their states must be about as far apart as the colours' (a jointly trained encoder had
+    collapsed them to 0.5% of the colours' spread)."""
+    from drl.models.t2i import resolve_path
+    from drl.toyworld.video import attribute_spread
+
+    model = load_t2v(resolve_path("drl:toy_t2v"), 4)
+    spreads = {attribute: attribute_spread(model, attribute) for attribute in ("colour", "shape", "motion")}
+    assert spreads["motion"] > 0.3 * spreads["colour"] and spreads["shape"] > 0.3 * spreads["colour"], spreads

@@ -74,7 +74,7 @@ def load_t2v(path: str, num_frames: int) -> T2VModel:
 
 
 def build_toy_t2v(resolution: int = 16, num_frames: int = 4, seed: int = 0) -> T2VModel:
-    """Randomly initialised toy text-to-video components (seeded): a ~0.44M-parameter pixel-space
+    """Randomly initialised toy text-to-video components (seeded): a ~0.45M-parameter pixel-space
     UNet3DConditionModel (temporal convolutions and attention at every level, cross-attention at 8x8)
     and the toy CLIP text encoder over the video world's words."""
     from drl.models.toy import TEXT_DIM, TOY_SCHEDULER_CONFIG, build_toy_text_encoder, build_toy_tokenizer

@@ -201,3 +201,17 @@ def load_video_classifier(directory, device: torch.device | str = "cpu"):
     from drl.toyworld.classifier import load_classifier
 
     return load_classifier(directory, device, VIDEO_ATTRIBUTES, VIDEO_RECREATE_COMMAND)
+
+
+@torch.no_grad()
+def attribute_spread(model, attribute: str, reference: VideoScene = VideoScene("red", "circle", "moving left")) -> float:
+    """How far apart a text encoder keeps the values of one attribute: the mean pairwise L2 distance of its
+    states [L, D] for prompts that differ only in that attribute (e.g. all 5 motions of a red circle).
+
+    A text encoder trained jointly on captions whose motion words are mostly wrong learns to map every motion to
+    nearly the same states; then no update of the denoiser alone (AlignProp, DDPO) can make clips follow motion.
+    """
+    prompts = [reference.replace(**{attribute: value}).prompt for value in VIDEO_ATTRIBUTES[attribute]]
+    states = model.encode_prompts(prompts)["encoder_hidden_states"].flatten(1).float()  # [n, L * D]
+    n = len(prompts)
+    return float(torch.cdist(states, states).sum() / (n * (n - 1)))
