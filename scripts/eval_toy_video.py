@@ -5,7 +5,8 @@ and reports the fraction whose colour, shape and motion the shipped video classi
 (chance: 1/6, 1/3, 1/5), and the per-frame colour and shape accuracy of the image classifier (the guard against reward hacking).
 
 It also prints how far apart the text encoder keeps the prompts' colours, shapes and motions (a collapsed
-motion word cannot be followed, whatever the denoiser learns).
+motion word cannot be followed, whatever the denoiser learns), and how much the denoiser reads each word: its
+L_simple on real renders with that word made wrong, over the loss with the right prompt (1.0: ignored).
 
 Then the checks that are not classifiers (so reward hacking cannot fool them through the same pixels),
 each beside the same numbers for the base model and for real renders of the 90 prompts: the fraction of
@@ -78,6 +79,35 @@ def kl_to_base(model, base, collector, batch, seed: int) -> float:
     return float(denoising_kl(ctx, reference, x0, batch.cond, torch.Generator().manual_seed(seed)).mean())
 
 
+def caption_sensitivity(model, schedule, scenes, clips: torch.Tensor, seed: int) -> dict[str, float]:
+    """How much the denoiser reads each prompt word: L_simple on real renders with one attribute's word swapped
+    for a random wrong one, over L_simple with the right prompt (same x_t, t). 1.0: the word is ignored.
+
+    scenes: n toy scenes; clips: their renders [n, F, 3, H, W] in [-1, 1]. Returns {attribute: ratio}.
+    """
+    import numpy as np
+
+    from drl.sampling import add_noise, sample_training_timesteps, training_target
+    from drl.toyworld.video import VIDEO_ATTRIBUTES
+
+    generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    x0 = model.clips_to_latents(clips)  # [n, C, F, H, W]
+    t = sample_training_timesteps(schedule, len(scenes), generator)  # [n]
+    noise = torch.randn(x0.shape, generator=generator)
+    x_t, target = add_noise(schedule, x0, noise, t), training_target(schedule, x0, noise, t)
+
+    def loss(prompts: list[str]) -> float:
+        prediction = model.unet(x_t, t, **model.denoiser_kwargs(model.encode_prompts(prompts))).sample
+        return float(((prediction - target) ** 2).mean())
+
+    right = loss([s.prompt for s in scenes])
+    ratios = {}
+    for name, values in VIDEO_ATTRIBUTES.items():
+        wrong = [s.replace(**{name: rng.choice([v for v in values if v != getattr(s, name)])}).prompt for s in scenes]
+        ratios[name] = loss(wrong) / right
+    return ratios
+
+
 @torch.no_grad()
 def main() -> None:
     from drl.models.t2i import resolve_path
@@ -131,6 +161,9 @@ def main() -> None:
 
     renders, _ = sample_clips(len(scenes), np.random.default_rng(args.seed), TOY_RESOLUTION, TOY_FRAMES, scenes)
     print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}; {motion_check((renders + 1) / 2, scenes)}")
+    model.unet.eval()
+    ratios = caption_sensitivity(model, schedule, scenes, renders, args.seed)
+    print("denoising loss on renders with one wrong word / with the right prompt: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if args.model != args.base:
         base = load_t2v(resolve_path(args.base), TOY_FRAMES)
         base_collector = RolloutCollector(base, schedule, eta=0.0, guidance_scale=args.guidance, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu"))
