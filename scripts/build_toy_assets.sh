@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the toy world's shipped weights (the video model alone takes about 31 min on one core):
+# Reproduce the toy world's shipped weights (the video model alone took 29 min on one core):
 #   1. the prompt-alignment classifier  -> drl/assets/toy_classifier
 #   2. the base text-to-image model     -> drl/assets/toy_t2i  (pretrained by drl-train algorithm=pretrain)
 #   3. the video (colour, shape, motion) classifier -> drl/assets/toy_video_classifier  (~5 min)
-#   4. the base text-to-video model     -> drl/assets/toy_t2v  (~31 min single-threaded on a core of its own)
+#   4. the base text-to-video model     -> drl/assets/toy_t2v  (29 min single-threaded, another run on the other core)
 # Video only:  bash scripts/build_toy_assets.sh video
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -97,7 +97,7 @@ def caption_sensitivity(model, schedule, scenes, clips: torch.Tensor, seed: int)
     x_t, target = add_noise(schedule, x0, noise, t), training_target(schedule, x0, noise, t)
 
     def loss(prompts: list[str]) -> float:
-        prediction = model.unet(x_t, t, **model.denoiser_kwargs(model.encode_prompts(prompts))).sample
+        prediction = model.denoise(x_t, t, model.encode_prompts(prompts))
         return float(((prediction - target) ** 2).mean())
 
     right = loss([s.prompt for s in scenes])
