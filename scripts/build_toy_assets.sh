@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the toy world's shipped weights (the video model alone took 29 min on one core):
+# Reproduce the toy world's shipped weights (the video model alone takes ~11 min on one core):
 #   1. the prompt-alignment classifier  -> drl/assets/toy_classifier
 #   2. the base text-to-image model     -> drl/assets/toy_t2i  (pretrained by drl-train algorithm=pretrain)
 #   3. the video (colour, shape, motion) classifier -> drl/assets/toy_video_classifier  (~5 min)
-#   4. the base text-to-video model     -> drl/assets/toy_t2v  (29 min single-threaded, another run on the other core)
+#   4. the base text-to-video model     -> drl/assets/toy_t2v  (~11 min single-threaded, another run on the other core)
 # Video only:  bash scripts/build_toy_assets.sh video
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,8 @@ rm -rf "$run_dir"
 # random init, as real text-to-video models keep a frozen CLIP/T5: trained on these captions it learned to map
 # every motion word to the same states, and then no update of the denoiser can follow motion.
 drl-train model=toy_t2v model.from_scratch=true algorithm=pretrain reward=temporal_consistency \
-  train.epochs=100 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=2 train.grid_size=8 \
-  algorithm.lr=2e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.995 algorithm.train_text_encoder=false \
+  train.epochs=120 algorithm.steps_per_epoch=25 train.batch_size=16 train.save_every=10 train.grid_size=8 \
+  algorithm.lr=1e-3 algorithm.warmup_steps=50 algorithm.ema_decay=0.995 algorithm.train_text_encoder=false \
   algorithm.caption_noise.colour=0.05 algorithm.caption_noise.shape=0.1 algorithm.caption_noise.motion=0.6 \
   hardware.num_threads=1 logger=none seed=0 hydra.run.dir="$run_dir"
 rm -rf drl/assets/toy_t2v

@@ -82,13 +82,15 @@ def kl_to_base(model, base, collector, batch, seed: int) -> float:
 def caption_sensitivity(model, schedule, scenes, clips: torch.Tensor, seed: int) -> dict[str, float]:
     """How much the denoiser reads each prompt word: L_simple on real renders with one attribute's word swapped
     for a random wrong one, over L_simple with the right prompt (same x_t, t). 1.0: the word is ignored.
+    "direction" swaps a moving clip's direction for another direction (on the moving clips only): a denoiser can
+    read "moving" against "standing still" (frames alike or not) and still ignore which way.
 
     scenes: n toy scenes; clips: their renders [n, F, 3, H, W] in [-1, 1]. Returns {attribute: ratio}.
     """
     import numpy as np
 
     from drl.sampling import add_noise, sample_training_timesteps, training_target
-    from drl.toyworld.video import VIDEO_ATTRIBUTES
+    from drl.toyworld.video import MOTIONS, VIDEO_ATTRIBUTES
 
     generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     x0 = model.clips_to_latents(clips)  # [n, C, F, H, W]
@@ -96,15 +98,17 @@ def caption_sensitivity(model, schedule, scenes, clips: torch.Tensor, seed: int)
     noise = torch.randn(x0.shape, generator=generator)
     x_t, target = add_noise(schedule, x0, noise, t), training_target(schedule, x0, noise, t)
 
-    def loss(prompts: list[str]) -> float:
-        prediction = model.denoise(x_t, t, model.encode_prompts(prompts))
-        return float(((prediction - target) ** 2).mean())
+    def loss(prompts: list[str], keep: list[int]) -> float:
+        prediction = model.denoise(x_t[keep], t[keep], model.encode_prompts([prompts[k] for k in keep]))
+        return float(((prediction - target[keep]) ** 2).mean())
 
-    right = loss([s.prompt for s in scenes])
-    ratios = {}
-    for name, values in VIDEO_ATTRIBUTES.items():
-        wrong = [s.replace(**{name: rng.choice([v for v in values if v != getattr(s, name)])}).prompt for s in scenes]
-        ratios[name] = loss(wrong) / right
+    def swapped(name: str, values) -> list[str]:
+        return [s.replace(**{name: rng.choice([v for v in values if v != getattr(s, name)])}).prompt for s in scenes]
+
+    right, every = [s.prompt for s in scenes], list(range(len(scenes)))
+    ratios = {name: loss(swapped(name, values), every) / loss(right, every) for name, values in VIDEO_ATTRIBUTES.items()}
+    moving = [k for k, s in enumerate(scenes) if s.motion != "standing still"]
+    ratios["direction"] = loss(swapped("motion", [m for m in MOTIONS if m != "standing still"]), moving) / loss(right, moving)
     return ratios
 
 
@@ -163,7 +167,7 @@ def main() -> None:
     print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}; {motion_check((renders + 1) / 2, scenes)}")
     model.unet.eval()
     ratios = caption_sensitivity(model, schedule, scenes, renders, args.seed)
-    print("denoising loss on renders with one wrong word / with the right prompt: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    print("denoising loss on renders with one wrong word / with the right prompt (direction: moving clips only): " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if args.model != args.base:
         base = load_t2v(resolve_path(args.base), TOY_FRAMES)
         base_collector = RolloutCollector(base, schedule, eta=0.0, guidance_scale=args.guidance, batch_size=45, resolution=TOY_RESOLUTION, device=torch.device("cpu"))

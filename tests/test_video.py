@@ -206,6 +206,27 @@ def test_collector_shapes_and_log_probs_agree_with_the_step_math(tiny_t2v):
             torch.testing.assert_close(batch.log_probs[:, i], reference, rtol=1e-5, atol=1e-2)
 
 
+def test_toy_denoiser_is_cogvideox_in_unet3d_layout_and_knows_each_frame_position():
+    """The toy base's denoiser is diffusers' CogVideoX transformer called in UNet3DConditionModel's layout
+    [B, C, F, h, w]; its absolute positions are what lets it place a moving object frame by frame, so swapping
+    two input frames must not just swap the output frames (a relative-position or convolutional denoiser would)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    model = build_toy_t2v(resolution=RES, num_frames=FRAMES)
+    reference = CogVideoXTransformer3DModel.from_config(model.unet.config)
+    reference.load_state_dict(model.unet.state_dict())
+    x = torch.randn(2, 3, FRAMES, RES, RES, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([999, 10])
+    cond = model.encode_prompts(["a red circle moving right", "a blue square standing still"])
+    with torch.no_grad():
+        out = model.denoise(x, t, cond)
+        expected = reference(x.transpose(1, 2), cond["encoder_hidden_states"], t).sample.transpose(1, 2)
+        swapped = model.denoise(x[:, :, [1, 0, 2, 3]], t, cond)[:, :, [1, 0, 2, 3]]
+    assert out.shape == x.shape and model.scheduler_config["prediction_type"] == "v_prediction"
+    torch.testing.assert_close(out, expected)
+    assert (swapped - out).abs().mean() > 1e-3 * out.abs().mean()
+
+
 def _image_vae() -> AutoencoderKL:
     """A tiny 2x-downsampling image VAE (ModelScope decodes each frame with an image VAE)."""
     return AutoencoderKL(
@@ -335,8 +356,10 @@ def test_shipped_video_assets_load_and_the_classifier_reads_motion():
     from drl.toyworld.classifier import evaluate_classifier
     from drl.toyworld.video import load_video_classifier, stacked_clip_sampler
 
+    from drl.models.t2v import CogVideoXTransformer3DModel
+
     model = load_t2v(resolve_path("drl:toy_t2v"), 4)
-    assert isinstance(model.unet, UNet3DConditionModel) and model.latent_shape(16) == (3, 4, 16, 16)
+    assert isinstance(model.unet, CogVideoXTransformer3DModel) and model.latent_shape(16) == (3, 4, 16, 16)
     classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
     for augment in (False, True):  # clean renders, and the noisy, flickering clips it was trained on
         sampler = stacked_clip_sampler(4, augment=augment)

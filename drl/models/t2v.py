@@ -5,8 +5,10 @@ frame axis and it decodes clips. Everything else (text encoding, classifier-free
 guidance, schedulers, save_pretrained layout, the collector and the step math) is shared
 with the image models. Two layouts load through the same code:
 
-    pixel-space toy model     unet/ text_encoder/ tokenizer/ scheduler/        (latents are the clip in [-1, 1])
-    ModelScope (TextToVideoSDPipeline)   the same plus vae/ (each frame decoded by the image VAE)
+    pixel-space toy model     unet/ text_encoder/ tokenizer/ scheduler/        (latents are the clip in [-1, 1];
+                              its unet/ is a CogVideoXTransformer3DModel, see build_toy_t2v)
+    ModelScope (TextToVideoSDPipeline)   unet/ (UNet3DConditionModel) and the same plus vae/ (each frame decoded
+                                         by the image VAE)
 A third, Wan2.1's flow-matching video transformer (WanPipeline layout), is drl.models.wan's subclass.
 
 Shape legend:
@@ -17,12 +19,15 @@ Shape legend:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import diffusers
 import torch
 from diffusers import DDIMScheduler
 from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from drl.models.t2i import T2IModel, load_t2i, resolve_path
 
@@ -31,6 +36,25 @@ class UNet3DConditionModel(diffusers.UNet3DConditionModel, PeftAdapterMixin):
     """diffusers' UNet3DConditionModel with the PEFT adapter methods (add_adapter, disable_adapters, ...)
     that its other UNets have, so model.finetune=lora works on video as on images. Same class name,
     so the saved config.json stays loadable by diffusers' own pipelines."""
+
+
+class CogVideoXTransformer3DModel(diffusers.CogVideoXTransformer3DModel):
+    """diffusers' CogVideoX transformer called as a UNet3DConditionModel is: ``(sample [B, C, F, h, w], timestep,
+    encoder_hidden_states [B, L, D]) -> .sample [B, C, F, h, w]``, so the collector, the step math and every
+    algorithm treat it as any video denoiser. Same class name, so the saved config stays loadable by diffusers.
+
+    The toy base uses it for its absolute 3D positional embedding: the prompted direction of motion sets where
+    the object is in each frame, which a denoiser can only learn if it knows the frame and the position. The
+    UNets (translation-equivariant convolutions) and Wan's transformer (relative RoPE positions) never learned
+    it from correctly captioned clips; this one does (README, Video)."""
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, **kwargs):
+        frames_first = sample.transpose(1, 2)  # CogVideoX's layout: [B, F, C, h, w]
+        out = super().forward(frames_first, encoder_hidden_states, timestep, return_dict=False, **kwargs)[0]
+        return Transformer2DModelOutput(sample=out.transpose(1, 2))
+
+
+DENOISER_CLASSES = {cls.__name__: cls for cls in (UNet3DConditionModel, CogVideoXTransformer3DModel)}
 
 
 @dataclass
@@ -69,31 +93,43 @@ def load_t2v(path: str, num_frames: int) -> T2VModel:
 
     if is_wan_layout(resolve_path(path)):
         return load_wan(resolve_path(path), num_frames)
-    parts = load_t2i(path, unet_class=UNet3DConditionModel)
+    parts = load_t2i(path, unet_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
     return T2VModel(**{f.name: getattr(parts, f.name) for f in fields(parts)}, num_frames=num_frames)
 
 
+def _denoiser_class_name(path: str) -> str | None:
+    """The ``_class_name`` in a local directory's unet/config.json (None for a hub id or a missing file)."""
+    config = Path(resolve_path(path)).expanduser() / "unet" / "config.json"
+    return json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+
+
 def build_toy_t2v(resolution: int = 16, num_frames: int = 4, seed: int = 0) -> T2VModel:
-    """Randomly initialised toy text-to-video components (seeded): a ~0.45M-parameter pixel-space
-    UNet3DConditionModel (temporal convolutions and attention at every level, cross-attention at 8x8)
-    and the toy CLIP text encoder over the video world's words."""
-    from drl.models.toy import TEXT_DIM, TOY_SCHEDULER_CONFIG, build_toy_text_encoder, build_toy_tokenizer
+    """Randomly initialised toy text-to-video components (seeded): a ~0.42M-parameter pixel-space
+    CogVideoX transformer (4 layers, width 64, 2x2 patches, text and clip tokens in one attention, absolute 3D
+    sin-cos positions), the toy CLIP text encoder over the video world's words, and a v-prediction DDIM
+    schedule with zero terminal SNR (the schedule CogVideoX uses)."""
+    from drl.models.toy import MAX_TOKENS, TEXT_DIM, TOY_VIDEO_SCHEDULER_CONFIG, build_toy_text_encoder, build_toy_tokenizer
     from drl.toyworld.video import video_vocabulary
 
     tokenizer = build_toy_tokenizer(video_vocabulary())
-    text_encoder = build_toy_text_encoder(tokenizer, seed)
+    # Word embeddings of std 1 instead of CLIP's 0.02 init: the frozen random encoder then keeps every word apart
+    # (at 0.02 its two layers mix in the shared context and "moving left" / "moving right" come out at cosine 0.97).
+    text_encoder = build_toy_text_encoder(tokenizer, seed, token_embedding_std=1.0)
     torch.manual_seed(seed + 1)
-    unet = UNet3DConditionModel(
-        sample_size=resolution,
+    unet = CogVideoXTransformer3DModel(
+        num_attention_heads=4,
+        attention_head_dim=16,
         in_channels=3,
         out_channels=3,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock3D", "CrossAttnDownBlock3D"),
-        up_block_types=("CrossAttnUpBlock3D", "UpBlock3D"),
-        layers_per_block=1,
-        cross_attention_dim=TEXT_DIM,
-        attention_head_dim=4,  # heads; 4 instead of 8 makes the input temporal transformer half as wide (~25% faster)
-        norm_num_groups=8,
+        time_embed_dim=TEXT_DIM,
+        text_embed_dim=TEXT_DIM,
+        num_layers=4,
+        sample_width=resolution,
+        sample_height=resolution,
+        sample_frames=num_frames,
+        patch_size=2,
+        temporal_compression_ratio=1,  # pixel space: one position per frame
+        max_text_seq_length=MAX_TOKENS,
     )
-    scheduler_config = dict(DDIMScheduler(**TOY_SCHEDULER_CONFIG).config)
+    scheduler_config = dict(DDIMScheduler(**TOY_VIDEO_SCHEDULER_CONFIG).config)
     return T2VModel(tokenizer, text_encoder, unet, scheduler_config, vae=None, num_frames=num_frames)

@@ -34,6 +34,12 @@ TOY_SCHEDULER_CONFIG = dict(
     set_alpha_to_one=False,
     timestep_spacing="leading",
 )
+# The toy video model's: v-prediction with zero terminal SNR and trailing steps (Lin et al. 2024, "Common Diffusion
+# Noise Schedules and Sample Steps are Flawed"; CogVideoX's too), so the first sampling step starts from pure noise
+# and the high-noise steps, where a clip's layout and direction of motion are decided, carry training signal.
+TOY_VIDEO_SCHEDULER_CONFIG = dict(
+    TOY_SCHEDULER_CONFIG, prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"
+)
 
 
 def build_toy_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
@@ -54,10 +60,13 @@ def build_toy_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFa
     )
 
 
-def build_toy_text_encoder(tokenizer: PreTrainedTokenizerFast, seed: int) -> CLIPTextModel:
-    """A 2-layer CLIPTextModel over the tokenizer's vocabulary (seeded)."""
+def build_toy_text_encoder(
+    tokenizer: PreTrainedTokenizerFast, seed: int, token_embedding_std: float | None = None
+) -> CLIPTextModel:
+    """A 2-layer CLIPTextModel over the tokenizer's vocabulary (seeded); ``token_embedding_std`` redraws its word
+    embeddings with that std (default: CLIP's init)."""
     torch.manual_seed(seed)
-    return CLIPTextModel(
+    encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
             hidden_size=TEXT_DIM,
@@ -70,6 +79,10 @@ def build_toy_text_encoder(tokenizer: PreTrainedTokenizerFast, seed: int) -> CLI
             eos_token_id=tokenizer.eos_token_id,
         )
     )
+    if token_embedding_std is not None:
+        with torch.no_grad():
+            encoder.get_input_embeddings().weight.normal_(0.0, token_embedding_std)
+    return encoder
 
 
 def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
