@@ -47,7 +47,7 @@ class ModelConfig:
     vae_decode_chunk: int = 8
     """Images per VAE decode call (bounds the decoder's peak memory; gradients flow through every chunk)."""
     kind: str = "t2i"
-    """What `path` holds: t2i (images) or t2v (clips: a UNet3DConditionModel, drl/models/t2v.py)."""
+    """What `path` holds: t2i (images) or t2v (clips: a video denoiser, drl/models/t2v.py)."""
     num_frames: int = 8
     """Frames per generated clip (kind=t2v)."""
 

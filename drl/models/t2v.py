@@ -1,7 +1,7 @@
 """Text-to-video diffusion models built from diffusers components.
 
-A T2VModel is a T2IModel whose denoiser is a UNet3DConditionModel: its latents carry a
-frame axis and it decodes clips. Everything else (text encoding, classifier-free
+A T2VModel is a T2IModel whose denoiser is a video denoiser (UNet3DConditionModel, or CogVideoX's transformer
+in the same layout): its latents carry a frame axis and it decodes clips. Everything else (text encoding, classifier-free
 guidance, schedulers, save_pretrained layout, the collector and the step math) is shared
 with the image models. Two layouts load through the same code:
 
