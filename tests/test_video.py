@@ -11,7 +11,7 @@ from conftest import compose_config
 from diffusers import AutoencoderKL, UNet3DConditionModel
 
 from drl.config import ConfigError
-from drl.models.t2v import T2VModel, build_toy_t2v, load_t2v
+from drl.models.t2v import CogVideoXTransformer3DModel, T2VModel, build_toy_t2v, load_t2v
 from drl.rewards import build_reward
 from drl.rewards.base import Reward
 from drl.rewards.video import frame_subset, temporal_consistency_score, toy_motion
@@ -210,10 +210,10 @@ def test_toy_denoiser_is_cogvideox_in_unet3d_layout_and_knows_each_frame_positio
     """The toy base's denoiser is diffusers' CogVideoX transformer called in UNet3DConditionModel's layout
     [B, C, F, h, w]; its absolute positions are what lets it place a moving object frame by frame, so swapping
     two input frames must not just swap the output frames (a relative-position or convolutional denoiser would)."""
-    from diffusers import CogVideoXTransformer3DModel
+    import diffusers
 
     model = build_toy_t2v(resolution=RES, num_frames=FRAMES)
-    reference = CogVideoXTransformer3DModel.from_config(model.unet.config)
+    reference = diffusers.CogVideoXTransformer3DModel.from_config(model.unet.config)
     reference.load_state_dict(model.unet.state_dict())
     x = torch.randn(2, 3, FRAMES, RES, RES, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([999, 10])
@@ -356,8 +356,6 @@ def test_shipped_video_assets_load_and_the_classifier_reads_motion():
     from drl.toyworld.classifier import evaluate_classifier
     from drl.toyworld.video import load_video_classifier, stacked_clip_sampler
 
-    from drl.models.t2v import CogVideoXTransformer3DModel
-
     model = load_t2v(resolve_path("drl:toy_t2v"), 4)
     assert isinstance(model.unet, CogVideoXTransformer3DModel) and model.latent_shape(16) == (3, 4, 16, 16)
     classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
@@ -435,3 +433,14 @@ def test_shipped_toy_t2v_text_encoder_keeps_motion_words_apart():
     model = load_t2v(resolve_path("drl:toy_t2v"), 4)
     spreads = {attribute: attribute_spread(model, attribute) for attribute in ("colour", "shape", "motion")}
     assert spreads["motion"] > 0.3 * spreads["colour"] and spreads["shape"] > 0.3 * spreads["colour"], spreads
+
+
+def test_video_alignprop_and_ddpo_experiments_generate_the_same_clips():
+    """The two experiments are AlignProp's sample-efficiency comparison on video: same model, reward and number of
+    generated clips (they are separate files, as DDPO has no truncation key to inherit)."""
+    runs = {name: compose_config([f"experiment=toy_video_{name}"], tiny=False) for name in ("alignprop", "ddpo")}
+    clips = {name: cfg.train.epochs * cfg.train.samples_per_epoch for name, cfg in runs.items()}
+    assert clips["alignprop"] == clips["ddpo"] == 48 * 32
+    assert {cfg.model.name for cfg in runs.values()} == {"toy_t2v"}
+    assert runs["alignprop"].reward == runs["ddpo"].reward
+    assert runs["alignprop"].algorithm.truncation == "all" and runs["ddpo"].algorithm.name == "ddpo"
