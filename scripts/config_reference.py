@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PY = ROOT / "drl" / "config.py"
@@ -49,8 +49,7 @@ SECTIONS = [
 ]
 
 
-@dataclass
-class Field:
+class Field(NamedTuple):
     name: str
     type: str
     default: str
