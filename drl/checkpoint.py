@@ -63,21 +63,39 @@ def save_checkpoint(directory: Path, state: dict) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            writer = _WriteErrors(f)
+            try:
+                torch.save(state, writer)
+            except RuntimeError as e:  # torch's zip writer reports a failed write as "unexpected pos": the OSError says why
+                if writer.error is not None:
+                    raise OSError(writer.error.errno, writer.error.strerror, str(directory)) from e
+                raise
             f.flush()
             os.fsync(f.fileno())
         if target.is_file():
             keep_previous(target, directory / PREVIOUS_NAME)
         os.replace(tmp, target)
-    except BaseException as e:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, RuntimeError) and "write" in str(e):  # torch's zip writer hides the OSError (ENOSPC, EFBIG)
-            raise RunError(
-                f"Could not write the checkpoint in {directory} ({str(e).splitlines()[0]}); is the disk full? "
-                "Free space and rerun the same command to resume from the last checkpoint."
-            ) from e
         raise
     return target
+
+
+class _WriteErrors:
+    """A file's write() that remembers the OSError (ENOSPC, EFBIG, EIO) that torch.save would turn into a vague RuntimeError."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def keep_previous(last: Path, previous: Path) -> None:

@@ -68,7 +68,6 @@ def run(cfg: DictConfig) -> float:
 def _run(cfg: DictConfig, config) -> float:
     from drl import distributed
     from drl.resume import find_resume_point
-    from drl.train import train  # heavy imports after the config is known to be good
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -80,6 +79,8 @@ def _run(cfg: DictConfig, config) -> float:
         point = find_resume_point(config, run_dir)  # refuses a changed config before anything is written
         if distributed.is_main():
             record_config(run_dir, cfg, hydra_cfg)
+        from drl.train import train  # heavy imports once the run is accepted
+
         return train(config, run_dir, OmegaConf.to_container(cfg, resolve=True), resume_point=point)
 
 
