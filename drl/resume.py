@@ -19,7 +19,6 @@ previous.pt (the save before it). drl keeps those two, so one bad file never sto
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def fingerprint(cfg: Config, world_size: int) -> dict:
         "seed": cfg.seed,
         "world_size": world_size,
     }
-    return _flatten(tree)
+    return _flatten(json.loads(json.dumps(tree, default=str)))  # plain values only: the checkpoint loads with weights_only
 
 
 def _flatten(tree, prefix: str = "") -> dict:

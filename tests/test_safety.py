@@ -365,6 +365,7 @@ def _cli_run(monkeypatch, capsys, exc: BaseException) -> tuple[int, str]:
         (PermissionError(errno.EACCES, "Permission denied", "/run"), "permission denied: choose a run directory you can write to"),
         (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not UTF-8 text"),
         (RunError("The run directory is in use."), "The run directory is in use."),
+        (MemoryError(), "out of memory: lower train.batch_size"),
         (Preempted("SIGINT", 3, False), "Stopped by SIGINT after epoch 3"),
     ],
 )
