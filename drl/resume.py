@@ -126,13 +126,12 @@ class ResumePoint:
         return any(k == "seed" for k, _, _ in self.changes)
 
 
-def choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, list[str]]:
-    """Rank 0: the newest usable checkpoint and notes. An explicit ``resume`` is used or refused as it is;
-    the run dir's own damaged last.pt is set aside for previous.pt."""
+def choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, list[str], dict | None]:
+    """Rank 0: the newest usable checkpoint, notes, and its state. An explicit ``resume`` is used or refused
+    as it is; the run dir's own damaged last.pt is set aside for previous.pt."""
     if resume:
         path = find_checkpoint(run_dir, resume)
-        load_checkpoint(path)  # refuses it here, with the reason, if it cannot be used
-        return path, []
+        return path, [], load_checkpoint(path)  # refused here, with the reason, if it cannot be used
     directory = run_dir / "checkpoints"
     last, previous = directory / CHECKPOINT_NAME, directory / PREVIOUS_NAME
     damaged: list[str] = []
@@ -140,7 +139,7 @@ def choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, l
         if not path.is_file():
             continue
         try:
-            load_checkpoint(path)
+            state = load_checkpoint(path)
         except UnsafeCheckpointError:
             raise
         except CheckpointError as e:
@@ -151,29 +150,31 @@ def choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, l
             aside = last.with_name(CHECKPOINT_NAME + ".damaged")
             last.replace(aside)
             notes.append(f"{damaged[0]} It was moved to {aside.name}; continuing from {PREVIOUS_NAME}, the checkpoint before it.")
-        return path, notes
+        return path, notes, state
     if damaged:
         raise CheckpointError(
             " ".join(damaged) + f" No usable checkpoint is left: move {directory} aside to start the run over, "
             "or resume=<another checkpoint>."
         )
-    return None, []
+    return None, [], None
 
 
 def find_resume_point(cfg: Config, run_dir: Path) -> ResumePoint | None:
     """Every rank: the checkpoint to continue from (rank 0 chooses), checked against this config."""
     chosen: tuple = (None, [], None)
+    state = None
     if distributed.is_main():
         try:
-            chosen = (*choose_checkpoint(run_dir, cfg.resume), None)
+            path, notes, state = choose_checkpoint(run_dir, cfg.resume)
+            chosen = (path, notes, None)
         except RunError as e:
             chosen = (None, [], e)
-    path, notes, error = distributed.broadcast_object(chosen)
+    path, notes, error = distributed.broadcast_object(chosen)  # the path only: every rank loads the state itself
     if error is not None:
         raise error
     if path is None:
         return None
-    state = load_checkpoint(path)
+    state = state if state is not None else load_checkpoint(path)
     allow = cfg.resume_changes == "allow"
     changes = check_changes(state.get("config"), fingerprint(cfg, distributed.world_size()), allow, path)
     return ResumePoint(Path(path), state, changes, notes)

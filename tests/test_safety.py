@@ -132,8 +132,8 @@ def test_the_last_two_checkpoints_are_kept_and_a_damaged_last_falls_back_to_the_
     assert sorted(p.name for p in directory.iterdir()) == ["last.pt", "previous.pt"]
     assert load_checkpoint(directory / "previous.pt")["epoch"] == 1
     (directory / "last.pt").write_bytes(b"\x00" * 100)  # e.g. a disk error, a bad copy
-    path, notes = choose_checkpoint(tmp_path, None)
-    assert path == directory / "previous.pt" and load_checkpoint(path)["epoch"] == 1
+    path, notes, state = choose_checkpoint(tmp_path, None)
+    assert path == directory / "previous.pt" and state["epoch"] == 1
     assert "is damaged" in notes[0] and "continuing from previous.pt" in notes[0]
     assert (directory / "last.pt.damaged").is_file() and not (directory / "last.pt").exists()  # out of the rotation
     save_checkpoint(directory, _state(2))  # the next save does not rotate the damaged file into previous.pt
