@@ -1,16 +1,32 @@
-"""Atomic checkpoints, resume, and the exported final model."""
+"""Atomic checkpoints, resume, and the exported final model.
+
+The last two checkpoints are kept (last.pt and previous.pt), so a damaged last one never ends a run;
+both load with ``torch.load(weights_only=True)``: tensors and plain containers, never code.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
 
 from drl import sharding
+from drl.errors import RunError
 
 CHECKPOINT_NAME = "last.pt"
+PREVIOUS_NAME = "previous.pt"  # the checkpoint before last.pt: the fallback when last.pt is damaged
+TEMPORARY_GLOB = ".tmp-*.pt"  # a save in progress; left behind only by a killed process
+
+
+class CheckpointError(RunError):
+    """A checkpoint cannot be used: unreadable, not drl's, or made by another kind of run."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file needs pickle's arbitrary-object loading, which can run code: never loaded."""
 
 
 def trainable_state(modules: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
@@ -30,7 +46,7 @@ def load_trainable_state(modules: dict[str, torch.nn.Module], state: dict) -> No
         params = dict(module.named_parameters())
         missing = [k for k, p in params.items() if p.requires_grad and k not in weights]
         if missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint does not match this run's trainable weights of {name} "
                 f"(e.g. {missing[0]!r} is missing): was it made with another model.finetune or model?"
             )
@@ -40,20 +56,66 @@ def load_trainable_state(modules: dict[str, torch.nn.Module], state: dict) -> No
 
 
 def save_checkpoint(directory: Path, state: dict) -> Path:
-    """Write ``state`` to directory/last.pt atomically: a crash mid-write never leaves a broken file."""
+    """Write ``state`` to directory/last.pt atomically (a crash mid-write never leaves a broken file);
+    the last.pt it replaces becomes previous.pt."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / CHECKPOINT_NAME
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            writer = _WriteErrors(f)
+            try:
+                torch.save(state, writer)
+            except RuntimeError as e:  # torch's zip writer reports a failed write as "unexpected pos": the OSError says why
+                if writer.error is not None:
+                    raise OSError(writer.error.errno, writer.error.strerror, str(directory)) from e
+                raise
             f.flush()
             os.fsync(f.fileno())
+        if target.is_file():
+            keep_previous(target, directory / PREVIOUS_NAME)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+class _WriteErrors:
+    """A file's write() that remembers the OSError (ENOSPC, EFBIG, EIO) that torch.save would turn into a vague RuntimeError."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def keep_previous(last: Path, previous: Path) -> None:
+    """previous <- last, with last.pt never absent (readers may poll it): a hard link, renamed into place."""
+    staging = last.with_name(f".tmp-previous-{os.getpid()}.pt")
+    try:
+        staging.unlink(missing_ok=True)
+        os.link(last, staging)
+    except OSError:  # a file system without hard links: a moment without last.pt is harmless to drl itself
+        os.replace(last, previous)
+        return
+    os.replace(staging, previous)
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete the half-written .tmp-*.pt files of killed runs (call it while holding the run lock)."""
+    stale = list(directory.glob(TEMPORARY_GLOB)) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def find_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
@@ -69,8 +131,25 @@ def find_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
     return own if own.is_file() else None
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: Path | str) -> dict:
+    """A drl checkpoint's state, loaded without pickle's code execution; CheckpointError says why not."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            raise UnsafeCheckpointError(
+                f"{path} holds Python objects that only pickle can load, and loading them could run code: "
+                "drl refuses it (its own checkpoints hold tensors and plain containers only)."
+            ) from None
+        raise CheckpointError(f"{path} is damaged or not a checkpoint (it does not unpickle as one).") from None
+    except OSError:
+        raise  # unreadable file: the OS says why (errors.user_message)
+    except Exception as e:  # truncated zip, garbage bytes, an empty file: torch raises many kinds
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is damaged or not a checkpoint ({reason}).") from None
+    if not isinstance(state, dict) or not {"epoch", "weights"} <= state.keys():
+        raise CheckpointError(f"{path} is not a drl checkpoint (no epoch and weights in it).")
+    return state
 
 
 def export_lora(unet: torch.nn.Module, directory: Path, pipeline_cls=None, layers_arg: str = "unet_lora_layers") -> None:

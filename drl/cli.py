@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -11,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from drl.config import ConfigError, register_configs, validate
+from drl.errors import RunError, user_message
 
 
 def config_dir() -> str:
@@ -23,6 +26,8 @@ def config_dir() -> str:
 
 
 PREEMPTED_EXIT_CODE = 143  # like a process ended by SIGTERM; stopped on a signal after checkpointing: rerun (or the requeued job) resumes
+INTERRUPTED_EXIT_CODE = 130  # like a process ended by SIGINT: Ctrl-C twice
+NONFINITE_EXIT_CODE = 3
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -31,28 +36,101 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def run(cfg: DictConfig) -> float:
-    """The Hydra task: returns the final mean reward, the objective of sweeps."""
+    """The Hydra task: returns the final mean reward, the objective of sweeps.
+
+    The one error path: a mistake in the user's input or environment (drl.errors.user_message) ends
+    the run with one sentence and a non-zero exit; anything else is a bug and keeps its traceback.
+    """
     try:
         config = validate(cfg)
     except ConfigError as e:
         _fail(f"invalid config: {e}")
-    from drl import distributed
-    from drl.preemption import Preempted
-    from drl.train import NonFiniteError, train  # heavy imports after the config is known to be good
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        if distributed.needs_relaunch(config.hardware):
-            return relaunched(config, run_dir)
-        distributed.setup(config.hardware)
-        run_dir = distributed.broadcast_object(run_dir)  # ranks started apart may stamp different times
-        return train(config, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    except (ConfigError, FileNotFoundError) as e:
-        _fail(str(e))
-    except NonFiniteError as e:
-        _fail(str(e), code=3)
-    except Preempted as e:
-        _fail(str(e), code=PREEMPTED_EXIT_CODE)
+        return _run(cfg, config)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C twice): stopped at once; the last checkpoint written is kept, rerun the same command to resume.", INTERRUPTED_EXIT_CODE)
+    except Exception as e:
+        from drl.preemption import Preempted
+
+        if isinstance(e, Preempted):
+            _fail(str(e), code=PREEMPTED_EXIT_CODE)
+        if type(e).__name__ == "NonFiniteError":  # drl.train's; not imported here, it is heavy
+            _fail(str(e), code=NONFINITE_EXIT_CODE)
+        message = user_message(e)
+        if message is None:
+            traceback.print_exc()
+            _fail("this is a bug in drl, not a mistake in your input: please report it with the traceback above.", code=1)
+        _fail(message)
+
+
+def _run(cfg: DictConfig, config) -> float:
+    from drl import distributed
+    from drl.resume import find_resume_point
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if distributed.needs_relaunch(config.hardware):
+        return relaunched(config, run_dir)
+    distributed.setup(config.hardware)
+    run_dir = distributed.broadcast_object(run_dir)  # ranks started apart may stamp different times
+    with owned(run_dir):
+        point = find_resume_point(config, run_dir)  # refuses a changed config before anything is written
+        if distributed.is_main():
+            record_config(run_dir, cfg, hydra_cfg)
+        from drl.train import train  # heavy imports once the run is accepted
+
+        return train(config, run_dir, OmegaConf.to_container(cfg, resolve=True), resume_point=point)
+
+
+@contextlib.contextmanager
+def owned(run_dir: Path):
+    """Rank 0 holds the run directory's lock for the run (drl.runlock); every rank stops if it cannot."""
+    from drl import distributed
+    from drl.checkpoint import remove_stale_temporaries
+    from drl.runlock import RunLock
+
+    lock, error = None, None
+    if distributed.is_main():
+        try:
+            lock = RunLock(run_dir).acquire()
+        except Exception as e:  # raised below, on every rank at once
+            error = e
+    if distributed.any_rank(error is not None):
+        raise error if error is not None else RunError("rank 0 could not lock the run directory.")
+    try:
+        if lock is not None:
+            if lock.previous_owner:
+                owner = lock.previous_owner
+                print(f"The run directory's lock of process {owner.get('pid')} on {owner.get('host')} was stale (it ended without releasing it); taken over.")
+            removed = remove_stale_temporaries(run_dir / "checkpoints")
+            if removed:
+                print(f"Removed {removed} half-written checkpoint file(s) (.tmp-*.pt) of an interrupted run.")
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def record_config(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> Path:
+    """Write .hydra/ (config.yaml, hydra.yaml, overrides.yaml) as Hydra would, once the run is accepted.
+
+    conf/hydra/default.yaml sets hydra.output_subdir=null, so Hydra writes nothing before the task: a rerun
+    refused (a locked directory, a changed config) leaves the run's .hydra/ as it was. The first run writes
+    .hydra/ itself; each accepted rerun writes .hydra/rerun-<n>/ beside it.
+    """
+    target = run_dir / ".hydra"
+    if (target / "config.yaml").exists():
+        n = 1
+        while (target / f"rerun-{n}").exists():
+            n += 1
+        target = target / f"rerun-{n}"
+    target.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, target / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)}), target / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), target / "overrides.yaml")
+    return target
 
 
 def relaunched(config, run_dir: Path) -> float:

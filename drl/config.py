@@ -413,8 +413,8 @@ class HardwareConfig:
 class PreemptionConfig:
     requeue_signals: List[str] = field(default_factory=lambda: ["SIGUSR1", "SIGUSR2"])
     """Signals that checkpoint at the end of the epoch, stop, and requeue the job when inside SLURM (SLURM's pre-timeout signal)."""
-    stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM"])
-    """Signals that checkpoint at the end of the epoch and stop (rerun the same command to resume)."""
+    stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT"])
+    """Signals that checkpoint at the end of the epoch and stop (rerun the same command to resume); a second SIGINT (Ctrl-C) stops at once."""
 
 
 @dataclass
@@ -449,6 +449,9 @@ class Config:
     """Seeds every random number generator; the same seed gives the same metrics."""
     resume: Optional[str] = None
     """A run directory (or checkpoint file) to continue from; by default a run resumes its own run dir's checkpoint."""
+    resume_changes: str = "refuse"
+    """Resuming under other settings than the checkpoint's (algorithm hyperparameters, seed, scheduler, reward, prompts):
+    refuse, or allow (continue with the new values; each change is printed and kept in <run dir>/resume_changes.jsonl)."""
     run_name: str = "${model.name}-${algorithm.name}"
     """Shown in W&B and the run dir's name."""
 
@@ -528,6 +531,7 @@ def find_problems(cfg: Config) -> list[str]:
     for key in ("requeue_signals", "stop_signals"):
         for name in getattr(cfg.preemption, key):
             _choice(p, f"preemption.{key}", name, PREEMPTION_SIGNALS)
+    _choice(p, "resume_changes", cfg.resume_changes, ("refuse", "allow"))
     _choice(p, "logger.backend", cfg.logger.backend, ("wandb", "none"))
     _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))
@@ -614,7 +618,9 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(str(e).splitlines()[0]) from None
     if not isinstance(obj.algorithm, AlgorithmConfig):
         raise ConfigError("algorithm is not set: choose one, e.g. algorithm=ddpo.")
-    problems = find_problems(obj)
+    from drl.schema_checks import schema_problems  # generic over every schema: unknown keys, NaN/inf
+
+    problems = schema_problems(cfg, obj) + find_problems(obj)
     if problems:
         raise ConfigError(" ".join(problems) if len(problems) == 1 else "\n  - " + "\n  - ".join(problems))
     return obj

@@ -1,7 +1,8 @@
 """Preemption: a signal asks the run to stop; it checkpoints at the end of the epoch, and may requeue.
 
 SLURM sends a signal before a job's time limit (sbatch --signal=USR1@120; submitit uses USR2)
-and SIGTERM when it preempts or cancels a job. The handler only sets a flag: the loop finishes
+and SIGTERM when it preempts or cancels a job; Ctrl-C (SIGINT) is a stop signal too, and a second
+Ctrl-C stops at once (KeyboardInterrupt; the last checkpoint written is kept). The handler only sets a flag: the loop finishes
 the epoch it is in, writes the checkpoint and stops, so the checkpoint is always an epoch
 boundary and a restart continues exactly. Ranks agree on the stop through one collective per
 epoch (distributed.any_rank), so a signal that reached one rank stops them all at the same epoch.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 from drl import distributed
 
@@ -42,6 +44,10 @@ class PreemptionWatch:
         self._previous: dict = {}
 
     def _handle(self, signum, _frame) -> None:
+        if signum == signal.SIGINT:
+            if self.received == signal.SIGINT:  # Ctrl-C twice: the person wants out now, checkpoint or not
+                raise KeyboardInterrupt
+            print("\nCtrl-C: the run stops after this epoch's checkpoint; press Ctrl-C again to stop at once.", file=sys.stderr, flush=True)
         if self.received is None or signal.Signals(signum) in self.requeue:
             self.received = signal.Signals(signum)  # a requeue request wins over a plain stop
 

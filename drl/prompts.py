@@ -43,7 +43,11 @@ def build_prompt_source(cfg: PromptsConfig, video: bool = False) -> PromptSource
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"prompts.path={str(path)!r} does not exist; give a text file with one prompt per line.")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"prompts.path={str(path)!r} is not UTF-8 text (byte {e.start} cannot be decoded): give a text file with one prompt per line.") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise ConfigError(f"prompts.path={str(path)!r} holds no prompts (one per line expected).")
     return PromptSource(lines, [{} for _ in lines])

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from drl import distributed, sharding
 from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
-from drl.checkpoint import find_checkpoint, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from drl.checkpoint import load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
 from drl.diagnostics import DriftProbe
 from drl.logging import RunLogger
@@ -30,6 +30,7 @@ from drl.models.finetune import has_lora, setup_trainable
 from drl.models.t2i import T2IModel, load_t2i
 from drl.preemption import PreemptionWatch
 from drl.prompts import build_prompt_source
+from drl.resume import FIND, apply_optimizer_settings, find_resume_point, fingerprint, log_changes, optimizer_settings
 from drl.rewards import WeightedReward, build_reward
 from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
@@ -173,8 +174,11 @@ def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, 
     tmp.replace(path)
 
 
-def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
-    """Run ``cfg`` in ``run_dir``; returns the last epoch's mean reward (the sweep objective)."""
+def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_point=FIND) -> float:
+    """Run ``cfg`` in ``run_dir``; returns the last epoch's mean reward (the sweep objective).
+
+    ``resume_point``: the checkpoint to continue from (drl.resume; None: start afresh), or FIND it here.
+    """
     if cfg.hardware.num_threads > 0:
         torch.set_num_threads(cfg.hardware.num_threads)
     distributed.setup(cfg.hardware)
@@ -194,17 +198,23 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     else:
         drift = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast)
 
-    checkpoint_path = find_checkpoint(run_dir, cfg.resume)
-    if checkpoint_path is not None:
-        state = load_checkpoint(checkpoint_path)
+    point = find_resume_point(cfg, run_dir) if resume_point is FIND else resume_point
+    if point is not None:
+        state = point.state
         load_trainable_state(_trainable_modules(ctx), state["weights"])
+        settings = optimizer_settings(algorithm)  # this config's lr etc. (the same unless resume_changes=allow)
         algorithm.load_state_dict(state["algorithm"])
-        restore_rank_rng(state, generator, algorithm)
+        apply_optimizer_settings(algorithm, settings)
+        if not point.reseeded:  # a new seed (resume_changes=allow) starts new random streams
+            restore_rank_rng(state, generator, algorithm)
         start_epoch = state["epoch"] + 1
         nonfinite_in_a_row = state["nonfinite_in_a_row"]
-        logger.truncate_after(state["epoch"])
         if main:
-            tqdm.write(f"Resuming from {checkpoint_path} at epoch {start_epoch}.")
+            for note in point.notes:
+                tqdm.write(note)
+            log_changes(run_dir, point)
+            tqdm.write(f"Resuming from {point.path} at epoch {start_epoch}.")
+    logger.truncate_after(point.state["epoch"] if point is not None else -1)  # no epoch past the checkpoint (none without one)
 
     def checkpoint(epoch: int) -> None:
         ranks = distributed.gather_objects(rank_rng_state(generator, algorithm))  # collective: every rank calls it
@@ -215,6 +225,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
             "generator": generator.get_state(),
             "ranks": ranks,
             "nonfinite_in_a_row": nonfinite_in_a_row,
+            "config": fingerprint(cfg, distributed.world_size()),  # what resuming must match (drl.resume)
         }
         if main:
             save_checkpoint(run_dir / "checkpoints", state)

@@ -25,7 +25,7 @@ def sac_behaviour(path: str, seed: int):
 
     from drl.models.critic import TanhGaussianActor
 
-    saved = torch.load(path, map_location="cpu")
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers: nothing that runs code
     actor = TanhGaussianActor(saved["obs_dim"], saved["act_dim"], 1.0, saved["hidden"])
     actor.load_state_dict(saved["actor"])
     generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ import torch
 
 from drl.checkpoint import load_checkpoint, load_trainable_state
 from drl.config import PromptsConfig, RewardConfig
+from drl.errors import user_message
 from drl.logging import image_grid
 from drl.models.t2i import load_t2i
 from drl.prompts import build_prompt_source
@@ -84,4 +85,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as e:  # a user's mistake (a bad path, a damaged or unsafe checkpoint): one sentence
+        message = user_message(e)
+        if message is None:
+            raise
+        raise SystemExit(f"sample_grid: error: {message}") from None

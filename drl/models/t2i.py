@@ -265,6 +265,14 @@ def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) ->
         raise FileNotFoundError(missing_model_message(location))
     if family == "auto":
         family = detect_family(location) if local.is_dir() else "sd"
+    elif local.is_dir() and detect_family(location) != family:  # else a constructor fails deep inside with a TypeError
+        from drl.config import ConfigError
+
+        found = detect_family(location)
+        raise ConfigError(
+            f"model.family={family} but {location} holds a {found} model: use model.family=auto "
+            f"(or model.family={found}, with the model config of that family)."
+        )
     from drl.models.sd3 import SD3Model
     from drl.models.sdxl import SDXLModel
 
