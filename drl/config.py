@@ -298,7 +298,10 @@ class NFTConfig(AlgorithmConfig):
     adv_clip_max: float = 2.0
     """Normalised rewards A are clipped to [-c, c] and mapped to the optimality probability r = A / (2c) + 1/2."""
     adv_std_floor: float = 1e-6
-    """Divide rewards by max(group std, this) when normalising."""
+    """Divide rewards by max(std, this) when normalising."""
+    group_std: str = "group"
+    """With group_size > 1, the std rewards are divided by: group (each prompt's group) or batch (all the epoch's
+    rewards: NVlabs' DiffusionNFT default, sample.global_std=True); the mean is the group's either way."""
     timestep_fraction: float = 0.5
     """Fraction of the sampling schedule's timesteps each sample is trained at (a random subset, fresh noise)."""
     adaptive_weighting: bool = True
@@ -584,6 +587,7 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.beta", a.beta)
         _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)
         _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
+        _choice(p, "algorithm.group_std", a.group_std, ("group", "batch"))
         _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
         _positive(p, "algorithm.num_inner_epochs", a.num_inner_epochs)
         _positive(p, "algorithm.minibatches", a.minibatches)

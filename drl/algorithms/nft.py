@@ -68,10 +68,15 @@ from drl.sampling import add_noise, training_target, x0_error_scale
 from drl.types import Conditioning, Rollout
 
 
-def optimality_probability(rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6) -> torch.Tensor:
-    """r = clip(A, -c, c) / 2c + 1/2 with A the rewards normalised per group (or over the batch). [B]"""
+def optimality_probability(
+    rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6, std_over: str = "group"
+) -> torch.Tensor:
+    """r = clip(A, -c, c) / 2c + 1/2 with A the rewards normalised per group (or over the batch). [B]
+
+    std_over="batch" divides the group-centred rewards by the std of the whole batch (NVlabs' global_std).
+    """
     size = group_size if group_size > 1 else rewards.numel()
-    advantages = group_advantages(rewards.float(), size, std_floor)
+    advantages = group_advantages(rewards.float(), size, std_floor, std_over)
     return advantages.clamp(-clip, clip) / (2 * clip) + 0.5
 
 
@@ -85,7 +90,9 @@ class NFT(Algorithm):
 
     def update(self, batch: Rollout) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
-        r = optimality_probability(batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor)
+        r = optimality_probability(
+            batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor, cfg.group_std
+        )
         r = r.to(ctx.device)  # [B]
 
         # (sample, timestep) pairs on the forward process, fixed for the epoch.
