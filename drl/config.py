@@ -208,6 +208,10 @@ class DDPOConfig(AlgorithmConfig):
     group_std: str = "group"
     """With group_size > 1, the std advantages are divided by: group (each group's own, GRPO) or batch (all the
     epoch's rewards: Flow-GRPO's global_std; a group of near-ties keeps small advantages)."""
+    kl_form: str = "exact"
+    """The per-step KL of kl_coef: exact (||mu - mu_ref||^2 / 2 std^2 with the step's std, reduced as the log-prob) or
+    flow_grpo (flow models: Flow-GRPO's mean_d ||mu - mu_ref||^2 / 2 g^2, g the SDE coefficient without sqrt(-dt); exact
+    with logprob_reduction=mean is 1/(-dt) times it, so a kl_coef copied from Flow-GRPO needs this form)."""
     per_prompt_stat_tracking: bool = True
     """With group_size=1: normalise rewards per prompt (running mean/std) instead of over the batch."""
     stat_buffer_size: int = 32
@@ -561,6 +565,9 @@ def find_problems(cfg: Config) -> list[str]:
         _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
         _choice(p, "algorithm.logprob_reduction", a.logprob_reduction, ("sum", "mean"))
         _choice(p, "algorithm.group_std", a.group_std, ("group", "batch"))
+        _choice(p, "algorithm.kl_form", a.kl_form, ("exact", "flow_grpo"))
+        if a.kl_form == "flow_grpo" and s.kind != "flow":
+            p.append(f"algorithm.kl_form=flow_grpo is Flow-GRPO's KL for flow models (scheduler=flow); got scheduler.kind={s.kind}.")
         _positive(p, "algorithm.skip_last_steps", a.skip_last_steps, allow_zero=True)
         _positive(p, "algorithm.stat_buffer_size", a.stat_buffer_size)
         _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)

@@ -18,6 +18,7 @@ from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.config import DDPOConfig
 from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
 from drl.sampling import denoising_step
+from drl.sampling_flow import flow_diffusion_coefficient
 from drl.stat_tracking import PerPromptStatTracker
 from drl.types import Rollout
 
@@ -46,6 +47,22 @@ def group_advantages(rewards: torch.Tensor, group_size: int, std_floor: float = 
     mean = groups.mean(1, keepdim=True)
     std = groups.std(1, unbiased=False, keepdim=True) if std_over == "group" else rewards.std(unbiased=False)
     return ((groups - mean) / std.clamp(min=std_floor)).view(-1)
+
+
+def step_kl_to_reference(
+    mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor, scale: float, form: str, schedule=None, t=None, eta: float = 0.0
+) -> torch.Tensor:
+    """Per-transition KL(p_θ || p_ref) of one reverse step, the two Gaussians sharing their std. [n]
+
+    form="exact": ||μ_θ - μ_ref||² / 2 std², std the step's own (σ_t·sqrt(-Δ) for a flow), reduced over
+    dims as the log-prob (``scale`` = 1 for a sum, 1/D for a mean). form="flow_grpo": Flow-GRPO's
+    penalty (scripts/train_sd3.py), mean_d ||μ_θ - μ_ref||² / 2 g² with g the flow SDE's coefficient
+    at t (its std_dev_t, no sqrt(-Δ)); the exact mean-reduced KL is 1/(-Δ) times it.
+    """
+    if form == "flow_grpo":
+        g = flow_diffusion_coefficient(schedule, t, eta)  # [n] float64
+        return gaussian_kl_equal_std(mean, ref_mean, g.float(), reduction="mean")
+    return gaussian_kl_equal_std(mean, ref_mean, std) * scale
 
 
 class DDPO(Algorithm):
@@ -139,7 +156,9 @@ class DDPO(Algorithm):
             with ctx.autocast():
                 ref_out = self.reference(x_t, t, cond, uncond, guidance)
             ref_mean = denoising_step(ctx.schedule, ref_out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev).mean
-            kl = (gaussian_kl_equal_std(step.mean, ref_mean, step.std) * scale).mean()
+            kl = step_kl_to_reference(
+                step.mean, ref_mean, step.std, scale, self.cfg.kl_form, ctx.schedule, t, ctx.collector.eta
+            ).mean()
             loss = loss + self.cfg.kl_coef * kl
         return {
             "loss": loss,
