@@ -250,9 +250,13 @@ class DiffusionQLConfig(AlgorithmConfig):
     tau: float = 0.005
     """Polyak rate of the target critics."""
     ema_decay: float = 0.995
-    """Decay of the EMA actor that computes target actions and acts at evaluation."""
+    """Decay of the EMA actor that computes the critic's target actions (the live actor acts at evaluation, as in the
+    official code's sample_action)."""
     ema_start: int = 1000
-    """Gradient steps before the EMA starts tracking (before: a plain copy)."""
+    """Gradient steps before the EMA starts averaging (step_start_ema)."""
+    ema_warmup: str = "copy"
+    """The EMA actor before ema_start: copy (copies the live actor every ema_every steps) or initial (stays at the
+    initial weights, as the official code does)."""
     ema_every: int = 5
     """Update the EMA actor every this many gradient steps."""
     candidates: int = 50

@@ -96,3 +96,25 @@ def test_reference_options_fail_with_a_sentence(overrides, message):
     with pytest.raises(ConfigError) as info:
         compose_config(overrides)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("warmup", ["copy", "initial"])
+def test_diffusion_ql_ema_warmup(warmup):
+    """Before ema_start the EMA actor copies the live one (copy) or keeps the initial weights (initial, the official
+    code's step_start_ema); from ema_start on it averages: d·ema + (1 - d)·live."""
+    from drl.control import build_control_context
+
+    overrides = ["experiment=bandit_diffusion_ql", "logger=none", "hardware.num_threads=1", "model.hidden_dim=32"]
+    overrides += ["env.dataset_size=64", "algorithm.ema_start=3", "algorithm.ema_every=1", f"algorithm.ema_warmup={warmup}"]
+    cfg = compose_config(overrides, tiny=False)
+    ctx, _, algorithm = build_control_context(cfg, torch.device("cpu"))
+    first = lambda module: next(module.parameters()).detach().clone()  # noqa: E731
+    initial = first(ctx.model.unet)
+    batch = ctx.collector.sample(16, torch.Generator().manual_seed(0))
+    for _ in range(2):  # steps 1, 2 < ema_start
+        algorithm.gradient_step(batch)
+    live, ema = first(ctx.model.unet), first(algorithm.ema_actor)
+    assert not torch.equal(live, initial)
+    assert torch.equal(ema, live if warmup == "copy" else initial)
+    algorithm.gradient_step(batch)  # step 3 = ema_start: the first average
+    torch.testing.assert_close(first(algorithm.ema_actor), 0.995 * ema + 0.005 * first(ctx.model.unet))
