@@ -205,6 +205,8 @@ class DDPOConfig(AlgorithmConfig):
     """With group_size > 1: the group's samples start from the same x_T (they differ only by the step noise)."""
     adv_std_floor: float = 1e-6
     """With group_size > 1: divide by max(std, this), so near-tied groups do not blow up their advantages."""
+    adv_std_eps: float = 0.0
+    """With group_size > 1: added to that std (Flow-GRPO divides by std + 1e-4: set 1e-4 to reproduce it)."""
     group_std: str = "group"
     """With group_size > 1, the std advantages are divided by: group (each group's own, GRPO) or batch (all the
     epoch's rewards: Flow-GRPO's global_std; a group of near-ties keeps small advantages)."""
@@ -307,6 +309,8 @@ class NFTConfig(AlgorithmConfig):
     """Normalised rewards A are clipped to [-c, c] and mapped to the optimality probability r = A / (2c) + 1/2."""
     adv_std_floor: float = 1e-6
     """Divide rewards by max(std, this) when normalising."""
+    adv_std_eps: float = 0.0
+    """Added to that std (NVlabs' DiffusionNFT divides by std + 1e-4: set 1e-4 to reproduce it)."""
     group_std: str = "group"
     """With group_size > 1, the std rewards are divided by: group (each prompt's group) or batch (all the epoch's
     rewards: NVlabs' DiffusionNFT default, sample.global_std=True); the mean is the group's either way."""
@@ -575,6 +579,7 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.skip_last_steps", a.skip_last_steps, allow_zero=True)
         _positive(p, "algorithm.stat_buffer_size", a.stat_buffer_size)
         _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
+        _positive(p, "algorithm.adv_std_eps", a.adv_std_eps, allow_zero=True)
         if s.kind in ("ddim", "flow") and s.eta == 0:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):
@@ -598,6 +603,7 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.beta", a.beta)
         _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)
         _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
+        _positive(p, "algorithm.adv_std_eps", a.adv_std_eps, allow_zero=True)
         _choice(p, "algorithm.group_std", a.group_std, ("group", "batch"))
         _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
         _positive(p, "algorithm.num_inner_epochs", a.num_inner_epochs)

@@ -74,9 +74,12 @@ def test_nft_batch_std_is_nvlabs_global_std():
     for std_over, global_std in (("batch", True), ("group", False)):
         a = _nvlabs_advantages(rewards, 4, global_std)
         expected = a.clamp(-2, 2) / 4 + 0.5  # NVlabs: (clip(A, -c, c) / c) / 2 + 1/2, c = adv_clip_max = 2
-        ours = optimality_probability(torch.tensor(rewards), 4, 2.0, 1e-6, std_over)
-        # drl divides by max(std, floor), NVlabs by std + 1e-4: A differs by a relative 1e-4 / std (< 1e-3 here).
-        torch.testing.assert_close(ours.double() - 0.5, expected - 0.5, rtol=1e-3, atol=1e-7)
+        # adv_std_eps=1e-4 is NVlabs' std + 1e-4 exactly; the default (max(std, 1e-6)) differs by a relative 1e-4 / std.
+        exact = optimality_probability(torch.tensor(rewards), 4, 2.0, 1e-6, std_over, std_eps=1e-4)
+        torch.testing.assert_close(exact.double(), expected, rtol=1e-6, atol=1e-7)
+        default = optimality_probability(torch.tensor(rewards), 4, 2.0, 1e-6, std_over)
+        torch.testing.assert_close(default.double() - 0.5, expected - 0.5, rtol=1e-3, atol=1e-7)
+        assert not torch.allclose(default.double() - 0.5, expected - 0.5, rtol=1e-5, atol=0)
     # The tight group's spread is small next to the batch's: its r stays near 1/2 under the batch std only.
     batch = optimality_probability(torch.tensor(rewards), 4, 2.0, 1e-6, "batch")
     group = optimality_probability(torch.tensor(rewards), 4, 2.0, 1e-6, "group")

@@ -36,17 +36,20 @@ def select_train_steps(
     return steps[order[:, :keep]]
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6, std_over: str = "group") -> torch.Tensor:
-    """(r - mean_group) / max(std, std_floor) over consecutive groups of group_size samples. [B]
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6, std_over: str = "group", std_eps: float = 0.0
+) -> torch.Tensor:
+    """(r - mean_group) / (max(std, std_floor) + std_eps) over consecutive groups of group_size samples. [B]
 
     std_over="group" divides by each group's std (GRPO); "batch" by the std of all the rewards
     (Flow-GRPO's global_std), which keeps a group of near-ties from turning its reward noise into
     advantages of size 1. The floor does the same in group mode (exact ties get advantage 0).
+    std_eps=1e-4 is Flow-GRPO's and DiffusionNFT's std + 1e-4 (population std, as numpy's).
     """
     groups = rewards.view(-1, group_size)
     mean = groups.mean(1, keepdim=True)
     std = groups.std(1, unbiased=False, keepdim=True) if std_over == "group" else rewards.std(unbiased=False)
-    return ((groups - mean) / std.clamp(min=std_floor)).view(-1)
+    return ((groups - mean) / (std.clamp(min=std_floor) + std_eps)).view(-1)
 
 
 def step_kl_to_reference(
@@ -83,7 +86,9 @@ class DDPO(Algorithm):
         all_rewards, all_prompts, mine = distributed.gather_rewards(batch.rewards.detach().float().cpu(), batch.prompts)
         rewards = all_rewards.numpy()
         if self.cfg.group_size > 1:
-            adv = group_advantages(all_rewards, self.cfg.group_size, self.cfg.adv_std_floor, self.cfg.group_std).numpy()
+            adv = group_advantages(
+                all_rewards, self.cfg.group_size, self.cfg.adv_std_floor, self.cfg.group_std, self.cfg.adv_std_eps
+            ).numpy()
         elif self.cfg.per_prompt_stat_tracking:
             adv = self.tracker.update(all_prompts, rewards)
         else:

@@ -69,14 +69,15 @@ from drl.types import Conditioning, Rollout
 
 
 def optimality_probability(
-    rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6, std_over: str = "group"
+    rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6, std_over: str = "group", std_eps: float = 0.0
 ) -> torch.Tensor:
     """r = clip(A, -c, c) / 2c + 1/2 with A the rewards normalised per group (or over the batch). [B]
 
-    std_over="batch" divides the group-centred rewards by the std of the whole batch (NVlabs' global_std).
+    std_over="batch" divides the group-centred rewards by the std of the whole batch (NVlabs' global_std);
+    std_eps=1e-4 is NVlabs' std + 1e-4.
     """
     size = group_size if group_size > 1 else rewards.numel()
-    advantages = group_advantages(rewards.float(), size, std_floor, std_over)
+    advantages = group_advantages(rewards.float(), size, std_floor, std_over, std_eps)
     return advantages.clamp(-clip, clip) / (2 * clip) + 0.5
 
 
@@ -91,7 +92,7 @@ class NFT(Algorithm):
     def update(self, batch: Rollout) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         r = optimality_probability(
-            batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor, cfg.group_std
+            batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor, cfg.group_std, cfg.adv_std_eps
         )
         r = r.to(ctx.device)  # [B]
 
