@@ -311,9 +311,10 @@ class NFTConfig(AlgorithmConfig):
     """Divide rewards by max(std, this) when normalising."""
     adv_std_eps: float = 0.0
     """Added to that std (NVlabs' DiffusionNFT divides by std + 1e-4: set 1e-4 to reproduce it)."""
-    group_std: str = "group"
-    """With group_size > 1, the std rewards are divided by: group (each prompt's group) or batch (all the epoch's
-    rewards: NVlabs' DiffusionNFT default, sample.global_std=True); the mean is the group's either way."""
+    group_std: str = "batch"
+    """With group_size > 1, the std rewards are divided by: batch (all the epoch's rewards: NVlabs' DiffusionNFT
+    default, sample.global_std=True) or group (each prompt's group); the mean is the group's either way. Measured
+    on the toy world: docs/results/2026-12-03-nft-normalisation.md."""
     timestep_fraction: float = 0.5
     """Fraction of the sampling schedule's timesteps each sample is trained at (a random subset, fresh noise)."""
     adaptive_weighting: bool = True

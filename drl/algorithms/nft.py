@@ -9,9 +9,10 @@ Each epoch:
    samples x_0 are kept for training.
 2. SCORE, and map each reward to the paper's optimality probability
        r = 1/2 + 1/2 clip((R - E[R | c]) / Z_c, -1, 1)   ∈ [0, 1],
-   with E[R | c] and the std s the mean and std of the prompt's group (``group_size`` > 1) or
-   of the batch, and Z_c = c s, c = ``adv_clip_max``: r = 1/2 + clip(A, -c, c) / 2c with A the
-   normalised reward, exactly as NVlabs' code maps its advantages.
+   with E[R | c] the mean of the prompt's group (``group_size`` > 1; else of the batch), s the
+   std of the whole batch (``group_std=batch``, NVlabs' global_std) or of the group, and
+   Z_c = c s, c = ``adv_clip_max``: r = 1/2 + clip(A, -c, c) / 2c with A the normalised reward,
+   exactly as NVlabs' code maps its advantages.
 3. TRAIN on the forward process: noise each x_0 afresh at some of the sampling schedule's
    timesteps (``timestep_fraction``) and minimise drl.losses.nft_loss,
        L = c/β E[ r ||v+ - v*||² + (1 - r) ||v- - v*||² ]   (errors measured in x̂_0, below),
