@@ -205,9 +205,15 @@ class DDPOConfig(AlgorithmConfig):
     """With group_size > 1: the group's samples start from the same x_T (they differ only by the step noise)."""
     adv_std_floor: float = 1e-6
     """With group_size > 1: divide by max(std, this), so near-tied groups do not blow up their advantages."""
+    adv_std_eps: float = 0.0
+    """With group_size > 1: added to that std (Flow-GRPO divides by std + 1e-4: set 1e-4 to reproduce it)."""
     group_std: str = "group"
     """With group_size > 1, the std advantages are divided by: group (each group's own, GRPO) or batch (all the
     epoch's rewards: Flow-GRPO's global_std; a group of near-ties keeps small advantages)."""
+    kl_form: str = "exact"
+    """The per-step KL of kl_coef: exact (||mu - mu_ref||^2 / 2 std^2 with the step's std, reduced as the log-prob) or
+    flow_grpo (flow models: Flow-GRPO's mean_d ||mu - mu_ref||^2 / 2 g^2, g the SDE coefficient without sqrt(-dt); exact
+    with logprob_reduction=mean is 1/(-dt) times it, so a kl_coef copied from Flow-GRPO needs this form)."""
     per_prompt_stat_tracking: bool = True
     """With group_size=1: normalise rewards per prompt (running mean/std) instead of over the batch."""
     stat_buffer_size: int = 32
@@ -246,9 +252,13 @@ class DiffusionQLConfig(AlgorithmConfig):
     tau: float = 0.005
     """Polyak rate of the target critics."""
     ema_decay: float = 0.995
-    """Decay of the EMA actor that computes target actions and acts at evaluation."""
+    """Decay of the EMA actor that computes the critic's target actions (the live actor acts at evaluation, as in the
+    official code's sample_action)."""
     ema_start: int = 1000
-    """Gradient steps before the EMA starts tracking (before: a plain copy)."""
+    """Gradient steps before the EMA starts averaging (step_start_ema)."""
+    ema_warmup: str = "copy"
+    """The EMA actor before ema_start: copy (copies the live actor every ema_every steps) or initial (stays at the
+    initial weights, as the official code does)."""
     ema_every: int = 5
     """Update the EMA actor every this many gradient steps."""
     candidates: int = 50
@@ -298,7 +308,13 @@ class NFTConfig(AlgorithmConfig):
     adv_clip_max: float = 2.0
     """Normalised rewards A are clipped to [-c, c] and mapped to the optimality probability r = A / (2c) + 1/2."""
     adv_std_floor: float = 1e-6
-    """Divide rewards by max(group std, this) when normalising."""
+    """Divide rewards by max(std, this) when normalising."""
+    adv_std_eps: float = 0.0
+    """Added to that std (NVlabs' DiffusionNFT divides by std + 1e-4: set 1e-4 to reproduce it)."""
+    group_std: str = "batch"
+    """With group_size > 1, the std rewards are divided by: batch (all the epoch's rewards: NVlabs' DiffusionNFT
+    default, sample.global_std=True) or group (each prompt's group); the mean is the group's either way. Measured
+    on the toy world: docs/results/2026-12-03-nft-normalisation.md."""
     timestep_fraction: float = 0.5
     """Fraction of the sampling schedule's timesteps each sample is trained at (a random subset, fresh noise)."""
     adaptive_weighting: bool = True
@@ -562,9 +578,13 @@ def find_problems(cfg: Config) -> list[str]:
         _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
         _choice(p, "algorithm.logprob_reduction", a.logprob_reduction, ("sum", "mean"))
         _choice(p, "algorithm.group_std", a.group_std, ("group", "batch"))
+        _choice(p, "algorithm.kl_form", a.kl_form, ("exact", "flow_grpo"))
+        if a.kl_form == "flow_grpo" and s.kind != "flow":
+            p.append(f"algorithm.kl_form=flow_grpo is Flow-GRPO's KL for flow models (scheduler=flow); got scheduler.kind={s.kind}.")
         _positive(p, "algorithm.skip_last_steps", a.skip_last_steps, allow_zero=True)
         _positive(p, "algorithm.stat_buffer_size", a.stat_buffer_size)
         _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
+        _positive(p, "algorithm.adv_std_eps", a.adv_std_eps, allow_zero=True)
         if s.kind in ("ddim", "flow") and s.eta == 0:
             p.append("algorithm=ddpo needs a stochastic sampler: set scheduler.eta > 0 or use scheduler=ddpm.")
     if isinstance(a, RWRConfig):
@@ -588,6 +608,8 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.beta", a.beta)
         _positive(p, "algorithm.adv_clip_max", a.adv_clip_max)
         _positive(p, "algorithm.adv_std_floor", a.adv_std_floor)
+        _positive(p, "algorithm.adv_std_eps", a.adv_std_eps, allow_zero=True)
+        _choice(p, "algorithm.group_std", a.group_std, ("group", "batch"))
         _fraction(p, "algorithm.timestep_fraction", a.timestep_fraction)
         _positive(p, "algorithm.num_inner_epochs", a.num_inner_epochs)
         _positive(p, "algorithm.minibatches", a.minibatches)

@@ -19,8 +19,8 @@ Every step is the Gaussian p_θ(x_{t-1} | x_t) = N(μ_θ, σ_t² I); its log-den
 
 summed over every non-batch dimension (``reduction="sum"``, the exact log-likelihood)
 or averaged (``reduction="mean"``, what ddpo-pytorch and trl use; their clip range of
-1e-4 is tuned for it). Steps with σ_t = 0 (DDIM with η = 0, DDPM's last step) are
-deterministic: they carry log-prob 0 and ``stochastic = False``.
+1e-4 is tuned for it). Steps with σ_t = 0 (DDIM with η = 0, DDPM's step from t = 0, and
+fixed_small's from t = 1) are deterministic: they carry log-prob 0 and ``stochastic = False``.
 
 All coefficients come from the diffusers scheduler's own ``alphas_cumprod`` and
 timestep schedule; the math runs in float32 whatever the model's dtype.
@@ -217,7 +217,9 @@ def step_mean_std(
             variance = ((1 - a_prev) / (1 - a_t) * beta_t).clamp(min=1e-20)
         else:
             variance = beta_t
-        std = variance.sqrt()
+        # Ho et al.'s Algorithm 2 and diffusers add no noise at t = 0 (z = 0 "if t > 1" in 1-based t), whatever
+        # the variance type; fixed_large's β_0 > 0 would otherwise make that step stochastic.
+        std = torch.where(t > 0, variance.sqrt(), torch.zeros_like(variance))
     return mean, std.to(x0.dtype), x0
 
 

@@ -81,6 +81,13 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
+def flow_diffusion_coefficient(schedule: FlowSchedule, t: torch.Tensor, eta: float) -> torch.Tensor:
+    """g = a · sqrt(σ / (1 - σ)) at each timestep (step 3; σ = 1 clipped), float64: flow_grpo's std_dev_t. [B]"""
+    sigma = schedule.sigma(t)
+    denominator = 1 - torch.where(sigma >= 1, torch.full_like(sigma, schedule.sigma_clip), sigma)
+    return eta * (sigma / denominator).sqrt()
+
+
 def flow_mean_std(
     schedule: FlowSchedule, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, eta: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,8 +96,7 @@ def flow_mean_std(
     x = sample if sample.dtype == torch.float64 else sample.float()
     sigma, sigma_next = schedule.sigma(t), schedule.next_sigma(t)  # [B] float64
     delta = sigma_next - sigma  # < 0
-    denominator = 1 - torch.where(sigma >= 1, torch.full_like(sigma, schedule.sigma_clip), sigma)
-    g = eta * (sigma / denominator).sqrt()  # [B]
+    g = flow_diffusion_coefficient(schedule, t, eta)  # [B]
     s, d, gg = _bcast(sigma, x), _bcast(delta, x), _bcast(g, x)
     drift = v + gg**2 / (2 * s) * (x + (1 - s) * v)
     mean = x + drift * d

@@ -52,15 +52,16 @@ def test_ddim_step_matches_diffusers(prediction_type, eta, clip):
 
 
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
-def test_ddpm_step_matches_diffusers(variance_type):
-    kw = dict(**SCHEDULER_KW, clip_sample=True, variance_type=variance_type, steps_offset=1)
+@pytest.mark.parametrize("steps_offset", [0, 1])
+def test_ddpm_step_matches_diffusers(variance_type, steps_offset):
+    kw = dict(**SCHEDULER_KW, clip_sample=True, variance_type=variance_type, steps_offset=steps_offset)
     reference, schedule = DDPMScheduler(**kw), make_schedule(DDPMScheduler(**kw), num_steps=10)
     reference.set_timesteps(10)
+    assert int(reference.timesteps[-1]) == steps_offset
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 3, 8, 8, generator=g)
     for t in reference.timesteps:
         out = torch.randn(3, 3, 8, 8, generator=g)
-        z = torch.randn(3, 3, 8, 8, generator=g)
         # diffusers draws its variance noise from a generator: give both the same draw.
         expected = reference.step(out, t, x, generator=torch.Generator().manual_seed(int(t))).prev_sample
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(t)))
@@ -71,9 +72,12 @@ def test_ddpm_step_matches_diffusers(variance_type):
             std = variance**0.5 if variance_type == "fixed_small" else variance.sqrt()
             expected_lp = _independent_log_prob(expected, ours.mean, std)
             torch.testing.assert_close(ours.log_prob.double(), expected_lp, rtol=1e-5, atol=1e-3)
+        else:
+            assert not ours.stochastic.any() and (ours.log_prob == 0).all()
         x = expected
-    # fixed_small's last step has variance 0 (diffusers clamps it to 1e-20): deterministic, no log-prob.
-    assert ours.stochastic.any() == (variance_type == "fixed_large")
+    # The last step: at t = 0 diffusers (and Ho et al.'s Algorithm 2) add no noise for either variance type;
+    # at t = 1 fixed_small's variance is 0 (clamped to 1e-20) while fixed_large's is beta_1 > 0.
+    assert ours.stochastic.any() == (variance_type == "fixed_large" and steps_offset == 1)
 
 
 def test_rescoring_stored_sample_reproduces_its_log_prob():

@@ -18,6 +18,7 @@ from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.config import DDPOConfig
 from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
 from drl.sampling import denoising_step
+from drl.sampling_flow import flow_diffusion_coefficient
 from drl.stat_tracking import PerPromptStatTracker
 from drl.types import Rollout
 
@@ -35,17 +36,36 @@ def select_train_steps(
     return steps[order[:, :keep]]
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6, std_over: str = "group") -> torch.Tensor:
-    """(r - mean_group) / max(std, std_floor) over consecutive groups of group_size samples. [B]
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, std_floor: float = 1e-6, std_over: str = "group", std_eps: float = 0.0
+) -> torch.Tensor:
+    """(r - mean_group) / (max(std, std_floor) + std_eps) over consecutive groups of group_size samples. [B]
 
     std_over="group" divides by each group's std (GRPO); "batch" by the std of all the rewards
     (Flow-GRPO's global_std), which keeps a group of near-ties from turning its reward noise into
     advantages of size 1. The floor does the same in group mode (exact ties get advantage 0).
+    std_eps=1e-4 is Flow-GRPO's and DiffusionNFT's std + 1e-4 (population std, as numpy's).
     """
     groups = rewards.view(-1, group_size)
     mean = groups.mean(1, keepdim=True)
     std = groups.std(1, unbiased=False, keepdim=True) if std_over == "group" else rewards.std(unbiased=False)
-    return ((groups - mean) / std.clamp(min=std_floor)).view(-1)
+    return ((groups - mean) / (std.clamp(min=std_floor) + std_eps)).view(-1)
+
+
+def step_kl_to_reference(
+    mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor, scale: float, form: str, schedule=None, t=None, eta: float = 0.0
+) -> torch.Tensor:
+    """Per-transition KL(p_θ || p_ref) of one reverse step, the two Gaussians sharing their std. [n]
+
+    form="exact": ||μ_θ - μ_ref||² / 2 std², std the step's own (σ_t·sqrt(-Δ) for a flow), reduced over
+    dims as the log-prob (``scale`` = 1 for a sum, 1/D for a mean). form="flow_grpo": Flow-GRPO's
+    penalty (scripts/train_sd3.py), mean_d ||μ_θ - μ_ref||² / 2 g² with g the flow SDE's coefficient
+    at t (its std_dev_t, no sqrt(-Δ)); the exact mean-reduced KL is 1/(-Δ) times it.
+    """
+    if form == "flow_grpo":
+        g = flow_diffusion_coefficient(schedule, t, eta)  # [n] float64
+        return gaussian_kl_equal_std(mean, ref_mean, g.float(), reduction="mean")
+    return gaussian_kl_equal_std(mean, ref_mean, std) * scale
 
 
 class DDPO(Algorithm):
@@ -66,7 +86,9 @@ class DDPO(Algorithm):
         all_rewards, all_prompts, mine = distributed.gather_rewards(batch.rewards.detach().float().cpu(), batch.prompts)
         rewards = all_rewards.numpy()
         if self.cfg.group_size > 1:
-            adv = group_advantages(all_rewards, self.cfg.group_size, self.cfg.adv_std_floor, self.cfg.group_std).numpy()
+            adv = group_advantages(
+                all_rewards, self.cfg.group_size, self.cfg.adv_std_floor, self.cfg.group_std, self.cfg.adv_std_eps
+            ).numpy()
         elif self.cfg.per_prompt_stat_tracking:
             adv = self.tracker.update(all_prompts, rewards)
         else:
@@ -139,7 +161,9 @@ class DDPO(Algorithm):
             with ctx.autocast():
                 ref_out = self.reference(x_t, t, cond, uncond, guidance)
             ref_mean = denoising_step(ctx.schedule, ref_out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev).mean
-            kl = (gaussian_kl_equal_std(step.mean, ref_mean, step.std) * scale).mean()
+            kl = step_kl_to_reference(
+                step.mean, ref_mean, step.std, scale, self.cfg.kl_form, ctx.schedule, t, ctx.collector.eta
+            ).mean()
             loss = loss + self.cfg.kl_coef * kl
         return {
             "loss": loss,

@@ -7,6 +7,8 @@ Offline: the collector reads a dataset. Each gradient step (the paper's Algorith
     actor:   L_pi = L_BC(s, a) + eta * (-Q_i(s, a_theta) / mean |Q_j|),  a_theta ~ pi_theta(. | s)
              a_theta runs the whole reverse chain with gradients (drl.models.policy.DiffusionPolicy.sample)
     targets: Q' <- Polyak(Q, tau);  pi_EMA <- EMA(pi_theta) every ema_every steps after ema_start
+             (before it pi_EMA copies pi_theta, or with ema_warmup=initial keeps the initial weights as the
+             official code does: its first target actions then come from the untrained policy)
 
 Acting at evaluation: ``candidates`` actions per state from pi_theta, one drawn with probability
 softmax(min_i Q'_i(s, a)) (the paper's sample_action).
@@ -83,10 +85,10 @@ class DiffusionQL(Evaluates, Algorithm):
         # Targets.
         self.steps += 1
         if self.steps % cfg.ema_every == 0:
-            if self.steps < cfg.ema_start:
-                self.ema_actor.load_state_dict(ctx.model.unet.state_dict())
-            else:
+            if self.steps >= cfg.ema_start:
                 soft_update(self.ema_actor, ctx.model.unet, 1 - cfg.ema_decay)
+            elif cfg.ema_warmup == "copy":
+                self.ema_actor.load_state_dict(ctx.model.unet.state_dict())
         soft_update(self.critic_target, self.critic, cfg.tau)
         return {
             "train/loss": float(actor_loss.detach()),

@@ -9,9 +9,10 @@ Each epoch:
    samples x_0 are kept for training.
 2. SCORE, and map each reward to the paper's optimality probability
        r = 1/2 + 1/2 clip((R - E[R | c]) / Z_c, -1, 1)   ∈ [0, 1],
-   with E[R | c] and the std s the mean and std of the prompt's group (``group_size`` > 1) or
-   of the batch, and Z_c = c s, c = ``adv_clip_max``: r = 1/2 + clip(A, -c, c) / 2c with A the
-   normalised reward, exactly as NVlabs' code maps its advantages.
+   with E[R | c] the mean of the prompt's group (``group_size`` > 1; else of the batch), s the
+   std of the whole batch (``group_std=batch``, NVlabs' global_std) or of the group, and
+   Z_c = c s, c = ``adv_clip_max``: r = 1/2 + clip(A, -c, c) / 2c with A the normalised reward,
+   exactly as NVlabs' code maps its advantages.
 3. TRAIN on the forward process: noise each x_0 afresh at some of the sampling schedule's
    timesteps (``timestep_fraction``) and minimise drl.losses.nft_loss,
        L = c/β E[ r ||v+ - v*||² + (1 - r) ||v- - v*||² ]   (errors measured in x̂_0, below),
@@ -68,10 +69,16 @@ from drl.sampling import add_noise, training_target, x0_error_scale
 from drl.types import Conditioning, Rollout
 
 
-def optimality_probability(rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6) -> torch.Tensor:
-    """r = clip(A, -c, c) / 2c + 1/2 with A the rewards normalised per group (or over the batch). [B]"""
+def optimality_probability(
+    rewards: torch.Tensor, group_size: int, clip: float, std_floor: float = 1e-6, std_over: str = "group", std_eps: float = 0.0
+) -> torch.Tensor:
+    """r = clip(A, -c, c) / 2c + 1/2 with A the rewards normalised per group (or over the batch). [B]
+
+    std_over="batch" divides the group-centred rewards by the std of the whole batch (NVlabs' global_std);
+    std_eps=1e-4 is NVlabs' std + 1e-4.
+    """
     size = group_size if group_size > 1 else rewards.numel()
-    advantages = group_advantages(rewards.float(), size, std_floor)
+    advantages = group_advantages(rewards.float(), size, std_floor, std_over, std_eps)
     return advantages.clamp(-clip, clip) / (2 * clip) + 0.5
 
 
@@ -85,7 +92,9 @@ class NFT(Algorithm):
 
     def update(self, batch: Rollout) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
-        r = optimality_probability(batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor)
+        r = optimality_probability(
+            batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor, cfg.group_std, cfg.adv_std_eps
+        )
         r = r.to(ctx.device)  # [B]
 
         # (sample, timestep) pairs on the forward process, fixed for the epoch.

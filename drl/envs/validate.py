@@ -53,6 +53,8 @@ def control_problems(cfg) -> list[str]:
                 p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
         if a.eta < 0:
             p.append(f"algorithm.eta={a.eta} must be >= 0.")
+        if a.ema_warmup not in ("copy", "initial"):
+            p.append(f"algorithm.ema_warmup={a.ema_warmup!r} is not one of copy, initial.")
         for key in ("tau", "ema_decay"):
             if not 0 < getattr(a, key) <= 1:
                 p.append(f"algorithm.{key}={getattr(a, key)} must be in (0, 1].")
