@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import torch
+from fastapi import FastAPI, HTTPException, Request  # drl[serve]; at module level so that FastAPI resolves the annotations
 
 from drl.config import ConfigError
 from drl.rewards import WeightedReward
@@ -43,6 +45,7 @@ class Batcher:
     def __init__(self, reward: WeightedReward, device: torch.device, max_batch: int, max_wait_s: float):
         self.reward, self.device, self.max_batch, self.max_wait_s = reward, device, max_batch, max_wait_s
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.served, self.calls = 0, 0  # samples scored, reward calls made (fewer than requests when batching works)
 
     async def score(self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int) -> dict:
         job = Job(samples, prompts, metadata, group_size, asyncio.get_running_loop().create_future())
@@ -82,6 +85,7 @@ class Batcher:
         metadata = [m for j in jobs for m in j.metadata]
         with torch.no_grad():
             scores, terms = self.reward(samples, prompts, metadata, group_size=jobs[0].group_size)
+        self.served, self.calls = self.served + len(samples), self.calls + 1
         answers, start = [], 0
         for job in jobs:
             end = start + len(job.samples)
@@ -95,10 +99,6 @@ class Batcher:
 
 def make_app(reward: WeightedReward, device: torch.device, max_batch: int = 64, max_wait_s: float = 0.005, video: bool = False):
     """The FastAPI application: POST /score, GET /health."""
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, HTTPException, Request
-
     batcher = Batcher(reward, device, max_batch, max_wait_s)
 
     @asynccontextmanager
@@ -112,7 +112,8 @@ def make_app(reward: WeightedReward, device: torch.device, max_batch: int = 64, 
     @app.get("/health")
     async def health() -> dict:
         names = [r.name for r in reward.rewards]
-        return {"status": "ok", "terms": names, "weights": reward.weights, "video": video, "max_batch": max_batch}
+        return {"status": "ok", "terms": names, "weights": reward.weights, "video": video, "max_batch": max_batch,
+                "served": batcher.served, "calls": batcher.calls}  # fmt: skip
 
     @app.post("/score")
     async def score(request: Request) -> dict:
@@ -162,10 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=64, help="most samples scored in one reward call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     args = parser.parse_args(argv)
-    from drl.train import pick_device
-
     try:
-        device = torch.device(args.device) if args.device not in ("auto", "cuda") else pick_device(args.device)
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device} but no CUDA device is visible; use --device cpu.")
+        device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
         reward, video = load_reward(args.overrides, device)
     except (ConfigError, FileNotFoundError) as e:
         print(f"drl-reward-server: error: {e}", file=sys.stderr)
