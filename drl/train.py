@@ -141,7 +141,7 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tu
     prompts = [pool[k % len(pool)] for k in range(n)]
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
     batch = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
-    with torch.no_grad():  # group_size=0: a groupwise reward sees the fixed batch as one group
+    with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
         batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0)
         batch.reward_terms.update(reward.evaluate(batch.samples, batch.prompts, batch.metadata))  # reward.eval_terms
     return batch, prompts

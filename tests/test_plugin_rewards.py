@@ -21,9 +21,9 @@ PLUGIN_SOURCE = textwrap.dedent(
     import torch
 
     def brightness(scale, device=None):
-        """Differentiable: the mean pixel value, times scale; the red channel's mean as per-sample info."""
+        """Differentiable: the mean pixel value times scale; the red channel's mean as per-sample info."""
         def score(images, prompts, metadata):
-            return scale * images.mean(dim=(1, 2, 3)), {"red": images[:, 0].mean(dim=(1, 2))}
+            return scale * images.flatten(1).mean(1), {"red": images[..., 0, :, :].flatten(1).mean(1)}  # images or clips
         return score
 
     class Rank:
@@ -165,3 +165,71 @@ def test_a_plugin_reward_trains_a_tiny_sd15_pipeline(tmp_path, tiny_dirs, plugin
     records = _records(tmp_path)
     assert len(records) == 2 and math.isfinite(final)
     assert all(0 < r["reward/mine"] < 1 for r in records) and records[-1]["drift_from_base"] > 0
+
+
+RANK_STD = (sum((k / 3 - 0.5) ** 2 for k in range(4)) / 4) ** 0.5  # ranks 0, 1/3, 2/3, 1 of a group of 4
+
+
+@pytest.mark.parametrize("algorithm", ["ddpo", "nft", "dpo"])
+def test_a_groupwise_rank_reward_scores_each_group_of_one_prompt(tmp_path, plugin_dir, monkeypatch, algorithm):
+    directory, module = plugin_dir
+    monkeypatch.syspath_prepend(str(directory))
+    overrides = _tiny(f"algorithm={algorithm}", "algorithm.group_size=4", _plugin(module, "Rank", groupwise="true"))
+    train(compose_config(overrides), tmp_path)  # Rank asserts that each call holds one prompt
+    for record in _records(tmp_path):  # every group's scores are a permutation of the four ranks
+        assert record["reward_mean"] == pytest.approx(0.5, abs=1e-6) and record["reward_std"] == pytest.approx(RANK_STD, abs=1e-6)
+        assert math.isfinite(record["train/loss"])
+
+
+def test_a_groupwise_reward_needs_an_algorithm_that_samples_groups(plugin_dir, monkeypatch):
+    directory, module = plugin_dir
+    monkeypatch.syspath_prepend(str(directory))
+    with pytest.raises(ConfigError, match="reward 'mine' scores whole groups .* use algorithm=ddpo, nft or dpo with algorithm.group_size > 1"):
+        build_context(compose_config(_tiny("algorithm=rwr", _plugin(module, "Rank", groupwise="true"))))
+
+
+def test_eval_terms_are_scored_only_before_and_after_training_with_their_paired_gain(tmp_path, plugin_dir, monkeypatch):
+    directory, module = plugin_dir
+    monkeypatch.syspath_prepend(str(directory))
+    calls = []
+    import drl.rewards.plugin as plugin
+
+    build = plugin.build_plugin
+
+    def counting(name, spec, device):  # count the held-out judge's calls
+        reward = build(name, spec, device)
+        inner = reward.fn
+        reward.fn = lambda s, p, m: (calls.append(len(s)), inner(s, p, m))[1]
+        return reward
+
+    monkeypatch.setattr(plugin, "build_plugin", counting)
+    monkeypatch.setattr("drl.rewards.build_plugin", counting)
+    judge = "+reward.eval_terms.judge={_target_: %s.brightness, scale: 2.0}" % module
+    train(compose_config(["reward=toy_motion_only", "model=toy_t2v", "model.num_frames=4", "train.epochs=1", "train.batch_size=4",
+                          "hardware.num_threads=1", judge.replace("brightness, ", "brightness, video: true, ")]), tmp_path)  # fmt: skip
+    assert calls == [2, 6, 6]  # the dry call at start, then the 6 evaluation clips before and after; never in training
+    record = json.loads((tmp_path / "eval.json").read_text())
+    before, after = record["eval_terms"]["before"]["judge"], record["eval_terms"]["after"]["judge"]
+    assert len(before) == len(after) == 6 and all(0 < x < 2 for x in before + after)
+    gain = torch.tensor(after, dtype=torch.float64) - torch.tensor(before, dtype=torch.float64)
+    assert record["eval_terms"]["gain"]["judge"]["gain"] == pytest.approx(float(gain.mean()))
+    assert record["eval_terms"]["gain"]["judge"]["gain_se"] == pytest.approx(float(gain.std() / 6**0.5))
+    assert "summary" in record and "eval/gain" in record["summary"]  # the training reward's paired gain, as before
+    assert {"toy_motion_only", "frames_toy_object", "temporal_consistency", "eval:judge"} <= set(record["terms"]["after"])  # monitors too
+    assert all("reward/judge" not in r for r in _records(tmp_path))
+
+
+def test_without_a_group_layout_a_groupwise_reward_gets_the_samples_of_each_prompt():
+    seen = []
+
+    def rank(images, prompts, metadata):
+        seen.append(list(prompts))
+        return images.flatten(1).mean(1).argsort().argsort().float()
+
+    reward = Reward("rank", rank, differentiable=False, groupwise=True)
+    images = torch.tensor([0.9, 0.1, 0.2, 0.8, 0.5]).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    scores, _ = reward.score(images, ["a", "b", "a", "b", "a"], [{}] * 5, group_size=0)  # e.g. the evaluation batch
+    assert seen == [["a", "a", "a"], ["b", "b"]]
+    assert scores.tolist() == [2.0, 0.0, 0.0, 1.0, 1.0]  # ranks within a: 0.9 > 0.5 > 0.2; within b: 0.8 > 0.1
+    with pytest.raises(RewardError, match="reward 'rank' scores groups of 2 samples, but the batch has 5"):
+        reward.score(images, ["a"] * 5, [{}] * 5, group_size=2)

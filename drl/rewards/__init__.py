@@ -154,7 +154,8 @@ class WeightedReward:
     def __call__(
         self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(weighted sum [B], {term, monitor and info name: [B]}). group_size: None, the training layout; 0, one group."""
+        """(weighted sum [B], {term, monitor and info name: [B]}). group_size (groupwise rewards): None, the
+        training layout (consecutive groups of self.group_size); 0, the samples that share a prompt."""
         group_size = self.group_size if group_size is None else group_size
         terms, info = {}, {}
         for r in self.rewards:
@@ -170,7 +171,7 @@ class WeightedReward:
 
     @torch.no_grad()
     def evaluate(self, samples: torch.Tensor, prompts: list, metadata: list) -> dict[str, torch.Tensor]:
-        """Each evaluation reward's scores [B] on the fixed evaluation batch (one group), keyed eval:<name>."""
+        """Each evaluation reward's scores [B] on the fixed evaluation batch (groups: by prompt), keyed eval:<name>."""
         return {f"{EVAL_PREFIX}{r.name}": r.score(samples, prompts, metadata, 0)[0] for r in self.eval_rewards}
 
 

@@ -52,16 +52,28 @@ class Reward:
     def score(
         self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int = 0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(scores [B], info {key: [B]}), checked. A groupwise reward is called once per group of
-        ``group_size`` consecutive samples (0: the whole batch is one group)."""
-        n = len(samples)
-        size = group_size if self.groupwise and 0 < group_size < n else n
-        if n % size:
-            raise RewardError(f"reward {self.name!r} scores groups of {size} samples, but the batch has {n}.")
-        parts = [self._checked(samples[i : i + size], prompts[i : i + size], metadata[i : i + size]) for i in range(0, n, size)]
-        scores = torch.cat([s for s, _ in parts]) if len(parts) > 1 else parts[0][0]
-        info = {k: torch.cat([i[k] for _, i in parts]) for k in parts[0][1]} if len(parts) > 1 else parts[0][1]
-        return scores, info
+        """(scores [B], info {key: [B]}), checked. A groupwise reward is called once per group: ``group_size``
+        consecutive samples, or (group_size 0) the samples that share a prompt."""
+        groups = self.groups(prompts, len(samples), group_size)
+        if len(groups) == 1:
+            return self._checked(samples, prompts, metadata)
+        parts = [self._checked(samples[g], [prompts[i] for i in g], [metadata[i] for i in g]) for g in groups]
+        back = torch.tensor([i for g in groups for i in g]).argsort()  # concatenated group order -> batch order
+        scores = torch.cat([s for s, _ in parts])[back.to(parts[0][0].device)]
+        return scores, {k: torch.cat([info[k] for _, info in parts])[back] for k in parts[0][1]}
+
+    def groups(self, prompts: list, n: int, group_size: int) -> list[list[int]]:
+        """The index lists this reward is called on: the whole batch, unless it is groupwise."""
+        if not self.groupwise:
+            return [list(range(n))]
+        if group_size > 0:
+            if n % group_size:
+                raise RewardError(f"reward {self.name!r} scores groups of {group_size} samples, but the batch has {n}.")
+            return [list(range(i, i + group_size)) for i in range(0, n, group_size)]
+        by_prompt: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            by_prompt.setdefault(prompt, []).append(i)
+        return list(by_prompt.values())
 
     def _checked(self, samples: torch.Tensor, prompts: list, metadata: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         try:

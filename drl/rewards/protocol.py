@@ -4,7 +4,8 @@ POST /score, Content-Type application/octet-stream; the body is one safetensors 
 (8-byte little-endian header length, a JSON header, raw little-endian tensor bytes):
     tensor "samples"   float32 [B, 3, H, W] images or [B, F, 3, H, W] clips, in [0, 1] (lossless)
     __metadata__       {"prompts": JSON list of B strings, "metadata": JSON list of B objects,
-                        "group_size": decimal string; 0 = the request is one group}
+                        "group_size": decimal string, for groupwise rewards: groups of that many
+                        consecutive samples; 0 = the samples that share a prompt}
 The answer is JSON: {"scores": [B numbers], "info": {key: [B numbers], ...}}; an error is
 HTTP 4xx/5xx with {"detail": "<one sentence>"}. GET /health answers {"status": "ok", ...}.
 """

@@ -72,7 +72,7 @@ class RemoteReward:
     def __call__(self, samples: torch.Tensor, prompts: list, metadata: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         n = len(samples)
         size = n if self.groupwise else self.batch_size
-        bodies = [encode_request(samples[s : s + size], prompts[s : s + size], metadata[s : s + size], n if self.groupwise else 1)
+        bodies = [encode_request(samples[s : s + size], prompts[s : s + size], metadata[s : s + size], n if self.groupwise else 0)
                   for s in range(0, n, size)]  # fmt: skip
         answers = list(self.pool.map(self.request, range(len(bodies)), bodies))
         scores = torch.tensor([x for a in answers for x in a["scores"]], dtype=torch.float32, device=samples.device)  # [B]

@@ -34,10 +34,6 @@ class Job:
     group_size: int
     answer: asyncio.Future = field(repr=False)
 
-    def key(self) -> tuple:
-        """Jobs with the same key can share a reward call (a whole-request group cannot)."""
-        return (tuple(self.samples.shape[1:]), self.group_size if self.group_size > 0 else id(self))
-
 
 class Batcher:
     """Collects jobs for up to max_wait_s, scores compatible ones together (one call at a time), answers each."""
@@ -45,6 +41,7 @@ class Batcher:
     def __init__(self, reward: WeightedReward, device: torch.device, max_batch: int, max_wait_s: float):
         self.reward, self.device, self.max_batch, self.max_wait_s = reward, device, max_batch, max_wait_s
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.grouped = any(r.groupwise for r in reward.rewards + reward.monitors)  # then the group layout must not mix requests
         self.served, self.calls = 0, 0  # samples scored, reward calls made (fewer than requests when batching works)
 
     async def score(self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int) -> dict:
@@ -72,12 +69,14 @@ class Batcher:
                 for job, answer in zip(batch, answers):
                     job.answer.set_result(answer)
 
-    @staticmethod
-    def compatible(jobs: list[Job]) -> list[list[Job]]:
-        groups: dict[tuple, list[Job]] = {}
+    def compatible(self, jobs: list[Job]) -> list[list[Job]]:
+        """Jobs that can share a reward call: same sample shape and, for groupwise rewards, the same group
+        size (groups by prompt, group_size 0, stay within their request)."""
+        batches: dict[tuple, list[Job]] = {}
         for job in jobs:
-            groups.setdefault(job.key(), []).append(job)
-        return list(groups.values())
+            layout = job.group_size if not self.grouped or job.group_size > 0 else id(job)
+            batches.setdefault((tuple(job.samples.shape[1:]), layout), []).append(job)
+        return list(batches.values())
 
     def score_together(self, jobs: list[Job]) -> list[dict]:
         samples = torch.cat([j.samples for j in jobs]).to(self.device)  # [sum b, ...]
