@@ -14,7 +14,7 @@ from test_cli import drl_train
 
 from drl.config import ConfigError
 from drl.rewards.base import Reward, RewardError
-from drl.train import build_context, train
+from drl.train import NonFiniteError, build_context, train
 
 PLUGIN_SOURCE = textwrap.dedent(
     '''
@@ -41,6 +41,9 @@ PLUGIN_SOURCE = textwrap.dedent(
 
     def integer_scores():
         return lambda images, prompts, metadata: (images.mean(dim=(1, 2, 3)) > 0.5).long()
+
+    def nan_scores():
+        return lambda images, prompts, metadata: torch.full((len(images),), float("nan"))
 
     def detached():
         return lambda images, prompts, metadata: torch.tensor([float(x.detach().mean()) for x in images])
@@ -119,6 +122,14 @@ def test_a_reward_without_gradient_under_alignprop_names_the_fix(plugin_dir, mon
     undeclared = _tiny("algorithm=alignprop", _plugin(module, "brightness", scale=1))
     with pytest.raises(ConfigError, match="alignprop needs a differentiable reward, and mine is not: use algorithm=ddpo.*set differentiable: true"):
         build_context(compose_config(undeclared))
+
+
+def test_nan_from_a_plugin_goes_through_the_nonfinite_handling(tmp_path, plugin_dir, monkeypatch):
+    directory, module = plugin_dir
+    monkeypatch.syspath_prepend(str(directory))
+    with pytest.raises(NonFiniteError, match="The reward was NaN/inf in 2 epochs in a row"):
+        train(compose_config(_tiny(_plugin(module, "nan_scores"), "train.max_nonfinite_batches=2")), tmp_path)
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [{"epoch": 0, "skipped_nonfinite": 1}]
 
 
 def test_the_contract_is_checked_on_every_call_not_only_at_start():
