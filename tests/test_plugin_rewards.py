@@ -132,6 +132,11 @@ def test_nan_from_a_plugin_goes_through_the_nonfinite_handling(tmp_path, plugin_
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [{"epoch": 0, "skipped_nonfinite": 1}]
 
 
+def test_a_mapping_term_without_target_is_a_config_error():
+    with pytest.raises(ConfigError, match="reward term 'x' is a mapping without _target_: give a weight, or _target_: module.factory"):
+        compose_config(["+reward.terms.x={weight: 1.0}"])
+
+
 def test_the_contract_is_checked_on_every_call_not_only_at_start():
     calls = {"n": 0}
 
