@@ -10,6 +10,7 @@ Group yaml files pick their schema through their defaults list, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -93,8 +94,9 @@ class SchedulerConfig:
 # -------------------------------------------------------------------------- reward
 @dataclass
 class RewardConfig:
-    terms: Dict[str, float] = field(default_factory=dict)
-    """Reward name -> weight; the run's reward is the weighted sum (see drl/rewards). Weight 0 switches a term off."""
+    terms: Dict[str, Any] = field(default_factory=dict)
+    """Reward name -> weight, or -> {_target_: module.factory, weight, differentiable, video, groupwise, <kwargs>} for a
+    reward from your own code (docs/guide/your-own-reward.md); the run's reward is the weighted sum. Weight 0 switches a term off."""
     monitor: List[str] = field(default_factory=list)
     """Rewards logged beside the terms (as reward/<name>) without entering the sum or its gradient."""
     jpeg_quality: int = 95
@@ -115,6 +117,17 @@ class RewardConfig:
     """Directory of the toy (colour, shape, motion) video classifier (toy_motion)."""
     frame_subset: int = 2
     """K: frames of each clip that a frames_<image reward> term scores, drawn at random per call (0: all frames)."""
+    eval_terms: Dict[str, Any] = field(default_factory=dict)
+    """Rewards scored only on the fixed evaluation batch before and after training (a held-out or slow judge), each
+    written to eval.json with its own paired gain; same forms as terms (the weight is ignored)."""
+    overlap: bool = True
+    """Score chunk k of the rollout in a worker thread while chunk k+1 is denoised (rewards without gradient whose
+    per-sample scores do not depend on the batch); false: score the whole batch after sampling. Same results either way."""
+
+
+def term_weight(spec: Any) -> float:
+    """The weight of a reward.terms entry: the number itself, or a plug-in's ``weight`` (default 1)."""
+    return float(spec.get("weight", 1.0)) if isinstance(spec, Mapping) else float(spec)
 
 
 # ----------------------------------------------------------------------- algorithm
@@ -555,7 +568,12 @@ def find_problems(cfg: Config) -> list[str]:
         p.append("prompts.source=list needs a non-empty prompts.prompts list.")
     if cfg.prompts.source == "file" and not cfg.prompts.path:
         p.append("prompts.source=file needs prompts.path (a text file with one prompt per line).")
-    if not any(w != 0 for w in cfg.reward.terms.values()):
+    for key, spec in [*cfg.reward.terms.items(), *cfg.reward.eval_terms.items()]:
+        if isinstance(spec, Mapping) and "_target_" not in spec:
+            p.append(f"reward term {key!r} is a mapping without _target_: give a weight, or _target_: module.factory for your own reward.")
+        elif not isinstance(spec, (Mapping, int, float)) or isinstance(spec, bool):
+            p.append(f"reward term {key!r}={spec!r}: give a weight (a number) or a mapping with _target_.")
+    if not any(term_weight(w) != 0 for w in cfg.reward.terms.values() if isinstance(w, (Mapping, int, float))):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
     _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)

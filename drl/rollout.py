@@ -44,6 +44,17 @@ class RolloutCollector:
         # Latents stay float32 under mixed precision, so that the stored x_{t-1} is the one the
         # log-prob was computed on (float64 models, in gradient checks, keep float64).
         self.dtype = torch.float64 if model.unet.dtype == torch.float64 else torch.float32
+        self.on_chunk: Callable[[torch.Tensor, list, list], None] | None = None  # see chunk_callback
+
+    @contextlib.contextmanager
+    def chunk_callback(self, fn: Callable[[torch.Tensor, list, list], None]):
+        """Within the block, collect() hands each finished chunk (samples [b, ...], prompts, metadata) to ``fn``
+        before denoising the next one (drl.rewards.overlap scores it meanwhile)."""
+        self.on_chunk = fn
+        try:
+            yield
+        finally:
+            self.on_chunk = None
 
     def uncond(self, n: int) -> Conditioning | None:
         """The empty prompt's conditioning (batch n) when guidance is on, else None."""
@@ -61,6 +72,8 @@ class RolloutCollector:
         for start in range(0, len(prompts), self.batch_size):
             x_T = None if initial_noise is None else initial_noise[start : start + self.batch_size]
             chunks.append(self._collect_chunk(prompts[start : start + self.batch_size], generator, x_T))
+            if self.on_chunk is not None:
+                self.on_chunk(chunks[-1]["samples"], prompts[start : start + self.batch_size], metadata[start : start + self.batch_size])
         cat = lambda key: torch.cat([c[key] for c in chunks])  # noqa: E731
         uncond = None if chunks[0]["uncond"] is None else Conditioning.cat([c["uncond"] for c in chunks])
         return Rollout(

@@ -32,6 +32,9 @@ from drl.preemption import PreemptionWatch
 from drl.prompts import build_prompt_source
 from drl.resume import FIND, apply_optimizer_settings, find_resume_point, fingerprint, log_changes, optimizer_settings
 from drl.rewards import WeightedReward, build_reward
+from drl.rewards.eval_terms import record_eval_terms
+from drl.rewards.overlap import collect_and_score
+from drl.rewards.plugin import dry_call_plugins
 from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
 from drl.types import Rollout
@@ -113,9 +116,12 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
         device=device,
         autocast=autocast,
     )
-    reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v")
+    reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v", group_size=getattr(cfg.algorithm, "group_size", 1))
     distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
     prompts = build_prompt_source(cfg.prompts, video=cfg.model.kind == "t2v")
+    sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
+    sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
+    dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.name == "alignprop")
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
     return ctx, reward, algorithm
@@ -136,8 +142,9 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tu
     prompts = [pool[k % len(pool)] for k in range(n)]
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
     batch = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
-    with torch.no_grad():
-        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
+    with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
+        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0)
+        batch.reward_terms.update(reward.evaluate(batch.samples, batch.prompts, batch.metadata))  # reward.eval_terms
     return batch, prompts
 
 
@@ -153,6 +160,7 @@ def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, 
     record[name.removeprefix("samples_")] = [float(r) for r in batch.rewards]
     # Each term and monitor's mean on the same clips, e.g. whether a guard held while the reward rose.
     record.setdefault("terms", {})[name.removeprefix("samples_")] = {k: float(v.float().mean()) for k, v in batch.reward_terms.items()}
+    record_eval_terms(record, name.removeprefix("samples_"), batch.reward_terms, logger, epoch)  # their own paired gains
     if "before" in record and "after" in record and len(record["before"]) == len(record["after"]) > 1:
         gain = torch.tensor(record["after"]) - torch.tensor(record["before"])  # [N], paired
         summary = {
@@ -247,11 +255,9 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
         for epoch in progress:
             # ------------------------------------------------------------ SAMPLING
             t0 = time.perf_counter()
-            batch = algorithm.collect(generator)
+            batch = collect_and_score(algorithm, ctx.collector, reward, generator, cfg.reward.overlap)  # a Rollout comes scored
             record: dict = {"epoch": epoch}
             if isinstance(batch, Rollout):
-                with torch.no_grad():
-                    batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
                 # Every rank's rewards: the statistics, and the skip decision, are the same on all ranks.
                 all_rewards = distributed.gather_rewards(batch.rewards.float(), batch.prompts)[0]  # [W*B]
                 if not torch.isfinite(all_rewards).all():

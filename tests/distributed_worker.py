@@ -24,7 +24,8 @@ def main(out: Path, model_path: str, overrides: list[str]) -> None:
     torch.set_num_threads(1)
     nan_epoch = next((int(o.split("=")[1]) for o in overrides if o.startswith("nan_epoch=")), None)
     overrides = [o for o in overrides if not o.startswith("nan_epoch=")]
-    cfg = compose_config([f"model.path={model_path}", *overrides])
+    # reward.overlap=false: the recording reward below sees each epoch's whole batch in one call
+    cfg = compose_config([f"model.path={model_path}", "reward.overlap=false", *overrides])
     seen: dict = {"x_T": [], "rewards": [], "prompts": []}
     built = {}
     build_context = train_module.build_context
@@ -45,8 +46,11 @@ def main(out: Path, model_path: str, overrides: list[str]) -> None:
         class RecordingReward:
             rewards, differentiable = reward.rewards, reward.differentiable
 
-            def __call__(self, samples, prompts, metadata):
-                total, terms = score(samples, prompts, metadata)
+            def __getattr__(self, name):  # the rest of WeightedReward (evaluate, group_size, ...)
+                return getattr(reward, name)
+
+            def __call__(self, samples, prompts, metadata, group_size=None):
+                total, terms = score(samples, prompts, metadata, group_size)
                 if len(prompts) == cfg.train.samples_per_epoch:
                     if len(seen["rewards"]) == nan_epoch and distributed.rank() == 1:
                         total = torch.full_like(total, float("nan"))

@@ -58,7 +58,8 @@ class AlignProp(Algorithm):
         if not_differentiable:
             raise ConfigError(
                 f"algorithm=alignprop needs a differentiable reward, and {', '.join(not_differentiable)} is not: "
-                "use algorithm=ddpo or algorithm=rwr for black-box rewards."
+                "use algorithm=ddpo or algorithm=rwr for black-box rewards (or, for your own reward whose scores carry "
+                "gradients, set differentiable: true on its term)."
             )
         super().__init__(cfg, ctx)
         self.cfg: AlignPropConfig = cfg

@@ -1,7 +1,8 @@
 """Reward registry and weighted sums of rewards.
 
 Every reward is ``fn(samples, prompts, metadata) -> scores [B]`` (drl.rewards.base.Reward);
-a run's reward is ``sum_k weight_k * reward_k`` over ``reward.terms``.
+a run's reward is ``sum_k weight_k * reward_k`` over ``reward.terms``. A term is a registered
+name with its weight, or a plug-in from the user's code named by ``_target_`` (drl.rewards.plugin).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Callable
 
 import torch
 
-from drl.config import ConfigError, RewardConfig
+from drl.config import ConfigError, RewardConfig, term_weight
 from drl.rewards.base import Reward
+from drl.rewards.plugin import build_plugin, is_plugin
 
 
 def _jpeg(sign: str) -> Callable[[RewardConfig, torch.device], Reward]:
@@ -98,9 +100,12 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "high_frequency": _without_options("pixel_stats", "high_frequency"),
 }
 FRAMES_PREFIX = "frames_"  # frames_<image reward>: that image reward on K random frames of each clip
+EVAL_PREFIX = "eval:"  # evaluation rewards' keys among an evaluation batch's reward terms
 
 
-def _make(name: str, cfg: RewardConfig, device: torch.device) -> Reward:
+def _make(name: str, cfg: RewardConfig, device: torch.device, spec=None) -> Reward:
+    if is_plugin(spec):
+        return build_plugin(name, spec, device)
     if name.startswith(FRAMES_PREFIX) and name[len(FRAMES_PREFIX) :] in REWARDS:
         from drl.rewards.video import frame_subset
 
@@ -116,10 +121,25 @@ class WeightedReward:
 
     Monitors are scored without gradient and do not enter the sum: they watch what the
     optimised reward may break (e.g. the per-frame object while training for motion).
+    Evaluation rewards (reward.eval_terms) are scored only by :meth:`evaluate`, on the fixed evaluation batch.
+    group_size: the layout of training batches (consecutive groups of one prompt), for groupwise rewards.
     """
 
-    def __init__(self, rewards: list[Reward], weights: list[float], monitors: list[Reward] | None = None):
+    def __init__(
+        self,
+        rewards: list[Reward],
+        weights: list[float],
+        monitors: list[Reward] | None = None,
+        eval_rewards: list[Reward] | None = None,
+        group_size: int = 1,
+    ):
         self.rewards, self.weights, self.monitors = rewards, weights, list(monitors or [])
+        self.eval_rewards, self.group_size = list(eval_rewards or []), group_size
+
+    @property
+    def per_sample(self) -> bool:
+        """Scoring the batch in chunks gives the same scores (see Reward.per_sample; groups stay whole)."""
+        return all(r.per_sample for r in self.rewards + self.monitors)
 
     @property
     def differentiable(self) -> bool:
@@ -131,34 +151,61 @@ class WeightedReward:
         frames = [r.frames for r in self.rewards + self.monitors]
         return 0 if min(frames) == 0 else max(frames)
 
-    def __call__(self, samples: torch.Tensor, prompts: list, metadata: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        terms = {r.name: r(samples, prompts, metadata) for r in self.rewards}
+    def __call__(
+        self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(weighted sum [B], {term, monitor and info name: [B]}). group_size (groupwise rewards): None, the
+        training layout (consecutive groups of self.group_size); 0, the samples that share a prompt."""
+        group_size = self.group_size if group_size is None else group_size
+        terms, info = {}, {}
+        for r in self.rewards:
+            terms[r.name], extra = r.score(samples, prompts, metadata, group_size)
+            info.update(extra)
         total = sum(w * terms[r.name] for r, w in zip(self.rewards, self.weights))
         with torch.no_grad():
-            terms.update({r.name: r(samples.detach(), prompts, metadata) for r in self.monitors if r.name not in terms})
-        return total, terms
+            for r in self.monitors:
+                if r.name not in terms:
+                    terms[r.name], extra = r.score(samples.detach(), prompts, metadata, group_size)
+                    info.update(extra)
+        return total, {**terms, **info}
+
+    @torch.no_grad()
+    def evaluate(self, samples: torch.Tensor, prompts: list, metadata: list) -> dict[str, torch.Tensor]:
+        """Each evaluation reward's scores [B] on the fixed evaluation batch (groups: by prompt), keyed eval:<name>."""
+        return {f"{EVAL_PREFIX}{r.name}": r.score(samples, prompts, metadata, 0)[0] for r in self.eval_rewards}
 
 
-def build_reward(cfg: RewardConfig, device: torch.device, video: bool = False) -> WeightedReward:
+def build_reward(cfg: RewardConfig, device: torch.device, video: bool = False, group_size: int = 1) -> WeightedReward:
     """The weighted sum of ``cfg.terms``; a weight of 0 switches a term off (Hydra merges dict overrides).
 
     ``video``: the model makes clips, so every term must score clips (frames_<image reward> adapts one).
+    ``group_size``: training batches hold consecutive groups of this many samples of one prompt (groupwise rewards).
     """
     known = lambda name: name in REWARDS or (name.startswith(FRAMES_PREFIX) and name[len(FRAMES_PREFIX) :] in REWARDS)  # noqa: E731
-    unknown = [name for name in [*cfg.terms, *cfg.monitor] if not known(name)]
+    named = {**cfg.terms, **{name: 1.0 for name in cfg.monitor}, **cfg.eval_terms}
+    unknown = [name for name, spec in named.items() if not is_plugin(spec) and not known(name)]
     if unknown:
         raise ConfigError(
             f"Unknown reward {unknown[0]!r} in reward.terms; available: {', '.join(sorted(REWARDS))} "
-            f"(and {FRAMES_PREFIX}<image reward> for clips)."
+            f"(and {FRAMES_PREFIX}<image reward> for clips, or _target_: module.factory for your own)."
         )
-    terms = {name: float(w) for name, w in cfg.terms.items() if w != 0}
-    rewards = [_make(name, cfg, device) for name in terms]
+    terms = {name: spec for name, spec in cfg.terms.items() if term_weight(spec) != 0}
+    rewards = [_make(name, cfg, device, spec) for name, spec in terms.items()]
     monitors = [_make(name, cfg, device) for name in cfg.monitor]
-    for reward in rewards + monitors:
+    eval_rewards = [_make(name, cfg, device, spec) for name, spec in cfg.eval_terms.items()]
+    grouped = [r.name for r in rewards + monitors if r.groupwise]
+    if grouped and group_size == 1:  # 0: set per call (drl-reward-server)
+        raise ConfigError(
+            f"reward {grouped[0]!r} scores whole groups of samples of one prompt, and this algorithm samples none: "
+            "use algorithm=ddpo, nft or dpo with algorithm.group_size > 1."
+        )
+    for reward in rewards + monitors + eval_rewards:
         if reward.video != video:
             hint = f"use {FRAMES_PREFIX}{reward.name} to score K frames of each clip" if video else "choose an image reward"
+            if reward.plugin:
+                hint = f"if {reward.plugin} scores {'clips' if video else 'images'}, set video: {str(video).lower()} on the term"
             raise ConfigError(
                 f"reward {reward.name!r} scores {'clips' if reward.video else 'images'} but the model makes "
                 f"{'clips' if video else 'images'}: {hint}."
             )
-    return WeightedReward(rewards, list(terms.values()), monitors)
+    return WeightedReward(rewards, [term_weight(spec) for spec in terms.values()], monitors, eval_rewards, group_size)

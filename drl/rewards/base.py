@@ -1,4 +1,11 @@
-"""What a reward is: ``fn(samples, prompts, metadata) -> scores [B]`` plus a flag."""
+"""What a reward is: ``fn(samples, prompts, metadata) -> scores [B]`` (or ``(scores, info)``) plus flags.
+
+The contract every reward keeps, built-in or plug-in (docs/guide/your-own-reward.md):
+    samples   images [B, 3, H, W] or clips [B, F, 3, H, W], float in [0, 1], on the run's device
+    prompts   list of B strings;  metadata  list of B dicts (the prompt source's per-prompt fields)
+    returns   scores [B] floating point, or (scores [B], info) with info {key: B numbers} logged beside it
+``Reward.score`` checks the output of every call and raises RewardError with one sentence naming the reward.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,13 @@ from typing import Callable
 
 import torch
 
+from drl.config import ConfigError
+
 RewardFn = Callable[[torch.Tensor, list, list], torch.Tensor]
+
+
+class RewardError(ConfigError):
+    """A reward broke its contract or could not be reached: one sentence naming the reward and the fix."""
 
 
 @dataclass
@@ -18,6 +31,10 @@ class Reward:
     differentiable: scores carry gradients back to ``samples`` (AlignProp-style methods need this).
     video: it scores clips [B, F, 3, H, W] instead of images.
     frames: how many frames of a clip it reads (0: all), so that AlignProp decodes only those.
+    groupwise: it scores the samples of one prompt together (e.g. ranks them): each call gets one whole group.
+    per_sample: a sample's score does not depend on the other samples of the call or on how often it was
+        called, so scoring a batch in chunks gives the same scores (what overlapped scoring needs).
+    plugin: the ``_target_`` it was built from, for a reward from the user's code ("" for built-ins).
     """
 
     name: str
@@ -25,6 +42,76 @@ class Reward:
     differentiable: bool
     video: bool = False
     frames: int = 0
+    groupwise: bool = False
+    per_sample: bool = True
+    plugin: str = ""
 
     def __call__(self, samples: torch.Tensor, prompts: list, metadata: list) -> torch.Tensor:
-        return self.fn(samples, prompts, metadata)
+        return self.score(samples, prompts, metadata)[0]
+
+    def score(
+        self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int = 0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(scores [B], info {key: [B]}), checked. A groupwise reward is called once per group: ``group_size``
+        consecutive samples, or (group_size 0) the samples that share a prompt."""
+        groups = self.groups(prompts, len(samples), group_size)
+        if len(groups) == 1:
+            return self._checked(samples, prompts, metadata)
+        parts = [self._checked(samples[g], [prompts[i] for i in g], [metadata[i] for i in g]) for g in groups]
+        back = torch.tensor([i for g in groups for i in g]).argsort()  # concatenated group order -> batch order
+        scores = torch.cat([s for s, _ in parts])[back.to(parts[0][0].device)]
+        return scores, {k: torch.cat([info[k] for _, info in parts])[back] for k in parts[0][1]}
+
+    def groups(self, prompts: list, n: int, group_size: int) -> list[list[int]]:
+        """The index lists this reward is called on: the whole batch, unless it is groupwise."""
+        if not self.groupwise:
+            return [list(range(n))]
+        if group_size > 0:
+            if n % group_size:
+                raise RewardError(f"reward {self.name!r} scores groups of {group_size} samples, but the batch has {n}.")
+            return [list(range(i, i + group_size)) for i in range(0, n, group_size)]
+        by_prompt: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            by_prompt.setdefault(prompt, []).append(i)
+        return list(by_prompt.values())
+
+    def _checked(self, samples: torch.Tensor, prompts: list, metadata: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        try:
+            out = self.fn(samples, prompts, metadata)
+        except RewardError as e:  # e.g. a remote reward's server is down: say which term
+            raise e if str(e).startswith("reward ") else RewardError(f"reward {self.name!r}: {e}") from None
+        scores, info = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+        return check_scores(self.name, scores, len(samples)), check_info(self.name, info, len(samples))
+
+
+def check_scores(name: str, scores, n: int) -> torch.Tensor:
+    """The reward's scores, or RewardError saying what is wrong with them and how to fix it."""
+    if not isinstance(scores, torch.Tensor):
+        raise RewardError(
+            f"reward {name!r} returned a {type(scores).__name__}, not a torch.Tensor: return one float per sample "
+            f"as a tensor of shape [{n}] (e.g. torch.tensor(scores, device=images.device))."
+        )
+    if tuple(scores.shape) != (n,):
+        raise RewardError(
+            f"reward {name!r} returned scores of shape {list(scores.shape)} for {n} samples: return shape [{n}], "
+            "one score per sample (e.g. scores.reshape(-1) or scores.mean(dim=1))."
+        )
+    if not scores.is_floating_point():
+        raise RewardError(f"reward {name!r} returned {scores.dtype} scores: return a floating-point tensor (e.g. scores.float()).")
+    return scores
+
+
+def check_info(name: str, info, n: int) -> dict[str, torch.Tensor]:
+    """Per-sample extra values {key: [B]} (logged as reward/<name>/<key>), as float tensors."""
+    if not isinstance(info, dict):
+        raise RewardError(f"reward {name!r} returned (scores, {type(info).__name__}): the second item must be a dict of per-sample values.")
+    checked = {}
+    for key, values in info.items():
+        try:
+            values = torch.as_tensor(values if not isinstance(values, torch.Tensor) else values.detach(), dtype=torch.float32).cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise RewardError(f"reward {name!r}: info[{key!r}] is not numbers; return {n} numbers per key (or leave the key out).") from None
+        if tuple(values.shape) != (n,):
+            raise RewardError(f"reward {name!r}: info[{key!r}] has shape {list(values.shape)}; return one number per sample, shape [{n}].")
+        checked[f"{name}/{key}"] = values
+    return checked

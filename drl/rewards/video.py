@@ -61,7 +61,8 @@ def frame_subset(image_reward: Reward, k: int, seed: int = 0) -> Reward:
         return per_frame.view(b, n).mean(1)
 
     name = f"frames_{image_reward.name}"
-    return Reward(name, score, differentiable=image_reward.differentiable, video=True, frames=k)
+    # per_sample=False: the frames are drawn once per call, so scoring in chunks would draw other frames.
+    return Reward(name, score, differentiable=image_reward.differentiable, video=True, frames=k, per_sample=False)
 
 
 def toy_motion(
