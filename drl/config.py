@@ -432,6 +432,20 @@ class LoggerConfig:
 
 
 @dataclass
+class QualityConfig:
+    """What the evaluation measures besides the reward (drl/evaluation): diversity, distance to the base model, FID/KID."""
+
+    features: str = "auto"
+    """Feature extractor: auto (toy models: the shipped classifiers; others: clip if clip_path is set, else pixels), toy, clip, inception, pixels, or none (no in-run probe)."""
+    clip_path: Optional[str] = None
+    """Local transformers CLIP directory: its image encoder as features (features=clip/auto) and, in drl-eval, CLIPScore."""
+    inception_weights: Optional[str] = None
+    """features=inception: torch-fidelity's pt_inception-2015-12-05-6726825d.pth on disk (nothing is downloaded)."""
+    max_diversity_drop: float = 0.3
+    """Warn once when the fixed-input samples' diversity fell by more than this fraction while the reward rose."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -445,6 +459,7 @@ class Config:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     seed: int = 0
     """Seeds every random number generator; the same seed gives the same metrics."""
     resume: Optional[str] = None
@@ -490,6 +505,7 @@ def _fraction(problems: list[str], key: str, value: float, closed_low: bool = Fa
         problems.append(f"{key}={value} must be in {'[0' if closed_low else '(0'}, 1].")
 
 
+QUALITY_FEATURES = ("auto", "toy", "clip", "inception", "pixels", "none")
 PREEMPTION_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP", "SIGCONT")
 
 
@@ -528,6 +544,8 @@ def find_problems(cfg: Config) -> list[str]:
     for key in ("requeue_signals", "stop_signals"):
         for name in getattr(cfg.preemption, key):
             _choice(p, f"preemption.{key}", name, PREEMPTION_SIGNALS)
+    _choice(p, "quality.features", cfg.quality.features, QUALITY_FEATURES)
+    _fraction(p, "quality.max_diversity_drop", cfg.quality.max_diversity_drop)
     _choice(p, "logger.backend", cfg.logger.backend, ("wandb", "none"))
     _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))
