@@ -25,8 +25,8 @@ def config_dir() -> str:
 PREEMPTED_EXIT_CODE = 143  # like a process ended by SIGTERM; stopped on a signal after checkpointing: rerun (or the requeued job) resumes
 
 
-def _fail(message: str, code: int = 2) -> None:
-    print(f"drl-train: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int = 2, program: str = "drl-train") -> None:
+    print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
