@@ -194,7 +194,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None) -> float:
     probes = main or sharding.is_sharded(ctx.model.unet)
     generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))  # each rank: own prompts, noise
     logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name, enabled=main)
-    quality = QualityProbe.for_run(cfg, ctx.device) if main and ctx.hooks is None else None
+    quality = QualityProbe.for_run(cfg, ctx.model, ctx.device) if main and ctx.hooks is None else None
     start_epoch, nonfinite_in_a_row = 0, 0
 
     # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.

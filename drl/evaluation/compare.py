@@ -92,12 +92,12 @@ def score(reward: WeightedReward, samples: torch.Tensor, prompts: list[str], bat
     return scores
 
 
-def reference_samples(cfg: EvalConfig, prompts: list[str]) -> torch.Tensor | None:
+def reference_samples(cfg: EvalConfig, prompts: list[str], toy: bool) -> torch.Tensor | None:
     """The reference set: renders of the same prompts on the toy world, a folder of images, or None."""
     if cfg.reference is None:
         return None
     if cfg.reference == "auto":
-        if not is_toy_model(cfg.model.path, cfg.model.from_scratch):
+        if not (toy and cfg.prompts.source == "toy"):
             return None
         rng = np.random.default_rng(cfg.seed)
         if cfg.model.kind == "t2v":
@@ -150,11 +150,11 @@ def compare(cfg: EvalConfig, out_dir: Path, device: torch.device) -> dict:
     reward = build_reward(cfg.reward, device, video=video)
     extractor = build_features(
         cfg.quality.features if cfg.quality.features != "none" else "auto",
-        video=video, toy=is_toy_model(cfg.model.path, cfg.model.from_scratch), num_frames=cfg.model.num_frames,
+        video=video, toy=is_toy_model(loaded[0].model), num_frames=cfg.model.num_frames,
         clip_path=cfg.quality.clip_path, inception_weights=cfg.quality.inception_weights,
         classifier_path=cfg.reward.classifier_path, video_classifier_path=cfg.reward.video_classifier_path, device=device,
     )  # fmt: skip
-    reference = reference_samples(cfg, prompts)
+    reference = reference_samples(cfg, prompts, is_toy_model(loaded[0].model))
     reference_features = None if reference is None else extract(extractor, reference)
     groups = [k // cfg.samples_per_prompt for k in range(len(prompts))]
     results: list[ModelResult] = []

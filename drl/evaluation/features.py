@@ -123,9 +123,9 @@ class PixelFeatures(FeatureExtractor):
         return pooled.reshape(samples.shape[0], -1)
 
 
-def is_toy_model(path: str, from_scratch: bool = False) -> bool:
-    """The shipped toy models (and ones built from scratch with the toy architecture) live in the toy world."""
-    return from_scratch or path.startswith("drl:toy_")
+def is_toy_model(model) -> bool:
+    """The toy world's models (shipped, pretrained or fine-tuned from them) are the pixel-space ones: no VAE."""
+    return getattr(model, "vae", None) is None
 
 
 def build_features(

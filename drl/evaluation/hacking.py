@@ -48,14 +48,14 @@ class QualityProbe:
         self.extractor, self.cfg, self.seed = extractor, cfg, seed
 
     @classmethod
-    def for_run(cls, cfg: Config, device: torch.device) -> QualityProbe | None:
+    def for_run(cls, cfg: Config, model, device: torch.device) -> QualityProbe | None:
         """The run's probe, or None with quality.features=none."""
         if cfg.quality.features == "none":
             return None
         extractor = build_features(
             cfg.quality.features,
             video=cfg.model.kind == "t2v",
-            toy=is_toy_model(cfg.model.path, cfg.model.from_scratch),
+            toy=is_toy_model(model),
             num_frames=cfg.model.num_frames,
             clip_path=cfg.quality.clip_path,
             inception_weights=cfg.quality.inception_weights,
