@@ -1,6 +1,6 @@
 """drl-eval's work: every model samples the same prompts from the same noise; rewards and metrics side by side.
 
-    prompts  the prompt source's first num_prompts, each samples_per_prompt times (its own noise per copy)
+    prompts  the prompt source's first num_prompts (a smaller pool repeats), each samples_per_prompt times (own noise per copy)
     noise    one generator seeded with ``seed`` per model: sample k gets the same x_T and step noise in every model
     scores   every reward term and monitor, mean ± s.e.; paired differences against the first model (same inputs)
     metrics  FID and KID against the reference set (toy: renders of the same prompts; else a folder of images)
@@ -156,7 +156,7 @@ def compare(cfg: EvalConfig, out_dir: Path, device: torch.device) -> dict:
     )  # fmt: skip
     reference = reference_samples(cfg, prompts, is_toy_model(loaded[0].model))
     reference_features = None if reference is None else extract(extractor, reference)
-    groups = [k // cfg.samples_per_prompt for k in range(len(prompts))]
+    groups = prompts  # within-prompt diversity: every sample of the same prompt text (copies and repeats of the source)
     results: list[ModelResult] = []
     for entry in loaded:
         samples = sample(entry, prompts, cfg, device)
