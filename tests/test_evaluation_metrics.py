@@ -129,3 +129,18 @@ def test_the_probe_flags_a_collapse_while_the_reward_rises_and_nothing_else(tmp_
     summary, warning = probe.judge(kept, gain=0.2, gain_se=0.01)
     assert warning is None and abs(summary["eval/diversity_change"]) < 0.15
     assert hacking_warning({"diversity_change": -0.2}, 1.0, 0.1, max_drop=0.3) is None
+
+
+def test_a_run_writes_diversity_and_distance_to_base_into_eval_json(tmp_path, tiny_config, random_toy_model):
+    import json
+
+    from drl.train import train
+
+    train(tiny_config([f"model.path={random_toy_model}", "train.epochs=1", "quality.max_diversity_drop=0.5"]), tmp_path)
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    before, after, summary = evaluation["quality"]["before"], evaluation["quality"]["after"], evaluation["summary"]
+    assert before["features"] == "toy" and before["diversity"] > 0  # the random toy model is pixel-space: toy features
+    assert summary["eval/diversity_change"] == pytest.approx(after["diversity"] / before["diversity"] - 1)
+    assert summary["eval/distance_to_base"] == after["distance_to_base"] > 0
+    assert summary["eval/hacking_warning"] == int("warning" in evaluation)
+    assert (tmp_path / "eval_features.safetensors").is_file()
