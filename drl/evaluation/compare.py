@@ -145,6 +145,9 @@ def compare(cfg: EvalConfig, out_dir: Path, device: torch.device) -> dict:
     """Sample, score and measure every model; write comparison.{md,json,png} to ``out_dir``; return the JSON record."""
     specs = list(cfg.models) or [cfg.model.path]
     loaded = [load_spec(spec, cfg.model) for spec in specs]  # every spec is checked before any sampling
+    for k, entry in enumerate(loaded):  # the same label twice (e.g. a model against itself): number the later ones
+        if any(other.label == entry.label for other in loaded[:k]):
+            entry.label = f"{entry.label} #{k + 1}"
     prompts = evaluation_prompts(cfg)
     video = cfg.model.kind == "t2v"
     reward = build_reward(cfg.reward, device, video=video)
