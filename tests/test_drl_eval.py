@@ -70,12 +70,15 @@ def test_toy_models_side_by_side_with_paired_differences_and_metrics(tmp_path, r
     assert again["models"][2]["metrics"] == tuned["metrics"]
 
 
-def test_toy_clips_compare_with_renders_as_reference(tmp_path):
-    cfg = eval_config("model=toy_t2v", "reward=toy_motion", "models=[drl:toy_t2v]", "num_prompts=2")
+def test_toy_clips_compare_with_renders_as_reference_and_log_a_wandb_table(tmp_path):
+    cfg = eval_config("model=toy_t2v", "reward=toy_motion", "models=[drl:toy_t2v]", "num_prompts=2", "logger=wandb", "logger.mode=offline")
     record = compare(cfg, tmp_path, torch.device("cpu"))
     (only,) = record["models"]
     assert record["features"] == "toy" and "toy_motion" in only["rewards"] and only["metrics"]["fid_reference"] > 0
     assert "frames_toy_object" in only["rewards"]  # monitors are columns too
+    (table,) = list((tmp_path / "wandb").glob("offline-run-*/files/media/table/evaluation_*.table.json"))
+    logged = json.loads(table.read_text())
+    assert logged["columns"][:3] == ["prompt", "drl:toy_t2v sample", "drl:toy_t2v reward"] and len(logged["data"]) == 2
 
 
 def test_tiny_sd15_with_a_lora_on_top(tmp_path, tiny_dirs):

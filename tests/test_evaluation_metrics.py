@@ -144,3 +144,19 @@ def test_a_run_writes_diversity_and_distance_to_base_into_eval_json(tmp_path, ti
     assert summary["eval/distance_to_base"] == after["distance_to_base"] > 0
     assert summary["eval/hacking_warning"] == int("warning" in evaluation)
     assert (tmp_path / "eval_features.safetensors").is_file()
+
+
+def test_inception_features_need_their_weights_on_disk(tmp_path):
+    from drl.config import ConfigError
+
+    with pytest.raises(FileNotFoundError, match="quality.inception_weights=None is not a file"):
+        build_features("inception", video=False, toy=False)
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ConfigError, match="needs torch-fidelity"):
+            build_features("inception", video=False, toy=False, inception_weights=str(weights))
+    with pytest.raises(ConfigError, match="quality.features='nope' is not one of"):
+        build_features("nope", video=False, toy=True)
