@@ -30,8 +30,8 @@ INTERRUPTED_EXIT_CODE = 130  # like a process ended by SIGINT: Ctrl-C twice
 NONFINITE_EXIT_CODE = 3
 
 
-def _fail(message: str, code: int = 2) -> None:
-    print(f"drl-train: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int = 2, program: str = "drl-train") -> None:
+    print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 

@@ -461,6 +461,20 @@ class LoggerConfig:
 
 
 @dataclass
+class QualityConfig:
+    """What the evaluation measures besides the reward (drl/evaluation): diversity, distance to the base model, FID/KID."""
+
+    features: str = "auto"
+    """Feature extractor: auto (toy models: the shipped classifiers; others: clip if clip_path is set, else pixels), toy, clip, inception, pixels, or none (no in-run probe)."""
+    clip_path: Optional[str] = None
+    """Local transformers CLIP directory: its image encoder as features (features=clip/auto) and, in drl-eval, CLIPScore."""
+    inception_weights: Optional[str] = None
+    """features=inception: torch-fidelity's pt_inception-2015-12-05-6726825d.pth on disk (nothing is downloaded)."""
+    max_diversity_drop: float = 0.3
+    """Warn once when the fixed-input samples' diversity fell by more than this fraction while the reward rose."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -474,6 +488,7 @@ class Config:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     seed: int = 0
     """Seeds every random number generator; the same seed gives the same metrics."""
     resume: Optional[str] = None
@@ -483,6 +498,54 @@ class Config:
     refuse, or allow (continue with the new values; each change is printed and kept in <run dir>/resume_changes.jsonl)."""
     run_name: str = "${model.name}-${algorithm.name}"
     """Shown in W&B and the run dir's name."""
+
+
+@dataclass
+class EvalConfig:
+    """drl-eval (conf/eval.yaml): several models on the same prompts and noise, side by side (drl/evaluation/compare.py)."""
+
+    models: List[str] = field(default_factory=list)
+    """Models to compare, the first is the baseline: drl:<asset>, a diffusers directory, a drl-train run dir, a LoRA dir or a checkpoint; empty: model.path alone."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model: LoRA dirs and checkpoints outside a run dir go on model.path; kind, resolution and frames apply to all."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    num_prompts: int = 256
+    """Distinct prompts: the prompt source's first num_prompts."""
+    samples_per_prompt: int = 2
+    """Samples of each prompt (each from its own noise); two or more give the within-prompt diversity."""
+    batch_size: int = 64
+    """Samples per denoiser call."""
+    reference: Optional[str] = "auto"
+    """Reference set of FID/KID: auto (toy models: renders of the same prompts; others: none), a folder of images, or null."""
+    grid_rows: int = 8
+    """Rows (prompt and noise) of comparison.png and the W&B table; a column per model."""
+    seed: int = 0
+    """Seeds the noise (the same for every model) and KID's subsets."""
+    run_name: str = "eval-${model.name}"
+    """Shown in W&B and the output dir's name."""
+
+
+def eval_problems(cfg: EvalConfig) -> list[str]:
+    """Range faults of a drl-eval config, as sentences."""
+    p: list[str] = []
+    for key in ("num_prompts", "samples_per_prompt", "batch_size", "grid_rows"):
+        _positive(p, key, getattr(cfg, key))
+    _choice(p, "model.kind", cfg.model.kind, ("t2i", "t2v"))
+    _choice(p, "scheduler.kind", cfg.scheduler.kind, ("ddim", "ddpm", "flow"))
+    _positive(p, "scheduler.num_steps", cfg.scheduler.num_steps)
+    _choice(p, "quality.features", cfg.quality.features, QUALITY_FEATURES)
+    _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
+    _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))
+    if cfg.prompts.source == "file" and not cfg.prompts.path:
+        p.append("prompts.source=file needs prompts.path (a text file with one prompt per line).")
+    if not any(w != 0 for w in cfg.reward.terms.values()):
+        p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
+    return p
 
 
 ALGORITHM_SCHEMAS = {
@@ -500,6 +563,7 @@ ALGORITHM_SCHEMAS = {
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="drl_schema", node=Config)
+    cs.store(name="eval_schema", node=EvalConfig)
     for name, schema in ALGORITHM_SCHEMAS.items():
         cs.store(group="schema/algorithm", name=name, node=schema)
     cs.store(group="schema/model", name="diffusion_policy", node=PolicyModelConfig)
@@ -522,6 +586,7 @@ def _fraction(problems: list[str], key: str, value: float, closed_low: bool = Fa
         problems.append(f"{key}={value} must be in {'[0' if closed_low else '(0'}, 1].")
 
 
+QUALITY_FEATURES = ("auto", "toy", "clip", "inception", "pixels", "none")
 PREEMPTION_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP", "SIGCONT")
 
 
@@ -561,6 +626,8 @@ def find_problems(cfg: Config) -> list[str]:
         for name in getattr(cfg.preemption, key):
             _choice(p, f"preemption.{key}", name, PREEMPTION_SIGNALS)
     _choice(p, "resume_changes", cfg.resume_changes, ("refuse", "allow"))
+    _choice(p, "quality.features", cfg.quality.features, QUALITY_FEATURES)
+    _fraction(p, "quality.max_diversity_drop", cfg.quality.max_diversity_drop)
     _choice(p, "logger.backend", cfg.logger.backend, ("wandb", "none"))
     _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))

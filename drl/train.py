@@ -25,6 +25,7 @@ from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
 from drl.checkpoint import load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
 from drl.diagnostics import DriftProbe
+from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
 from drl.models.finetune import has_lora, setup_trainable
 from drl.models.t2i import T2IModel, load_t2i
@@ -148,10 +149,13 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tu
     return batch, prompts
 
 
-def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, prompts: list[str], epoch: int, grid_size: int) -> None:
+def log_evaluation(
+    logger: RunLogger, run_dir: Path, name: str, batch: Rollout, prompts: list[str], epoch: int, grid_size: int,
+    quality: QualityProbe | None = None,
+) -> None:  # fmt: skip
     """The grid of the first grid_size samples, and every reward in eval.json. After training, the
     paired gain (same prompts, same noise) and its standard error: far less noisy than comparing
-    two epochs' means, whose prompts and noise differ."""
+    two epochs' means, whose prompts and noise differ; and ``quality``'s diversity and distance to base."""
     logger.log_grid(name, batch.samples[:grid_size], prompts[:grid_size], batch.rewards[:grid_size], epoch=epoch)
     if not logger.enabled:  # another rank under FSDP: it sampled with the shards, rank 0 writes
         return
@@ -161,6 +165,8 @@ def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, 
     # Each term and monitor's mean on the same clips, e.g. whether a guard held while the reward rose.
     record.setdefault("terms", {})[name.removeprefix("samples_")] = {k: float(v.float().mean()) for k, v in batch.reward_terms.items()}
     record_eval_terms(record, name.removeprefix("samples_"), batch.reward_terms, logger, epoch)  # their own paired gains
+    if quality is not None:
+        record.setdefault("quality", {})[name.removeprefix("samples_")] = quality.observe(run_dir, name.removeprefix("samples_"), batch.samples)
     if "before" in record and "after" in record and len(record["before"]) == len(record["after"]) > 1:
         gain = torch.tensor(record["after"]) - torch.tensor(record["before"])  # [N], paired
         summary = {
@@ -171,12 +177,14 @@ def log_evaluation(logger: RunLogger, run_dir: Path, name: str, batch: Rollout, 
             "eval/gain_se": float(gain.std() / len(gain) ** 0.5),
         }
         summary["eval/gain_in_se"] = summary["eval/gain"] / max(summary["eval/gain_se"], 1e-12)
-        record["summary"] = summary
-        logger.log_summary(summary, epoch)
         tqdm.write(
             f"eval on {len(gain)} fixed prompts and noise: reward {summary['eval/reward_before']:.4g} -> "
             f"{summary['eval/reward_after']:.4g} (gain {summary['eval/gain']:+.3g} ± {summary['eval/gain_se']:.2g} s.e.)"
         )
+        if quality is not None:  # diversity and distance to the base model; warns once on a collapse
+            summary.update(quality.conclude(record, summary))
+        record["summary"] = summary
+        logger.log_summary(summary, epoch)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)
@@ -198,6 +206,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
     probes = main or sharding.is_sharded(ctx.model.unet)
     generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))  # each rank: own prompts, noise
     logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name, enabled=main)
+    quality = QualityProbe.for_run(cfg, ctx.model, ctx.device) if main and ctx.hooks is None else None
     start_epoch, nonfinite_in_a_row = 0, 0
 
     # Base-model predictions on fixed inputs, taken before any weights are loaded or trained.
@@ -245,7 +254,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
             ctx.hooks.before(logger)
         elif start_epoch == 0 and probes:
             before, prompts = evaluation_batch(ctx, reward, cfg.seed)
-            log_evaluation(logger, run_dir, "samples_before", before, prompts, 0, cfg.train.grid_size)
+            log_evaluation(logger, run_dir, "samples_before", before, prompts, 0, cfg.train.grid_size, quality)
 
         # A resumed run that is already complete still returns its objective to a sweep.
         last_reward = next((r["reward_mean"] for r in reversed(logger.records()) if "reward_mean" in r), float("nan"))
@@ -316,7 +325,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
         elif probes:
             with algorithm.sampling_weights():  # the EMA weights when algorithm.ema_decay > 0
                 after, prompts = evaluation_batch(ctx, reward, cfg.seed)
-            log_evaluation(logger, run_dir, "samples_after", after, prompts, cfg.train.epochs, cfg.train.grid_size)
+            log_evaluation(logger, run_dir, "samples_after", after, prompts, cfg.train.epochs, cfg.train.grid_size, quality)
             export_final(algorithm, ctx, run_dir)
         return last_reward
     finally:

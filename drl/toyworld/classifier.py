@@ -77,14 +77,18 @@ class AttributeClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images: [B, 3, H, W] in [-1, 1] -> {attribute: logits [B, n_values]}."""
+        pooled = self.embed(images)  # [B, C]
+        return {name: head(pooled) for name, head in self.heads.items()}
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images: [B, 3, H, W] in [-1, 1] -> the pooled features the heads read [B, C] (drl.evaluation's features)."""
         batch, _, height, width = images.shape
         ys = torch.linspace(-1.0, 1.0, height, device=images.device, dtype=images.dtype)
         xs = torch.linspace(-1.0, 1.0, width, device=images.device, dtype=images.dtype)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         coords = torch.stack([grid_x, grid_y]).expand(batch, 2, height, width)  # [B, 2, H, W]
         features = self.features(torch.cat([images, coords], dim=1))  # [B, C, h, w]
-        pooled = features.mean(dim=(2, 3))  # [B, C]
-        return {name: head(pooled) for name, head in self.heads.items()}
+        return features.mean(dim=(2, 3))  # [B, C]
 
 
 def attribute_targets(
