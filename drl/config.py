@@ -45,6 +45,8 @@ class ModelConfig:
     """Module names (peft target_modules) that receive LoRA adapters."""
     gradient_checkpointing: bool = False
     """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
+    compile: bool = False
+    """torch.compile the denoiser (after the reference copy is taken): the first epoch pays the compilation; measured in docs/results before turning it on."""
     vae_decode_chunk: int = 8
     """Images per VAE decode call (bounds the decoder's peak memory; gradients flow through every chunk)."""
     kind: str = "t2i"
@@ -408,7 +410,9 @@ class TrainConfig:
     samples_per_epoch: int = 64
     """Samples generated per epoch (per process)."""
     batch_size: int = 32
-    """Samples per denoiser call when sampling; (sample, step) pairs per call when training."""
+    """(sample, step) pairs per denoiser call when training; also samples per call when sampling, unless sample_batch_size is set."""
+    sample_batch_size: Optional[int] = None
+    """Samples per denoiser call when sampling (rollouts, evaluation); null: train.batch_size. Sampling keeps no graph, so it fits a larger batch than training."""
     save_every: int = 10
     """Write a checkpoint every this many epochs (and always at the end)."""
     grid_size: int = 16
@@ -597,6 +601,8 @@ def find_problems(cfg: Config) -> list[str]:
     for key in ("epochs", "samples_per_epoch", "batch_size", "save_every", "grid_size", "max_nonfinite_batches"):
         _positive(p, f"train.{key}", getattr(t, key))
     _positive(p, "train.eval_size", t.eval_size, allow_zero=True)
+    if t.sample_batch_size is not None:
+        _positive(p, "train.sample_batch_size", t.sample_batch_size)
     _choice(p, "scheduler.kind", s.kind, ("ddim", "ddpm", "flow"))
     _positive(p, "scheduler.num_steps", s.num_steps)
     _positive(p, "scheduler.eta", s.eta, allow_zero=True)
@@ -622,6 +628,8 @@ def find_problems(cfg: Config) -> list[str]:
     _choice(p, "hardware.sharding", cfg.hardware.sharding, ("ddp", "fsdp"))
     if cfg.hardware.sharding == "fsdp" and (cfg.env is not None or isinstance(a, PretrainConfig)):
         p.append("hardware.sharding=fsdp shards a text-to-image denoiser being fine-tuned; pretraining and control policies use hardware.sharding=ddp.")
+    if m.compile and cfg.env is not None:
+        p.append("model.compile=true compiles a text-to-image or video denoiser; control policies (env=...) are small MLPs and run uncompiled.")
     for key in ("requeue_signals", "stop_signals"):
         for name in getattr(cfg.preemption, key):
             _choice(p, f"preemption.{key}", name, PREEMPTION_SIGNALS)

@@ -90,14 +90,18 @@ def make_trainable(model: T2IModel, cfg: Config) -> list[torch.nn.Parameter]:
     return setup_trainable(model.unet, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
 
 
-def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]:
-    """Everything a run needs, built (and checked) before any epoch starts."""
+def build_context(cfg: Config, model: T2IModel | None = None) -> tuple[TrainContext, WeightedReward, Algorithm]:
+    """Everything a run needs, built (and checked) before any epoch starts.
+
+    ``model``: an already built model to use instead of loading cfg.model (benchmarks build
+    random weights at full size in memory rather than writing gigabytes to disk).
+    """
     device = pick_device(cfg.hardware.device)
     if cfg.env is not None:  # a diffusion policy on a gymnasium task: its own builder, the same loop
         from drl.control import build_control_context
 
         return build_control_context(cfg, device)
-    model = build_model(cfg).to(device)
+    model = (build_model(cfg) if model is None else model).to(device)
     model.text_encoder.eval()
     params = make_trainable(model, cfg)
     if cfg.model.gradient_checkpointing:
@@ -112,7 +116,7 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
         schedule,
         eta=cfg.scheduler.eta,
         guidance_scale=cfg.scheduler.guidance_scale,
-        batch_size=cfg.train.batch_size,
+        batch_size=cfg.train.sample_batch_size or cfg.train.batch_size,
         resolution=cfg.model.resolution,
         device=device,
         autocast=autocast,
@@ -125,6 +129,8 @@ def build_context(cfg: Config) -> tuple[TrainContext, WeightedReward, Algorithm]
     dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.name == "alignprop")
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
+    if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original
+        model.unet.compile()
     return ctx, reward, algorithm
 
 

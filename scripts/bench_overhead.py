@@ -4,8 +4,10 @@
 (b) DDPO update: DDPO.update  /  the bare UNet forward+backward passes it makes
 
 Both sides run the same number of denoiser calls with the same batch shapes, in one
-process, after a warm-up; each figure is the median of --repeats runs. Run it on an
-idle machine (torch on 2 threads slows several-fold when anything else runs):
+process, after a warm-up. The repeats of the two sides are interleaved (A, B, A, B, ...) so
+that machine drift hits both alike; each figure is the median of --repeats runs. Torch uses
+hardware.num_threads threads when it is set. Run it on an idle machine (torch on 2 threads
+slows several-fold when anything else runs):
 
     python scripts/bench_overhead.py                    # the default toy model and config
     python scripts/bench_overhead.py train.samples_per_epoch=32 scheduler.num_steps=10
@@ -20,13 +22,15 @@ import time
 import torch
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def interleaved_medians(fn_a, fn_b, repeats: int) -> tuple[float, float]:
+    """Median wall time of fn_a and of fn_b, timed alternately (A, B, A, B, ...)."""
+    times_a, times_b = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times_a), statistics.median(times_b)
 
 
 def main() -> None:
@@ -43,9 +47,12 @@ def main() -> None:
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=["logger=none", *args.overrides]))
+    if cfg.hardware.num_threads > 0:
+        torch.set_num_threads(cfg.hardware.num_threads)
     ctx, reward, algorithm = build_context(cfg)
     unet, model = ctx.model.unet, ctx.model
     n, bs, steps = cfg.train.samples_per_epoch, cfg.train.batch_size, cfg.scheduler.num_steps
+    sample_bs = cfg.train.sample_batch_size or bs  # the collector's chunk
     prompts, metadata = ctx.prompts.sample(n, torch.Generator().manual_seed(0))
     embeds = model.encode_prompts(prompts)["encoder_hidden_states"]  # [n, L, D]: the bare UNet call below takes it directly
     shape = ctx.collector.latent_shape
@@ -55,18 +62,17 @@ def main() -> None:
     def rollout():
         return ctx.collector.collect(prompts, metadata, torch.Generator().manual_seed(1))
 
-    x = torch.randn(bs, *shape)
+    x = torch.randn(sample_bs, *shape)
 
     @torch.no_grad()
     def bare_forward():
-        for start in range(0, n, bs):
-            c = embeds[start : start + bs]
+        for start in range(0, n, sample_bs):
+            c = embeds[start : start + sample_bs]
             for t in timesteps:
                 unet(x[: len(c)], t.expand(len(c)), encoder_hidden_states=c).sample
 
     rollout(), bare_forward()  # warm-up
-    t_rollout = median_time(rollout, args.repeats)
-    t_forward = median_time(bare_forward, args.repeats)
+    t_rollout, t_forward = interleaved_medians(rollout, bare_forward, args.repeats)
 
     # ------------------------------------------------------------------ (b) update
     batch = rollout()
@@ -92,10 +98,9 @@ def main() -> None:
 
     unet.train()
     update(), bare_forward_backward()  # warm-up
-    t_update = median_time(update, args.repeats)
-    t_fwd_bwd = median_time(bare_forward_backward, args.repeats)
+    t_update, t_fwd_bwd = interleaved_medians(update, bare_forward_backward, args.repeats)
 
-    print(f"config: {n} samples x {steps} steps, batch {bs}, {pairs} training pairs, {torch.get_num_threads()} threads")
+    print(f"config: {n} samples x {steps} steps, sampling batch {sample_bs}, training batch {bs}, {pairs} training pairs, {torch.get_num_threads()} threads")
     print(f"(a) rollout {t_rollout:.3f} s / bare forward {t_forward:.3f} s = {t_rollout / t_forward:.3f}")
     print(f"(b) DDPO update {t_update:.3f} s / bare forward+backward {t_fwd_bwd:.3f} s = {t_update / t_fwd_bwd:.3f}")
 

@@ -84,3 +84,26 @@ def test_select_train_steps_leaves_out_the_last_stochastic_steps():
     assert sorted(set(steps.flatten().tolist())) == [0, 1]  # stochastic steps 2 and 3 are the last two
     one = select_train_steps(stochastic, batch_size=1, fraction=1.0, generator=torch.Generator().manual_seed(0), skip_last=9)
     assert one.tolist() == [[0]]  # never an empty set: the first stochastic step stays
+
+
+def test_sampling_batch_is_apart_from_the_training_batch(random_toy_model):
+    """train.sample_batch_size sets the collector's denoiser calls; the update keeps train.batch_size."""
+    ctx, reward, algorithm = _ctx(random_toy_model, "train.batch_size=2", "train.sample_batch_size=6", "train.samples_per_epoch=6")
+    sizes = []
+    hook = ctx.model.unet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    batch = algorithm.collect(torch.Generator().manual_seed(0))
+    assert sizes == [6] * ctx.schedule.num_steps  # one chunk of 6, not three of 2
+    sizes.clear()
+    batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
+    algorithm.update(batch)
+    hook.remove()
+    assert sizes and max(sizes) == 2
+
+
+def test_sample_batch_size_must_be_positive():
+    import pytest
+
+    from drl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.sample_batch_size=0 must be > 0"):
+        compose_config(["train.sample_batch_size=0"])
