@@ -46,6 +46,7 @@ SECTIONS = [
     ("HardwareConfig", "hardware.", "hardware", None),
     ("PreemptionConfig", "preemption.", "preemption", None),
     ("LoggerConfig", "logger.", "logger", None),
+    ("QualityConfig", "quality.", "quality", None),
 ]
 
 
@@ -172,7 +173,7 @@ def render() -> str:
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
         for f in fields[cls]:
             if cls == "Config" and f.name in {"model", "scheduler", "reward", "algorithm", "env", "prompts",
-                                              "train", "hardware", "logger", "preemption"}:
+                                              "train", "hardware", "logger", "preemption", "quality"}:
                 continue
             doc = f.doc or _inherited_doc(f.name, cls, fields, bases)
             default = f"`{_one_line(f.default)}`" if f.default else ""
