@@ -166,7 +166,7 @@ def log_evaluation(
     if not logger.enabled:  # another rank under FSDP: it sampled with the shards, rank 0 writes
         return
     path = run_dir / EVAL_FILE
-    record = json.loads(path.read_text()) if path.is_file() and name == "samples_after" else {}
+    record = nan_for_null(json.loads(path.read_text())) if path.is_file() and name == "samples_after" else {}
     record[name.removeprefix("samples_")] = [float(r) for r in batch.rewards]
     # Each term and monitor's mean on the same clips, e.g. whether a guard held while the reward rose.
     record.setdefault("terms", {})[name.removeprefix("samples_")] = {k: float(v.float().mean()) for k, v in batch.reward_terms.items()}
@@ -192,8 +192,28 @@ def log_evaluation(
         record["summary"] = summary
         logger.log_summary(summary, epoch)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.write_text(json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)
+
+
+def json_safe(value):
+    """NaN/inf (a reward that failed on some sample) -> null, so eval.json stays valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def nan_for_null(value):
+    """json_safe's inverse for eval.json's score lists: a null score reads back as NaN."""
+    if isinstance(value, dict):
+        return {k: nan_for_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [float("nan") if v is None else nan_for_null(v) for v in value]
+    return value
 
 
 def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_point=FIND) -> float:

@@ -459,3 +459,15 @@ def test_full_disk_is_one_sentence_and_the_rerun_loses_nothing(tmp_path, random_
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     assert "Resuming from" in result.stdout and ".tmp-" not in result.stdout
+
+
+def test_eval_json_stays_valid_json_when_a_reward_is_nan():
+    import json
+
+    from drl.train import json_safe, nan_for_null
+
+    record = {"before": [0.5, float("nan")], "summary": {"eval/gain": float("inf"), "eval/n": 2}, "prompt": "a"}
+    text = json.dumps(json_safe(record), allow_nan=False)
+    assert json.loads(text) == {"before": [0.5, None], "summary": {"eval/gain": None, "eval/n": 2}, "prompt": "a"}
+    back = nan_for_null(json.loads(text))  # the "after" stage reads the file back to pair the scores
+    assert back["before"][0] == 0.5 and back["before"][1] != back["before"][1]  # NaN again
