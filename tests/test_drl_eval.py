@@ -123,3 +123,10 @@ def test_the_command_prints_one_sentence_and_exits_nonzero(tmp_path):
     done = subprocess.run([DRL_EVAL, "models=[/nowhere/model]", "logger=none"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("drl-eval: error: model '/nowhere/model' does not exist")
+
+
+def test_help_is_drl_evals_own(tmp_path):
+    done = subprocess.run([DRL_EVAL, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0
+    assert done.stdout.startswith("drl-eval: sample several models") and "drl-eval --hydra-help" in done.stdout
+    assert "drl-train" not in done.stdout
