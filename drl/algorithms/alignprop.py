@@ -1,32 +1,11 @@
 """AlignProp: backpropagate a differentiable reward through the sampling chain
 (Prabhudesai et al. 2023, "Aligning Text-to-Image Diffusion Models with Reward Backpropagation").
 
-The DDIM chain is treated as a recurrent network: loss = -r(decode(x_0), c), and the
-gradient flows back through the decoder and the denoiser calls of the chosen steps:
-
-    truncation=all     every step (full backprop through time)
-    truncation=last    the last K steps only (DRaFT-K, Clark et al. 2023)
-    truncation=random  the last K' steps, K' ~ U{1..K} drawn per update (AlignProp's randomised truncation)
-    refl=true          ReFL (Xu et al. 2023): stop at a random one of the last K steps and score the
-                       one-step prediction x̂_0, with gradient through that single denoiser call
-
-Memory is tamed by truncation and by checkpointing each denoiser call
-(``checkpoint_denoiser``: activations are recomputed in the backward pass).
-
-KL to the base model (``algorithm.kl_coef``, against reward hacking): the shared surrogate of
-drl/algorithms/regularization.py, loss = -r + kl_coef * mean_d (out_θ - out_ref)², evaluated at a
-forward-noised copy (t ~ U) of each sample's own clean latent, detached, with its prompt's
-conditioning. Why there rather than along the chain's own x_t:
-- the reward's gradient changes the shared weights, so it moves every step of the chain, also the
-  early ones that truncation never backpropagates through; a KL at uniformly random t holds all of
-  them to the base, while one on the chain's x_t would see only the K truncated steps;
-- it costs two extra denoiser calls (trained + reference) per sample, not two per chain step, and
-  leaves the checkpointed chain as it is;
-- the latent is detached, so the KL acts on the weights only and opens no second path by which
-  the samples themselves could move; it is the same estimator as rwr's, nft's and dpo's, so
-  ``train/kl_to_base`` is comparable across algorithms.
-The cost: it is a surrogate of the path KL, measured where the fine-tuned model now puts its
-samples rather than at the exact chain states.
+The DDIM chain is a recurrent network: loss = -r(decode(x_0), c), with the gradient through the
+decoder and the denoiser calls that ``truncation`` keeps (all, the last K, a random last K' ~ U{1..K}),
+or ReFL's one-step prediction (``refl``). Each denoiser call can be checkpointed (``checkpoint_denoiser``).
+The KL to the base model is the shared surrogate of drl/algorithms/regularization.py at a forward-noised,
+detached copy of each sample. Why that KL and not one along the chain: docs/guide/algorithms.md ("AlignProp").
 """
 
 from __future__ import annotations

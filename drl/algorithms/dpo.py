@@ -1,35 +1,12 @@
-"""Diffusion-DPO (Wallace et al. 2023, "Diffusion Model Alignment Using Direct Preference
-Optimization"), online on the model's own samples or offline from a pairs file.
+"""Diffusion-DPO (Wallace et al. 2023), online on the model's own samples or offline from a pairs file.
 
-DPO's log-likelihood ratio log p_θ(x_0|c) / p_ref(x_0|c) is replaced by the (negated) difference
-of denoising errors on the forward process, which bounds it. For each pair (chosen x^w, rejected
-x^l) the two images are noised with the same t and the same noise, and drl.losses.diffusion_dpo_loss
-asks the model to lower its error on x^w relative to the frozen reference more than on x^l.
-The reference is the base model (drl/algorithms/regularization.py: a frozen copy, or the
-same denoiser with its LoRA adapters off). Per pair and (t, ε):
+Per pair (chosen x^w, rejected x^l), noised with the same t and noise, and per-dimension denoising errors e:
 
-    logits = -β/2 [ (e_θ(x^w) - e_ref(x^w)) - (e_θ(x^l) - e_ref(x^l)) ],   loss = -log σ(logits),
+    logits = -β/2 [ (e_θ(x^w) - e_ref(x^w)) - (e_θ(x^l) - e_ref(x^l)) ],   loss = -log σ(logits)
 
-with e the per-dimension mean squared error of the denoiser's output against its regression
-target (drl.sampling.training_target). ``algorithm.beta`` is the paper's β·T (its final objective
-carries -β T ω(λ_t) in front of the error differences; with ω = 1 the T is absorbed into β) and the
-1/2 is that of the official code (SalesforceAIResearch/DiffusionDPO, whose launchers use 5000 for
-SD1.5 and SDXL; diffusers' research example drops the 1/2 and defaults to 2500, the same scale).
-The sign: logits > 0 when the model lowered its error on the chosen image, relative to the
-reference, more than on the rejected one; minimising the loss does that.
-
-Flow models (SD3): the same loss on the flow-matching error, e = mean_d (v_θ(x_σ) - (ε - x_0))²
-at x_σ = (1-σ) x_0 + σ ε with σ ~ U(0, 1) (Flow-DPO, Liu et al. 2025, "Improving Video Generation
-with Human Feedback"); drl.sampling's add_noise, training_target and sample_training_timesteps
-dispatch on the schedule, so the code is the same.
-
-- Online: each epoch samples ``group_size`` images per prompt; the best and the worst image of
-  each group by reward form a pair (pairs whose rewards differ by <= ``min_reward_gap`` are dropped).
-- Offline: ``algorithm.pairs_path`` names a JSONL or CSV file (format: drl/preference_data.py);
-  each epoch draws train.samples_per_epoch / 2 pairs from it, with replacement.
-
-Metrics: ``train/implicit_accuracy`` is the fraction of pairs with logits > 0 (the model prefers
-the chosen image more than the reference does); ``train/pairs`` counts the pairs trained on.
+(drl.losses.diffusion_dpo_loss; flow models use the flow-matching error, Flow-DPO). Online, the best and
+worst sample of each prompt's group form a pair; offline, ``pairs_path`` names a JSONL/CSV file
+(drl/preference_data.py). β's scale, the sign and the flow case: docs/guide/algorithms.md ("Diffusion-DPO").
 """
 
 from __future__ import annotations

@@ -1,59 +1,12 @@
-"""DiffusionNFT: online RL on the forward process (Zheng et al. 2025, "DiffusionNFT: Online
-Diffusion Reinforcement with Forward Process"; NVlabs/DiffusionNFT).
+"""DiffusionNFT: online RL on the forward process (Zheng et al. 2025; NVlabs/DiffusionNFT).
 
-Each epoch:
-
-1. SAMPLE with the current weights, by any sampler: no likelihoods are needed, so DDIM with
-   η = 0 (or the flow ODE) works as well as a stochastic sampler, and no classifier-free
-   guidance is needed (the update trains the conditional prediction only). Only the clean
-   samples x_0 are kept for training.
-2. SCORE, and map each reward to the paper's optimality probability
-       r = 1/2 + 1/2 clip((R - E[R | c]) / Z_c, -1, 1)   ∈ [0, 1],
-   with E[R | c] the mean of the prompt's group (``group_size`` > 1; else of the batch), s the
-   std of the whole batch (``group_std=batch``, NVlabs' global_std) or of the group, and
-   Z_c = c s, c = ``adv_clip_max``: r = 1/2 + clip(A, -c, c) / 2c with A the normalised reward,
-   exactly as NVlabs' code maps its advantages.
-3. TRAIN on the forward process: noise each x_0 afresh at some of the sampling schedule's
-   timesteps (``timestep_fraction``) and minimise drl.losses.nft_loss,
-       L = c/β E[ r ||v+ - v*||² + (1 - r) ||v- - v*||² ]   (errors measured in x̂_0, below),
-   which pulls the implicit positive policy v+ = (1-β) v_old + β v_θ towards the data where r is
-   high and the implicit negative policy v- = (1+β) v_old - β v_θ towards it where r is low, so
-   v_θ moves towards the high-reward and away from the low-reward samples. The factor c/β (as in
-   NVlabs' code) makes the on-policy gradient proportional to clip(A, -c, c) (v_old - v*) with a
-   factor that depends on neither β nor c.
-   v_old is the policy that sampled the epoch, evaluated once, before the first optimizer step,
-   on the same noised inputs (so no second copy of the model is kept). NVlabs' code keeps v_old
-   as a second LoRA, soft-updated after each epoch as v_old <- d v_old + (1 - d) θ with d rising
-   from 0 during training, and samples from it; here d = 0 throughout.
-
-Epsilon-, v- and flow-parameterised models
-------------------------------------------
-The paper writes the method for a rectified flow, x_σ = (1-σ) x_0 + σ ε, whose network outputs
-the velocity v ≈ ε - x_0. The toy world and SD1.x predict the noise ε of the VP process
-x_t = sqrt(ᾱ) x_0 + sqrt(1-ᾱ) ε, SD2-768 diffusers' v = sqrt(ᾱ) ε - sqrt(1-ᾱ) x_0, SD3 the flow
-velocity. One code path serves all of them, and it is the paper's method for each:
-
-* Forward process and target: x_t and the regression target come from the model's own
-  parameterisation (drl.sampling.add_noise and training_target: ε, v, or ε - x_0 for a flow);
-  flow timesteps are σ·T_train. (The VP x_t / (sqrt(ᾱ) + sqrt(1-ᾱ)) is a flow point with
-  σ = sqrt(1-ᾱ) / (sqrt(ᾱ) + sqrt(1-ᾱ)), so both are the same family of noised inputs.)
-* Implicit policies in the output space: at fixed (x_t, t), x̂_0 is an affine function of the
-  output: x̂_0 = (x_t - sqrt(1-ᾱ) ε̂) / sqrt(ᾱ) (epsilon), sqrt(ᾱ) x_t - sqrt(1-ᾱ) v̂
-  (v_prediction), the output itself (sample), x_t - σ v̂ (flow). An affine map sends a
-  combination whose weights sum to 1 to the same combination, and (1-β, β) and (1+β, -β) both
-  sum to 1, so v± formed from ε-outputs are the same two policies as v± formed from velocities
-  or from x̂_0. The code forms them in the model's own output space.
-* Errors in x̂_0 space, as NVlabs' code does for flows: an output error δ is an x̂_0 error c_t δ,
-  with c_t = sqrt((1-ᾱ)/ᾱ) (epsilon), sqrt(1-ᾱ) (v_prediction), 1 (sample), σ (flow)
-  (drl.sampling.x0_error_scale), so each implicit policy is scored by ||x̂_0(v±) - x_0||² whatever
-  the parameterisation; for a flow model this is NVlabs' loss term for term. With
-  ``adaptive_weighting`` (the paper's default) each sample's squared error is divided by its
-  detached mean absolute x̂_0 error; without it the loss is the plain x̂_0-space MSE.
-
-On-policy check: before the first update the trained prediction equals v_old;
-``train/old_dev_first`` logs the largest |v_θ - v_old| of the first chunk (it must be ~0).
-KL to the reference (``algorithm.kl_coef``): mean (out_θ - out_ref)² at the same noised points,
-in the output space (for a flow, NVlabs' KL term).
+Each epoch: sample with any sampler (no likelihoods needed), map rewards to optimality probabilities
+r = 1/2 + clip(A, -c, c) / 2c (A: the reward normalised by its group's mean and the batch's or group's std),
+then noise each x_0 afresh and minimise drl.losses.nft_loss, which pulls the implicit positive policy
+v+ = (1-β) v_old + β v_θ towards the data where r is high and v- = (1+β) v_old - β v_θ where it is low,
+with errors measured in x̂_0 space so one code path serves ε-, v- and flow-parameterised models.
+v_old is the sampling policy's prediction on the same noised inputs, taken before the first step.
+The derivation and the parameterisations: docs/guide/algorithms.md ("DiffusionNFT: the derivation").
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """Reward-weighted regression on the model's own samples (Lee et al. 2023; the seed's Method 1).
 
-Each epoch: sample x_0 ~ p_θ(· | c), score r(x_0, c), then minimise the weighted
-denoising loss  Σ_i w_i · L_simple(x_0^i, c_i)  with w_i ∝ exp(β r_i) (drl.losses.rwr_weights).
-L_simple is the usual surrogate for -log p_θ(x_0 | c) (it bounds it, Ho et al. 2020).
-
-Where the noisy inputs x_t of L_simple come from (``regression_states``):
-- trajectory (default): the states the sampling chain itself visited, with the target
-  that points each at the chain's own x_0 — one (sample, step) pair per denoising step;
-- forward: fresh q(x_t | x_0) at a uniformly random training timestep (Lee et al. 2023).
-Why the default: with a schedule whose ᾱ_T > 0 (Stable Diffusion's and the toy model's)
-the sampler starts from noise that q never produces, so the model's samples carry a bias
-(e.g. too bright backgrounds); regressing on q(x_t | x_0) of those samples feeds the bias
-back into the model, epoch after epoch. On the toy world, 8 optimizer steps of equally
-weighted forward regression on the model's own samples dropped toy_aesthetic from 0.46 to
-0.41 (and 20 epochs erased the shapes), whereas the same steps on the chain's states left
-it at 0.46; forward regression on the training data left it unchanged too.
+Each epoch: sample x_0 ~ p_θ(· | c), score r(x_0, c), then minimise Σ_i w_i L_simple(x_0^i, c_i) with
+w_i ∝ exp(β r_i) (drl.losses.rwr_weights; centred to w_i - 1 by default). The noisy inputs come from the
+chain's own states (``regression_states=trajectory``, the default) or fresh q(x_t | x_0) (``forward``).
+Why those defaults (centred weights, trajectory states): docs/guide/algorithms.md ("RWR and its centred weights").
 """
 
 from __future__ import annotations
