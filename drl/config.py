@@ -410,7 +410,7 @@ class TrainConfig:
     samples_per_epoch: int = 64
     """Samples generated per epoch (per process)."""
     batch_size: int = 32
-    """(sample, step) pairs per denoiser call when training; also samples per call when sampling, unless sample_batch_size is set."""
+    """Training: DDPO, NFT and RWR (trajectory states) take this many (sample, step) pairs per denoiser call, timesteps mixed (memory and speed only: the gradient is the same, tests/test_update_batching.py); AlignProp samples per chain (its steps run in turn); DPO half as many image pairs; pretrain images per optimizer step. Sampling: samples per call unless sample_batch_size is set."""
     sample_batch_size: Optional[int] = None
     """Samples per denoiser call when sampling (rollouts, evaluation); null: train.batch_size. Sampling keeps no graph, so it fits a larger batch than training."""
     save_every: int = 10

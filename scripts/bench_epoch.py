@@ -7,6 +7,7 @@ each in a fresh process; every run reports
   epoch s    median over epochs 2.. of sample_time_s + update_time_s from its metrics.jsonl
              (the first epoch is a warm-up: allocator, caches, torch.compile)
   process s  wall time of the whole drl-train process (imports, loading, evaluation, teardown)
+  cpu s      the process's user + system CPU time (steadier than wall time on a shared machine)
 
 and the script prints each side's medians over --repeats runs and the ratios A / B.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,21 +33,31 @@ import time
 from pathlib import Path
 
 
-def run_once(src: Path, overrides: list[str]) -> tuple[float, float]:
-    """(median epoch seconds after the first, whole-process seconds) of one drl-train run."""
+def run_once(src: Path, overrides: list[str], epochs_needed: bool = True) -> tuple[float, float, float]:
+    """(median epoch seconds after the first, whole-process wall seconds, its CPU seconds) of one
+    drl-train run; the epoch figure is NaN when not epochs_needed (--process-only: a 1-epoch run
+    has no epoch after the first)."""
     with tempfile.TemporaryDirectory() as run_dir:
         env = {**os.environ, "PYTHONPATH": str(src.resolve()), "WANDB_SILENT": "true"}
         command = [sys.executable, "-m", "drl.cli", *overrides, f"hydra.run.dir={run_dir}"]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _children_cpu()
         done = subprocess.run(command, env=env, cwd=run_dir, capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
         if done.returncode != 0:
             raise SystemExit(f"bench_epoch: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
         records = [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines() if line.strip()]
         epochs = [r["sample_time_s"] + r["update_time_s"] for r in records if "update_time_s" in r]
+        if not epochs_needed:
+            return float("nan"), seconds, cpu
         if len(epochs) < 2:
             raise SystemExit("bench_epoch: give train.epochs >= 2 (the first epoch is a warm-up).")
-        return statistics.median(epochs[1:]), seconds
+        return statistics.median(epochs[1:]), seconds, cpu
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -56,21 +68,23 @@ def main() -> None:
     parser.add_argument("--a", nargs="*", default=[], help="overrides for side A only")
     parser.add_argument("--b", nargs="*", default=[], help="overrides for side B only")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--process-only", action="store_true", help="time whole processes only (allows train.epochs=1)")
     args = parser.parse_args()
 
     sides = {"A": (args.a_src, [*args.common, *args.a]), "B": (args.b_src, [*args.common, *args.b])}
-    figures: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
+    figures: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
     for k in range(args.repeats):
         for name, (src, overrides) in sides.items():
-            figures[name].append(run_once(src, overrides))
-            epoch, process = figures[name][-1]
-            print(f"run {k + 1} {name}: epoch {epoch:.3f} s, process {process:.1f} s", flush=True)
+            figures[name].append(run_once(src, overrides, epochs_needed=not args.process_only))
+            epoch, process, cpu = figures[name][-1]
+            print(f"run {k + 1} {name}: epoch {epoch:.3f} s, process {process:.1f} s, cpu {cpu:.1f} s", flush=True)
     medians = {name: [statistics.median(column) for column in zip(*runs)] for name, runs in figures.items()}
     for name, (src, overrides) in sides.items():
-        epoch, process = medians[name]
-        print(f"{name} ({src}; {' '.join(overrides)}): epoch {epoch:.3f} s, process {process:.1f} s (medians of {args.repeats})")
-    (ea, pa), (eb, pb) = medians["A"], medians["B"]
-    print(f"A / B: epoch throughput of B is {ea / eb:.2f}x A's; whole process {pa / pb:.2f}x")
+        epoch, process, cpu = medians[name]
+        print(f"{name} ({src}; {' '.join(overrides)}): epoch {epoch:.3f} s, process {process:.1f} s, cpu {cpu:.1f} s (medians of {args.repeats})")
+    (ea, pa, ca), (eb, pb, cb) = medians["A"], medians["B"]
+    print(f"A / B: epoch throughput of B is {ea / eb:.2f}x A's; whole process {pa / pb:.2f}x (wall), {ca / cb:.2f}x (cpu)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,24 @@ def test_multirun_sweeps_both_algorithms(tmp_path, random_toy_model):
     for run in runs:
         record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
         assert record["epoch"] == 0 and "reward_mean" in record
+
+
+EXIT_PROBE = """
+import atexit, sys, threading, time
+from drl.cli import exit_without_teardown
+atexit.register(lambda: open(sys.argv[1], "w").write("atexit ran"))
+if sys.argv[2] == "thread":  # a non-daemon thread still working: a normal exit waits for it
+    threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", flush=True))).start()
+print("unflushed", end="")
+exit_without_teardown(3)
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+def test_exit_without_teardown_keeps_what_a_normal_exit_shows(tmp_path, thread):
+    marker = tmp_path / "marker"
+    result = subprocess.run([sys.executable, "-c", EXIT_PROBE, str(marker), thread], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert result.stdout.startswith("unflushed")
+    assert ("thread finished" in result.stdout) == (thread == "thread")
+    assert marker.read_text() == "atexit ran"
