@@ -385,7 +385,7 @@ class EnvConfig:
     id: str = "drl/MultimodalBandit-v0"
     """gymnasium id (drl/MultimodalBandit-v0, Pendulum-v1, Hopper-v5, HalfCheetah-v5, ...)."""
     dataset: Optional[str] = None
-    """Offline dataset (.npz, scripts/make_dataset.py); None: generate the behaviour data in memory (bandit only)."""
+    """Offline dataset: drl's .npz (scripts/make_dataset.py), a D4RL-style .hdf5/.h5 file, or a Minari dataset (local id under MINARI_DATASETS_PATH, or its directory); None: generate the behaviour data in memory (bandit only)."""
     dataset_size: int = 10_000
     """Transitions generated in memory when dataset is None."""
     gamma: float = 0.99

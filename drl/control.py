@@ -18,6 +18,7 @@ from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import Config, ConfigError
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, bandit_dataset
+from drl.envs.dataset_files import read_dataset
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
 from drl.envs.make import BANDIT_ID, space_sizes
 from drl.models.policy import DiffusionPolicy, load_policy
@@ -38,12 +39,10 @@ def control_algorithms() -> dict[str, type[Algorithm]]:
 
 
 def load_dataset(cfg: Config) -> OfflineDataset:
-    """env.dataset, or the bandit's behaviour data generated in memory (seeded by cfg.seed)."""
+    """env.dataset (drl's .npz, a Minari dataset or a D4RL-style HDF5 file), or the bandit's behaviour data
+    generated in memory (seeded by cfg.seed)."""
     if cfg.env.dataset:
-        dataset = OfflineDataset.load(cfg.env.dataset)
-        if dataset.metadata.get("env_id") != cfg.env.id:
-            raise ConfigError(f"env.dataset={cfg.env.dataset!r} was made on {dataset.metadata.get('env_id')!r}, not env.id={cfg.env.id!r}.")
-        return dataset
+        return read_dataset(cfg.env.dataset, cfg.env.id)
     return bandit_dataset(cfg.env.dataset_size, cfg.seed)
 
 

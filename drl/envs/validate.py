@@ -35,7 +35,7 @@ def control_problems(cfg) -> list[str]:
     if not m.from_scratch and not m.path:
         p.append("model.from_scratch=false needs model.path: the policy/ directory of a behaviour-cloning run.")
     if a.name in ("pretrain", "diffusion_ql") and env.dataset is None and env.id != "drl/MultimodalBandit-v0":
-        p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py.")
+        p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py, a D4RL-style .hdf5 file or a Minari dataset.")
     if a.name in ("dsrl", "ddpo") and m.from_scratch:
         p.append(
             f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
