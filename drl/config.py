@@ -400,6 +400,10 @@ class EnvConfig:
     """Return of an expert policy, for the normalised score."""
     video: bool = False
     """Render one evaluation episode to <run dir>/rollout.gif after training (MuJoCo: MUJOCO_GL=egl)."""
+    num_envs: int = 1
+    """Environments stepped at once by online rollouts (DSRL, ddpo) and evaluation, as a gymnasium vector env; 1: every episode in this process, all stepped together."""
+    vector_mode: str = "async"
+    """How num_envs > 1 environments run: async (a subprocess each) or sync (one after another in this process)."""
 
 
 # -------------------------------------------------------------------- train / run

@@ -19,6 +19,7 @@ from drl.config import Config, ConfigError
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, bandit_dataset
 from drl.envs.dataset_files import read_dataset
+from drl.envs.episodes import vector_options
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
 from drl.envs.make import BANDIT_ID, space_sizes
 from drl.models.policy import DiffusionPolicy, load_policy
@@ -66,7 +67,7 @@ def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainConte
     if dataset is not None:
         collector = DatasetReader(dataset, device)
     else:
-        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device)
+        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device, **vector_options(cfg.env))
     trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
     policy.unet.requires_grad_(trains_policy)
     params = list(policy.unet.parameters()) if trains_policy else []
@@ -109,7 +110,7 @@ class ControlHooks:
             return
         g = torch.Generator().manual_seed(cfg.seed + 11)
         act = self.algorithm.evaluation_actor(g)
-        result = evaluate(cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score)
+        result = evaluate(cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score, **vector_options(cfg.env))
         (run_dir / f"eval_{stage}.json").write_text(json.dumps(result, indent=1) + "\n")
         logger.log_summary({f"{k}_{stage}": v for k, v in result.items()}, epoch)
         if cfg.env.id == BANDIT_ID:

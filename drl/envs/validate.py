@@ -40,9 +40,11 @@ def control_problems(cfg) -> list[str]:
         p.append(
             f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
         )
-    for key in ("dataset_size", "eval_episodes", "eval_every"):
+    for key in ("dataset_size", "eval_episodes", "eval_every", "num_envs"):
         if getattr(env, key) <= 0:
             p.append(f"env.{key}={getattr(env, key)} must be > 0.")
+    if env.vector_mode not in ("async", "sync"):
+        p.append(f"env.vector_mode={env.vector_mode!r} is not one of async, sync.")
     if not 0 < env.gamma <= 1:
         p.append(f"env.gamma={env.gamma} must be in (0, 1].")
     if (env.ref_min_score is None) != (env.ref_max_score is None):
