@@ -2,6 +2,7 @@
 
     python scripts/bench_vector_envs.py                                  # Hopper-v5, Pendulum-v1, the bandit; 5 repeats
     python scripts/bench_vector_envs.py --envs Hopper-v5 --repeats 9 --num-envs 4 --json out.json
+    python scripts/bench_vector_envs.py --actor random                   # no policy: the environments' and IPC's cost alone
 
 Each measurement is one ``run_episodes`` call (drl/envs/episodes.py), as evaluation and the online
 collectors make it: the vector env's start and close are included. The actor is a diffusion policy
@@ -29,6 +30,7 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from drl.config import PolicyModelConfig
@@ -56,6 +58,11 @@ def measure(env_id: str, episodes: int, setting: str, num_envs: int, actor_facto
     return sum(len(e) for e in result), time.perf_counter() - start
 
 
+def uniform_actor(act_dim: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return lambda obs: (rng.uniform(-1, 1, (len(obs), act_dim)).astype(np.float32), {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "Pendulum-v1", BANDIT_ID])
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--denoising-steps", type=int, default=5, help="denoiser calls per action (Diffusion-QL's T=5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--actor", choices=["policy", "random"], default="policy", help="random: uniform actions, no policy forward")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -72,6 +80,8 @@ def main() -> None:
         policy = DiffusionPolicy.build(obs_dim, act_dim, PolicyModelConfig(diffusion_steps=args.denoising_steps), seed=args.seed)
         schedule = make_schedule(policy.make_scheduler("ddpm"), args.denoising_steps)
         actor_factory = lambda: policy_actor(policy, schedule, 1.0, torch.Generator().manual_seed(args.seed))  # noqa: E731
+        if args.actor == "random":
+            actor_factory = lambda: uniform_actor(act_dim, args.seed)  # noqa: E731
         measure(env_id, 2, "num_envs=N async", args.num_envs, actor_factory, args.seed)  # warm-up: imports, MuJoCo's first load
         rates: dict[str, list[float]] = {s: [] for s in SETTINGS}
         steps: dict[str, list[int]] = {s: [] for s in SETTINGS}
@@ -99,7 +109,7 @@ def main() -> None:
                 flush=True,
             )
     if args.json:
-        meta = {"cpus": os.cpu_count(), "torch_threads": 1, "denoising_steps": args.denoising_steps, "num_envs": args.num_envs}
+        meta = {"cpus": os.cpu_count(), "torch_threads": 1, "denoising_steps": args.denoising_steps, "num_envs": args.num_envs, "actor": args.actor}
         with open(args.json, "w") as f:
             json.dump({"settings": meta, "rows": rows}, f, indent=1)
 

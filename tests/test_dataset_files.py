@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from drl.config import ConfigError
-from drl.envs.dataset import bandit_dataset
+from drl.envs.dataset import FIELDS, OfflineDataset, bandit_dataset
 from drl.envs.dataset_files import d4rl_transitions, read_dataset
 
 DRL_TRAIN = shutil.which("drl-train") or os.path.join(os.path.dirname(sys.executable), "drl-train")
@@ -175,6 +175,7 @@ def test_datasets_that_do_not_fit_stop_with_one_sentence(tmp_path, minari_root, 
         (str(tmp_path / "partial.hdf5"), PENDULUM): "is not a D4RL-style dataset: it lacks actions, rewards, terminals, timeouts.",
         (str(tmp_path / "missing.hdf5"), PENDULUM): "no such file.",
         ("drl/pendulum/expert-v0", PENDULUM): f"no Minari dataset under {minari_root} (MINARI_DATASETS_PATH), and drl never downloads one",
+        (str(tmp_path), PENDULUM): "is a directory but not a Minari dataset: it has no data/metadata.json.",
         (str(tmp_path / "data.csv"), PENDULUM): "is none of drl's .npz, a D4RL-style .hdf5/.h5 file or a Minari dataset",
     }
     for (spec, env_id), message in cases.items():
@@ -210,3 +211,35 @@ def test_diffusion_ql_trains_an_epoch_on_minari_and_hdf5_data(tmp_path, minari_r
         train(compose_config([*TINY_DQL, f"env.dataset={dataset}"], tiny=False), tmp_path / name)
         records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert np.isfinite(records[-1]["train/critic_loss"]) and "eval/return_mean" in records[-1]
+
+
+def test_the_same_episodes_read_alike_from_npz_hdf5_and_minari(tmp_path, monkeypatch):
+    """drl's own rollouts, written as drl's .npz, as a D4RL-style HDF5 file and as a Minari dataset (the actions
+    in Pendulum's own box [-2, 2] in the last two), read back to the same fields."""
+    import minari
+
+    from drl.envs.episodes import run_episodes
+
+    rng = np.random.default_rng(0)
+    episodes = run_episodes(PENDULUM, lambda obs: (rng.uniform(-1, 1, (len(obs), 1)).astype(np.float32), {}), 2, seed=7)
+    reference = OfflineDataset.from_episodes(episodes, {"env_id": PENDULUM})
+    reference.save(tmp_path / "drl.npz")
+    raw = [
+        {"observations": e.observations, "actions": 2 * e.actions, "rewards": e.rewards, "next_observations": e.next_observations,
+         "terminals": e.terminations, "timeouts": e.truncations}
+        for e in episodes
+    ]  # fmt: skip
+    write_d4rl_hdf5(tmp_path / "d4rl.hdf5", raw)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    collector = minari.DataCollector(gym.make(PENDULUM))
+    for k, episode in enumerate(episodes):
+        collector.reset(seed=7 + k)
+        for action in 2 * episode.actions:
+            collector.step(action)
+    with pytest.warns(UserWarning):
+        collector.create_dataset(dataset_id="drl/pendulum/replayed-v0")
+    for spec in (str(tmp_path / "drl.npz"), str(tmp_path / "d4rl.hdf5"), "drl/pendulum/replayed-v0"):
+        dataset = read_dataset(spec, PENDULUM)
+        for name in FIELDS:
+            np.testing.assert_allclose(getattr(dataset, name), getattr(reference, name), atol=1e-6, err_msg=f"{spec}: {name}")
+        assert dataset.metadata["episodes"] == 2

@@ -146,9 +146,11 @@ def _read_minari(spec: str, path: Path, env_id: str) -> OfflineDataset:
     """A Minari dataset directory (``<id>/`` or its ``data/``), read locally with the minari package."""
     data_dir = path / "data" if (path / "data").is_dir() else path
     if not (data_dir / "metadata.json").is_file():
-        where = f"under {_minari_root()} (MINARI_DATASETS_PATH)" if not Path(spec).expanduser().is_dir() else "there"
+        if Path(spec).expanduser().is_dir():
+            raise ConfigError(f"env.dataset={spec!r} is a directory but not a Minari dataset: it has no data/metadata.json.")
         raise ConfigError(
-            f"env.dataset={spec!r}: no Minari dataset {where}, and drl never downloads one (run `minari download <id>` yourself)."
+            f"env.dataset={spec!r}: no Minari dataset under {_minari_root()} (MINARI_DATASETS_PATH), "
+            "and drl never downloads one (run `minari download <id>` yourself)."
         )
     try:
         import minari
@@ -221,7 +223,9 @@ def _check_env_id(spec: str, recorded_on: str, env_id: str) -> None:
 
 
 def _check_fits(spec: str, dataset: OfflineDataset, env_id: str) -> None:
-    """The env id the file names (drl's .npz), then the observation and action sizes."""
+    """Some data; the env id the file names (drl's .npz); the observation and action sizes."""
+    if len(dataset) == 0:
+        raise ConfigError(f"env.dataset={spec!r} holds no transitions.")
     recorded_on = dataset.metadata.get("env_id")
     if recorded_on is not None:
         _check_env_id(spec, str(recorded_on), env_id)
