@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import h5py
@@ -19,6 +20,7 @@ from drl.config import ConfigError
 from drl.envs.dataset import FIELDS, OfflineDataset, bandit_dataset
 from drl.envs.dataset_files import d4rl_transitions, read_dataset
 
+EXPORT = Path(__file__).resolve().parent.parent / "scripts" / "export_dataset.py"
 DRL_TRAIN = shutil.which("drl-train") or os.path.join(os.path.dirname(sys.executable), "drl-train")
 PENDULUM = "Pendulum-v1"  # action box [-2, 2]: the map to [-1, 1] is not the identity
 MINARI_ID = "drl/pendulum/random-v0"
@@ -215,7 +217,7 @@ def test_diffusion_ql_trains_an_epoch_on_minari_and_hdf5_data(tmp_path, minari_r
 
 def test_the_same_episodes_read_alike_from_npz_hdf5_and_minari(tmp_path, monkeypatch):
     """drl's own rollouts, written as drl's .npz, as a D4RL-style HDF5 file and as a Minari dataset (the actions
-    in Pendulum's own box [-2, 2] in the last two), read back to the same fields."""
+    in Pendulum's own box [-2, 2] in the last two; each also by scripts/export_dataset.py), read back to the same fields."""
     import minari
 
     from drl.envs.episodes import run_episodes
@@ -238,7 +240,13 @@ def test_the_same_episodes_read_alike_from_npz_hdf5_and_minari(tmp_path, monkeyp
             collector.step(action)
     with pytest.warns(UserWarning):
         collector.create_dataset(dataset_id="drl/pendulum/replayed-v0")
-    for spec in (str(tmp_path / "drl.npz"), str(tmp_path / "d4rl.hdf5"), "drl/pendulum/replayed-v0"):
+    export = [sys.executable, str(EXPORT), str(tmp_path / "drl.npz"), "--hdf5", str(tmp_path / "exported.hdf5"), "--minari", "drl/pendulum/exported-v0"]
+    done = subprocess.run(export, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    with h5py.File(tmp_path / "exported.hdf5") as f:  # the task's own box again, as other libraries expect
+        np.testing.assert_allclose(f["actions"][()], 2 * reference.actions, atol=1e-6)
+    specs = [str(tmp_path / name) for name in ("drl.npz", "d4rl.hdf5", "exported.hdf5")] + ["drl/pendulum/replayed-v0", "drl/pendulum/exported-v0"]
+    for spec in specs:
         dataset = read_dataset(spec, PENDULUM)
         for name in FIELDS:
             np.testing.assert_allclose(getattr(dataset, name), getattr(reference, name), atol=1e-6, err_msg=f"{spec}: {name}")

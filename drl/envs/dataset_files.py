@@ -126,7 +126,7 @@ def _read_d4rl_hdf5(spec: str, path: Path, env_id: str) -> OfflineDataset:
         _check_env_id(spec, str(recorded_on), env_id)
     obs = _as_rows(spec, "observations", arrays["observations"])
     next_obs = _as_rows(spec, "next_observations", arrays["next_observations"]) if "next_observations" in arrays else None
-    actions = _to_unit_box(_as_rows(spec, "actions", arrays["actions"]), _raw_spaces(env_id)[1])
+    actions = _to_unit_box(_as_rows(spec, "actions", arrays["actions"]), task_spaces(env_id)[1])
     lengths = {key: len(a) for key, a in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise ConfigError(f"env.dataset={spec!r} has arrays of different lengths: {lengths}.")
@@ -198,7 +198,7 @@ def _as_rows(spec: str, key: str, array: np.ndarray) -> np.ndarray:
     return array.reshape(len(array), -1).astype(np.float32)
 
 
-def _raw_spaces(env_id: str) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+def task_spaces(env_id: str) -> tuple[gym.spaces.Space, gym.spaces.Space]:
     """(observation space, action space) of one step of the task as gymnasium makes it, before drl's wrappers."""
     env = make_env(env_id)
     spaces = env.unwrapped.observation_space, env.unwrapped.action_space
@@ -229,7 +229,7 @@ def _check_fits(spec: str, dataset: OfflineDataset, env_id: str) -> None:
     recorded_on = dataset.metadata.get("env_id")
     if recorded_on is not None:
         _check_env_id(spec, str(recorded_on), env_id)
-    spaces = dict(zip(("observation", "action"), _raw_spaces(env_id)))
+    spaces = dict(zip(("observation", "action"), task_spaces(env_id)))
     sizes = {kind: int(np.prod(space.shape)) for kind, space in spaces.items()}
     for kind, array in (("observation", dataset.observations), ("action", dataset.actions)):
         have = int(np.prod(array.shape[1:]))
