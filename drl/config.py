@@ -385,7 +385,7 @@ class EnvConfig:
     id: str = "drl/MultimodalBandit-v0"
     """gymnasium id (drl/MultimodalBandit-v0, Pendulum-v1, Hopper-v5, HalfCheetah-v5, ...)."""
     dataset: Optional[str] = None
-    """Offline dataset (.npz, scripts/make_dataset.py); None: generate the behaviour data in memory (bandit only)."""
+    """Offline dataset: drl's .npz (scripts/make_dataset.py), a D4RL-style .hdf5/.h5 file, or a Minari dataset (local id under MINARI_DATASETS_PATH, or its directory); None: generate the behaviour data in memory (bandit only)."""
     dataset_size: int = 10_000
     """Transitions generated in memory when dataset is None."""
     gamma: float = 0.99
@@ -400,6 +400,10 @@ class EnvConfig:
     """Return of an expert policy, for the normalised score."""
     video: bool = False
     """Render one evaluation episode to <run dir>/rollout.gif after training (MuJoCo: MUJOCO_GL=egl)."""
+    num_envs: int = 1
+    """Environments stepped at once by online rollouts (DSRL, ddpo) and evaluation, as a gymnasium vector env; 1: every episode in this process, all stepped together."""
+    vector_mode: str = "async"
+    """How num_envs > 1 environments run: async (a subprocess each) or sync (one after another in this process)."""
 
 
 # -------------------------------------------------------------------- train / run

@@ -18,6 +18,8 @@ from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import Config, ConfigError
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, bandit_dataset
+from drl.envs.dataset_files import read_dataset
+from drl.envs.episodes import vector_options
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
 from drl.envs.make import BANDIT_ID, space_sizes
 from drl.models.policy import DiffusionPolicy, load_policy
@@ -38,12 +40,10 @@ def control_algorithms() -> dict[str, type[Algorithm]]:
 
 
 def load_dataset(cfg: Config) -> OfflineDataset:
-    """env.dataset, or the bandit's behaviour data generated in memory (seeded by cfg.seed)."""
+    """env.dataset (drl's .npz, a Minari dataset or a D4RL-style HDF5 file), or the bandit's behaviour data
+    generated in memory (seeded by cfg.seed)."""
     if cfg.env.dataset:
-        dataset = OfflineDataset.load(cfg.env.dataset)
-        if dataset.metadata.get("env_id") != cfg.env.id:
-            raise ConfigError(f"env.dataset={cfg.env.dataset!r} was made on {dataset.metadata.get('env_id')!r}, not env.id={cfg.env.id!r}.")
-        return dataset
+        return read_dataset(cfg.env.dataset, cfg.env.id)
     return bandit_dataset(cfg.env.dataset_size, cfg.seed)
 
 
@@ -67,7 +67,7 @@ def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainConte
     if dataset is not None:
         collector = DatasetReader(dataset, device)
     else:
-        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device)
+        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device, **vector_options(cfg.env))
     trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
     policy.unet.requires_grad_(trains_policy)
     params = list(policy.unet.parameters()) if trains_policy else []
@@ -110,7 +110,7 @@ class ControlHooks:
             return
         g = torch.Generator().manual_seed(cfg.seed + 11)
         act = self.algorithm.evaluation_actor(g)
-        result = evaluate(cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score)
+        result = evaluate(cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score, **vector_options(cfg.env))
         (run_dir / f"eval_{stage}.json").write_text(json.dumps(result, indent=1) + "\n")
         logger.log_summary({f"{k}_{stage}": v for k, v in result.items()}, epoch)
         if cfg.env.id == BANDIT_ID:

@@ -27,7 +27,7 @@ from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import sac_critic_target, td_target
 from drl.config import DSRLConfig
 from drl.envs.collector import episodes_to_transitions, horizon
-from drl.envs.episodes import run_episodes
+from drl.envs.episodes import run_episodes, vector_options
 from drl.models.critic import TanhGaussianActor, TwinQ, soft_update
 from drl.types import TransitionBatch
 
@@ -139,6 +139,7 @@ class DSRL(Evaluates, Algorithm):
             self._actor(generator, explore),
             -(-ctx.cfg.train.samples_per_epoch // horizon(ctx.cfg.env.id)),
             seed=int(torch.randint(2**31 - 1, (1,), generator=generator)),
+            **vector_options(ctx.cfg.env),
         )
         self.epochs_collected += 1
         batch = episodes_to_transitions(episodes, ctx.device)

@@ -71,9 +71,12 @@ class PolicyCollector:
 
     guidance_scale = 1.0  # read by DDPO; a policy has no classifier-free guidance
 
-    def __init__(self, policy: DiffusionPolicy, schedule: NoiseSchedule, env_id: str, eta: float, gamma: float, device: torch.device):
+    def __init__(
+        self, policy: DiffusionPolicy, schedule: NoiseSchedule, env_id: str, eta: float, gamma: float, device: torch.device, **vector
+    ):
         self.policy, self.schedule, self.env_id = policy, schedule, env_id
         self.eta, self.gamma, self.device = eta, gamma, device
+        self.vector = vector  # run_episodes' num_envs, vector_mode
 
     def collect(self, num_steps: int, generator: torch.Generator) -> Rollout:
         """Whole episodes until at least ``num_steps`` env steps; step k's reward is its return-to-go.
@@ -84,7 +87,7 @@ class PolicyCollector:
         episodes_needed = math.ceil(num_steps / horizon(self.env_id))
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         actor = policy_actor(self.policy, self.schedule, self.eta, generator, record=True)
-        episodes = run_episodes(self.env_id, actor, episodes_needed, seed)
+        episodes = run_episodes(self.env_id, actor, episodes_needed, seed, **self.vector)
         cat = lambda name: torch.cat([e.extras[name] for e in episodes]).to(self.device)  # noqa: E731
         states = torch.as_tensor(np.concatenate([e.observations for e in episodes]), device=self.device)  # [B, O]
         returns = np.concatenate([discounted_returns_to_go(e.rewards, self.gamma) for e in episodes])  # [B]

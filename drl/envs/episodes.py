@@ -1,6 +1,7 @@
 """Roll a batched actor out in several environments in lockstep (one actor call per env step).
 
-Used by dataset generation, evaluation, DDPO's collector and DSRL's online collection.
+Used by dataset generation, evaluation, DDPO's collector and DSRL's online collection; with
+env.num_envs > 1 the episodes run in a gymnasium vector env (drl.envs.vector).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from drl.envs.make import make_env
+from drl.envs.vector import run_vector_episodes
 
 # obs [n, O] float32 -> (actions [n, A] in [-1, 1], extras: name -> tensor [n, ...] kept per step)
 Actor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, torch.Tensor]]]
@@ -38,8 +40,17 @@ class Episode:
         return len(self.rewards)
 
 
-def run_episodes(env_id: str, actor: Actor, num_episodes: int, seed: int, render: bool = False) -> list[Episode]:
-    """``num_episodes`` episodes, env k reset with seed + k; all envs step together until each ends."""
+def run_episodes(
+    env_id: str, actor: Actor, num_episodes: int, seed: int, render: bool = False, num_envs: int = 1, vector_mode: str = "async"
+) -> list[Episode]:
+    """``num_episodes`` episodes in order, episode k reset with seed + k.
+
+    num_envs == 1: one env per episode in this process, all stepped together until each ends (one
+    actor call per step over the episodes still running). num_envs > 1: a gymnasium vector env of
+    num_envs sub-envs (drl.envs.vector), each running episodes one after another.
+    """
+    if num_envs > 1 and not render:
+        return [_episode(s, []) for s in run_vector_episodes(env_id, actor, num_episodes, seed, num_envs, vector_mode)]
     envs = [make_env(env_id, render=render) for _ in range(num_episodes)]
     obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]).astype(np.float32)  # [n, O]
     steps: list[list[tuple]] = [[] for _ in envs]
@@ -58,6 +69,11 @@ def run_episodes(env_id: str, actor: Actor, num_episodes: int, seed: int, render
     for env in envs:
         env.close()
     return [_episode(s, f) for s, f in zip(steps, frames)]
+
+
+def vector_options(env_cfg) -> dict:
+    """run_episodes' num_envs and vector_mode, from the env.* config."""
+    return {"num_envs": env_cfg.num_envs, "vector_mode": env_cfg.vector_mode}
 
 
 def _episode(steps: list[tuple], frames: list[np.ndarray]) -> Episode:

@@ -19,9 +19,11 @@ def normalized_score(mean_return: float, ref_min: float | None, ref_max: float |
     return 100.0 * (mean_return - ref_min) / (ref_max - ref_min)
 
 
-def evaluate(env_id: str, actor: Actor, episodes: int, seed: int, ref_min: float | None = None, ref_max: float | None = None) -> dict:
-    """Mean and spread of the return over ``episodes`` seeded episodes (+ the normalised score)."""
-    returns = np.array([e.total_reward for e in run_episodes(env_id, actor, episodes, seed + EVAL_SEED_OFFSET)])
+def evaluate(
+    env_id: str, actor: Actor, episodes: int, seed: int, ref_min: float | None = None, ref_max: float | None = None, **vector
+) -> dict:
+    """Mean and spread of the return over ``episodes`` seeded episodes (+ the normalised score); ``vector``: run_episodes' num_envs, vector_mode."""
+    returns = np.array([e.total_reward for e in run_episodes(env_id, actor, episodes, seed + EVAL_SEED_OFFSET, **vector)])
     result = {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std()), "eval/episodes": episodes}
     score = normalized_score(result["eval/return_mean"], ref_min, ref_max)
     if score is not None:

@@ -35,14 +35,16 @@ def control_problems(cfg) -> list[str]:
     if not m.from_scratch and not m.path:
         p.append("model.from_scratch=false needs model.path: the policy/ directory of a behaviour-cloning run.")
     if a.name in ("pretrain", "diffusion_ql") and env.dataset is None and env.id != "drl/MultimodalBandit-v0":
-        p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py.")
+        p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py, a D4RL-style .hdf5 file or a Minari dataset.")
     if a.name in ("dsrl", "ddpo") and m.from_scratch:
         p.append(
             f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
         )
-    for key in ("dataset_size", "eval_episodes", "eval_every"):
+    for key in ("dataset_size", "eval_episodes", "eval_every", "num_envs"):
         if getattr(env, key) <= 0:
             p.append(f"env.{key}={getattr(env, key)} must be > 0.")
+    if env.vector_mode not in ("async", "sync"):
+        p.append(f"env.vector_mode={env.vector_mode!r} is not one of async, sync.")
     if not 0 < env.gamma <= 1:
         p.append(f"env.gamma={env.gamma} must be in (0, 1].")
     if (env.ref_min_score is None) != (env.ref_max_score is None):
