@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from drl.envs.chunking import Horizons
 from drl.envs.episodes import Actor
 from drl.envs.evaluate import evaluate
 
@@ -20,7 +21,13 @@ class Evaluates:
         cfg = self.ctx.cfg
         generator = torch.Generator().manual_seed(cfg.seed + 7)
         return evaluate(
-            cfg.env.id, self.evaluation_actor(generator), cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score
+            cfg.env.id,
+            self.evaluation_actor(generator),
+            cfg.env.eval_episodes,
+            cfg.seed,
+            cfg.env.ref_min_score,
+            cfg.env.ref_max_score,
+            Horizons.of(cfg.model),
         )
 
     def with_evaluation(self, metrics: dict[str, float], as_reward: bool) -> dict[str, float]:

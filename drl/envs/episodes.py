@@ -11,9 +11,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from drl.envs.chunking import Horizons
 from drl.envs.make import make_env
 
-# obs [n, O] float32 -> (actions [n, A] in [-1, 1], extras: name -> tensor [n, ...] kept per step)
+# obs [n, O] float32 -> (actions [n, A] in [-1, 1], extras: name -> tensor [n, ...] kept per step);
+# on a ChunkedEnv obs [n, To, O] -> actions [n, Ta, A]
 Actor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, torch.Tensor]]]
 
 
@@ -21,12 +23,12 @@ Actor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, torch.Tensor]]]
 class Episode:
     """One episode, T steps. Field names follow Minari/D4RL."""
 
-    observations: np.ndarray  # [T, O]
-    actions: np.ndarray  # [T, A]
+    observations: np.ndarray  # [T, O] ([T, To, O] chunked)
+    actions: np.ndarray  # [T, A] ([T, Ta, A] chunked)
     rewards: np.ndarray  # [T]
     terminations: np.ndarray  # [T] bool: the MDP ended (no bootstrap)
     truncations: np.ndarray  # [T] bool: time limit (bootstrap through it)
-    next_observations: np.ndarray  # [T, O]
+    next_observations: np.ndarray  # [T, O] ([T, To, O] chunked)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [T, ...]
     frames: list[np.ndarray] = field(default_factory=list)  # rendered RGB frames when asked
 
@@ -38,9 +40,14 @@ class Episode:
         return len(self.rewards)
 
 
-def run_episodes(env_id: str, actor: Actor, num_episodes: int, seed: int, render: bool = False) -> list[Episode]:
-    """``num_episodes`` episodes, env k reset with seed + k; all envs step together until each ends."""
-    envs = [make_env(env_id, render=render) for _ in range(num_episodes)]
+def run_episodes(
+    env_id: str, actor: Actor, num_episodes: int, seed: int, render: bool = False, horizons: Horizons = Horizons()
+) -> list[Episode]:
+    """``num_episodes`` episodes, env k reset with seed + k; all envs step together until each ends.
+
+    With ``horizons`` chunked, a step is a decision of ChunkedEnv (Ta env steps, their summed reward).
+    """
+    envs = [make_env(env_id, render=render, horizons=horizons) for _ in range(num_episodes)]
     obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]).astype(np.float32)  # [n, O]
     steps: list[list[tuple]] = [[] for _ in envs]
     frames: list[list[np.ndarray]] = [[env.render()] if render else [] for env in envs]
