@@ -78,6 +78,11 @@ class PolicyModelConfig(ModelConfig):
     """VP schedule's beta_min (Diffusion-QL's vp_beta_schedule)."""
     beta_max: float = 10.0
     """VP schedule's beta_max."""
+    obs_horizon: int = 1
+    """To: the policy reads the last To observations [To, O] (padded with the first at an episode's start); 1: today's."""
+    action_horizon: int = 1
+    """Ta: the policy predicts a chunk of Ta actions [Ta, A], executed step by step before it acts again
+    (drl/envs/chunking.py; the chunk's reward is the sum over its steps); 1: one action per step."""
 
 
 # ----------------------------------------------------------------------- scheduler
@@ -313,6 +318,44 @@ class DSRLConfig(AlgorithmConfig):
 
 
 @dataclass
+class DPPOConfig(AlgorithmConfig):
+    """DPPO (Ren et al. 2024): PPO over the two-layer MDP (environment decisions x denoising steps), with a value
+    function on the environment state (drl/algorithms/dppo.py). lr is the actor's."""
+
+    name: str = "dppo"
+    lr: float = 1e-4
+    critic_lr: float = 1e-3
+    """Learning rate of the value function V(s) (DPPO's critic_lr)."""
+    critic_hidden_dim: int = 256
+    """Width of the value function's 3 hidden layers (Mish MLP on the flattened observation history)."""
+    ft_denoising_steps: int = 5
+    """K: only the last K denoising steps are fine-tuned (and are the MDP's actions); the earlier ones run the frozen
+    base policy. At most scheduler.num_steps."""
+    min_std: float = 0.1
+    """Floor of the std of the K fine-tuned steps, in sampling and in the log-prob (DPPO's min_sampling_denoising_std
+    and min_logprob_denoising_std): exploration noise even at the near-deterministic last steps."""
+    clip_range: float = 0.01
+    """PPO clip range of the per-denoising-step ratio (DPPO's clip_ploss_coef for Gym tasks)."""
+    gae_lambda: float = 0.95
+    """GAE's lambda over environment decisions (env.gamma is the discount per decision)."""
+    gamma_denoising: float = 0.99
+    """A chunk's advantage is multiplied by gamma_denoising^(K - 1 - k) at fine-tuned step k (k = K - 1 the last)."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before the value function and GAE see them (DPPO's reward_scale_const)."""
+    vf_coef: float = 0.5
+    """Weight of the value loss 0.5 (V - return)^2."""
+    value_clip: float = 0.0
+    """Clip V's change from its value at collection to +-this in the loss (DPPO's clip_vloss_coef); 0: no clipping."""
+    bc_coef: float = 0.0
+    """Weight of the BC regulariser: -log-likelihood under the fine-tuned policy of chains sampled by the frozen base
+    policy at the batch's states (DPPO's use_bc_loss); 0: off."""
+    update_epochs: int = 5
+    """Passes over each epoch's (decision, denoising step) pairs, in minibatches of train.batch_size."""
+    critic_warmup_epochs: int = 0
+    """First epochs train only the value function (DPPO's n_critic_warmup_itr)."""
+
+
+@dataclass
 class NFTConfig(AlgorithmConfig):
     name: str = "nft"
     lr: float = 1e-4
@@ -488,7 +531,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: Any = MISSING
-    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig, NFTConfig, DPOConfig, DiffusionQLConfig, DSRLConfig)."""
+    """One of the algorithm schemas (PretrainConfig, RWRConfig, DDPOConfig, AlignPropConfig, NFTConfig, DPOConfig, DiffusionQLConfig, DSRLConfig, DPPOConfig)."""
     env: Optional[EnvConfig] = None
     """A control task (env=bandit, pendulum, hopper, ...); None: text-to-image."""
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -563,6 +606,7 @@ ALGORITHM_SCHEMAS = {
     "alignprop": AlignPropConfig,
     "diffusion_ql": DiffusionQLConfig,
     "dsrl": DSRLConfig,
+    "dppo": DPPOConfig,
     "nft": NFTConfig,
     "dpo": DPOConfig,
 }
@@ -718,7 +762,7 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.minibatches", a.minibatches)
         if a.pairs_path is None and a.group_size < 2:
             p.append(f"algorithm=dpo online needs algorithm.group_size >= 2 (got {a.group_size}) to form pairs, or a pairs file (algorithm.pairs_path).")
-    if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig)) or isinstance(m, PolicyModelConfig):
+    if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig, DPPOConfig)) or isinstance(m, PolicyModelConfig):
         from drl.envs.validate import control_problems  # the control-specific rules live with the envs
 
         p.extend(control_problems(cfg))

@@ -16,12 +16,13 @@ import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import Config, ConfigError
+from drl.envs.chunking import Horizons
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, bandit_dataset
 from drl.envs.dataset_files import read_dataset
 from drl.envs.episodes import vector_options
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
-from drl.envs.make import BANDIT_ID, space_sizes
+from drl.envs.make import BANDIT_ID, space_shapes
 from drl.models.policy import DiffusionPolicy, load_policy
 from drl.rewards import WeightedReward, build_reward
 from drl.sampling import make_schedule
@@ -32,11 +33,12 @@ SCATTER_POINTS = 500
 
 def control_algorithms() -> dict[str, type[Algorithm]]:
     from drl.algorithms.diffusion_ql import DiffusionQL
+    from drl.algorithms.dppo import DPPO
     from drl.algorithms.dsrl import DSRL
     from drl.algorithms.policy_bc import PolicyBC
     from drl.algorithms.policy_ddpo import PolicyDDPO
 
-    return {"pretrain": PolicyBC, "diffusion_ql": DiffusionQL, "dsrl": DSRL, "ddpo": PolicyDDPO}
+    return {"pretrain": PolicyBC, "diffusion_ql": DiffusionQL, "dsrl": DSRL, "ddpo": PolicyDDPO, "dppo": DPPO}
 
 
 def load_dataset(cfg: Config) -> OfflineDataset:
@@ -48,14 +50,16 @@ def load_dataset(cfg: Config) -> OfflineDataset:
 
 
 def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
-    obs_dim, act_dim = space_sizes(cfg.env.id)
+    obs_shape, action_shape = space_shapes(cfg.env.id, Horizons.of(cfg.model))
     if cfg.model.from_scratch:
-        return DiffusionPolicy.build(obs_dim, act_dim, cfg.model, seed=cfg.seed).to(device)
+        sizes = int(np.prod(obs_shape)), int(np.prod(action_shape))
+        return DiffusionPolicy.build(*sizes, cfg.model, seed=cfg.seed, obs_shape=obs_shape, action_shape=action_shape).to(device)
     policy = load_policy(cfg.model.path)
-    if (policy.obs_dim, policy.act_dim) != (obs_dim, act_dim):
+    if (policy.obs_shape, policy.action_shape) != (obs_shape, action_shape):
         raise ConfigError(
-            f"The policy at model.path={cfg.model.path!r} has (obs, act) sizes {(policy.obs_dim, policy.act_dim)}; "
-            f"env.id={cfg.env.id!r} needs {(obs_dim, act_dim)}."
+            f"The policy at model.path={cfg.model.path!r} reads observations {list(policy.obs_shape)} and acts {list(policy.action_shape)}; "
+            f"env.id={cfg.env.id!r} with model.obs_horizon={cfg.model.obs_horizon} model.action_horizon={cfg.model.action_horizon} "
+            f"needs {list(obs_shape)} and {list(action_shape)}."
         )
     return policy.to(device)
 
@@ -64,33 +68,35 @@ def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainConte
     policy = build_policy(cfg, device)
     schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
     dataset = load_dataset(cfg) if cfg.algorithm.name in OFFLINE else None
+    horizons = Horizons.of(cfg.model)
     if dataset is not None:
-        collector = DatasetReader(dataset, device)
+        collector = DatasetReader(dataset, device, horizons)
     else:
-        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device, **vector_options(cfg.env))
+        collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device, horizons, **vector_options(cfg.env))
     trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
     policy.unet.requires_grad_(trains_policy)
     params = list(policy.unet.parameters()) if trains_policy else []
     reward = build_reward(cfg.reward, device)
     ctx = TrainContext(cfg, policy, schedule, collector, None, params, reward, device)
     algorithm = control_algorithms()[cfg.algorithm.name](cfg.algorithm, ctx)
-    ctx.hooks = ControlHooks(ctx, algorithm, dataset)
+    ctx.hooks = ControlHooks(ctx, algorithm, collector if dataset is not None else None)
     return ctx, reward, algorithm
 
 
 class ControlHooks:
     """The control side of the loop's before/after: evaluation, plots, video, the exported policy."""
 
-    def __init__(self, ctx: TrainContext, algorithm: Algorithm, dataset: OfflineDataset | None):
-        self.ctx, self.algorithm, self.dataset = ctx, algorithm, dataset
+    def __init__(self, ctx: TrainContext, algorithm: Algorithm, reader: DatasetReader | None):
+        self.ctx, self.algorithm = ctx, algorithm
+        self.dataset = reader.dataset if reader is not None else None
         g = torch.Generator().manual_seed(ctx.cfg.seed)
         n = 16
-        obs = dataset.observations[:n] if dataset is not None else np.zeros((n, ctx.model.obs_dim), np.float32)
+        obs = reader.data.observations[:n] if reader is not None else torch.zeros((n, *ctx.model.obs_shape))
         # Fixed probe inputs for drift_from_base: the policy's noise prediction before vs now.
         self.probe = (
-            torch.randn((n, ctx.model.act_dim), generator=g).to(ctx.device),
+            torch.randn((n, *ctx.model.action_shape), generator=g).to(ctx.device),
             ctx.schedule.timesteps[torch.randint(ctx.schedule.num_steps, (n,), generator=g)].to(ctx.device),
-            torch.as_tensor(obs, device=ctx.device),
+            obs.to(ctx.device),
         )
         self.base_prediction = self._predict()
 
@@ -109,17 +115,19 @@ class ControlHooks:
         if not logger.enabled:
             return
         g = torch.Generator().manual_seed(cfg.seed + 11)
-        act = self.algorithm.evaluation_actor(g)
-        result = evaluate(cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score, **vector_options(cfg.env))
+        act, horizons = self.algorithm.evaluation_actor(g), Horizons.of(cfg.model)
+        result = evaluate(
+            cfg.env.id, act, cfg.env.eval_episodes, cfg.seed, cfg.env.ref_min_score, cfg.env.ref_max_score, horizons, **vector_options(cfg.env)
+        )
         (run_dir / f"eval_{stage}.json").write_text(json.dumps(result, indent=1) + "\n")
         logger.log_summary({f"{k}_{stage}": v for k, v in result.items()}, epoch)
-        if cfg.env.id == BANDIT_ID:
+        if cfg.env.id == BANDIT_ID and not horizons.chunked:
             actions, _ = act(np.zeros((SCATTER_POINTS, 1), np.float32))
             data = self.dataset.actions[:SCATTER_POINTS] if self.dataset is not None else None
             title = f"{cfg.algorithm.name} {stage}: mean reward {result['eval/return_mean']:.3f}"
             logger.log_image(f"actions_{stage}", scatter_actions(actions, run_dir / f"actions_{stage}.png", title, data), epoch)
         if stage == "after" and cfg.env.video:
-            logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed), epoch)
+            logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed, horizons=horizons), epoch)
 
     def before(self, logger) -> None:
         if self.ctx.cfg.algorithm.name not in OFFLINE:  # offline methods start from noise: nothing to show

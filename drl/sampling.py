@@ -234,6 +234,7 @@ def denoising_step(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     reduction: Reduction = "sum",
+    min_std: float = 0.0,
 ) -> StepOutput:
     """One reverse step x_t -> x_{t-1} with its log-probability.
 
@@ -246,10 +247,14 @@ def denoising_step(
         prev_sample: a stored x_{t-1} to re-score instead of drawing one (the update phase).
         noise: [B, *D] the variance noise z to use when drawing; else drawn from ``generator``.
         reduction: "sum" (exact log-likelihood) or "mean" over the non-batch dims.
+        min_std: floor of σ_t (DPPO's min_sampling_denoising_std / min_logprob_denoising_std): the step is then
+            N(μ_θ, max(σ_t, min_std)² I), deterministic steps included; 0 leaves the scheduler's σ_t.
     """
     if t.ndim == 0:
         t = t.expand(sample.shape[0])
     mean, std, x0 = step_mean_std(schedule, model_output, t, sample, eta)
+    if min_std > 0:
+        std = std.clamp(min=min_std)
     stochastic = std > MIN_STOCHASTIC_STD
     if prev_sample is None:
         if noise is None:

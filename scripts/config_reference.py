@@ -40,6 +40,7 @@ SECTIONS = [
     ("DPOConfig", "algorithm.", "algorithm=dpo", "algorithm=dpo"),
     ("DiffusionQLConfig", "algorithm.", "algorithm=diffusion_ql", "algorithm=diffusion_ql"),
     ("DSRLConfig", "algorithm.", "algorithm=dsrl", "algorithm=dsrl"),
+    ("DPPOConfig", "algorithm.", "algorithm=dppo", "algorithm=dppo"),
     ("PromptsConfig", "prompts.", "prompts", None),
     ("EnvConfig", "env.", "env", "env=bandit (or pendulum, hopper, halfcheetah)"),
     ("TrainConfig", "train.", "train", None),

@@ -22,6 +22,9 @@ EXTRA = {
     "algorithm=dsrl": CONTROL[:3] + ["model.from_scratch=false", "model.path=/tmp/policy", "scheduler.eta=0"],
     "experiment=bandit_dsrl": ["model.path=/tmp/policy"],
     "experiment=bandit_ddpo": ["model.path=/tmp/policy"],
+    "algorithm=dppo": CONTROL[:-1] + ["model.from_scratch=false", "model.path=/tmp/policy", "algorithm.ft_denoising_steps=2"],
+    "experiment=bandit_dppo": ["model.path=/tmp/policy"],
+    "experiment=hopper_dppo": ["model.path=/tmp/policy"],
     "experiment=pendulum_dsrl": ["model.path=/tmp/policy"],
     **{f"env={name}": CONTROL[1:] for name in ("bandit", "pendulum", "hopper", "halfcheetah")},
 }

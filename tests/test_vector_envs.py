@@ -56,6 +56,23 @@ def test_four_environments_give_the_episodes_of_one_in_the_same_order(mode):
     assert_same_episodes(one, four)
 
 
+def test_chunked_envs_give_the_same_episodes_in_vector_envs():
+    """Action chunks (model.obs_horizon/action_horizon) and vector envs compose: every sub-env is a ChunkedEnv."""
+    from drl.envs.chunking import Horizons
+
+    weights = np.random.default_rng(0).normal(0, 1, (2 * 11, 4 * 3))
+
+    def act(obs):  # obs [n, To=2, O=11] -> chunks [n, Ta=4, A=3]
+        flat = obs.reshape(len(obs), -1)
+        return np.sin(10 * flat @ weights).reshape(len(obs), 4, 3).astype(np.float32), {"seen": torch.as_tensor(obs)}
+
+    horizons = Horizons(obs=2, action=4)
+    one = run_episodes("Hopper-v5", act, 5, seed=3, horizons=horizons)
+    three = run_episodes("Hopper-v5", act, 5, seed=3, horizons=horizons, num_envs=3, vector_mode="sync")
+    assert one[0].observations.shape[1:] == (2, 11) and one[0].actions.shape[1:] == (4, 3)
+    assert_same_episodes(one, three)
+
+
 def test_time_limits_end_episodes_in_vector_envs_without_terminating():
     actor = wobbly_actor(3, 1)
     one = run_episodes("Pendulum-v1", actor, 3, seed=4)
@@ -97,7 +114,7 @@ def test_online_algorithms_collect_and_evaluate_in_vector_envs(tmp_path, monkeyp
     vector_episodes = drl.envs.episodes.run_vector_episodes
     monkeypatch.setattr(
         drl.envs.episodes, "run_vector_episodes", lambda *args: calls.append(args[2:]) or vector_episodes(*args)
-    )  # (num_episodes, seed, num_envs, mode) of every vector rollout
+    )  # (num_episodes, seed, num_envs, mode, horizons) of every vector rollout
     DiffusionPolicy.build(1, 2, PolicyModelConfig(hidden_dim=16, diffusion_steps=3), seed=0).save_pretrained(tmp_path / "bc")
     overrides = [
         f"experiment={experiment}",
@@ -121,4 +138,4 @@ def test_online_algorithms_collect_and_evaluate_in_vector_envs(tmp_path, monkeyp
     collected = [c for c in calls if c[0] == 8]
     evaluated = [c for c in calls if c[0] == 5]
     assert len(collected) == 1 and len(evaluated) == 3  # before, the last epoch, after
-    assert all(c[2:] == (3, "async") for c in calls)
+    assert all(c[2:4] == (3, "async") for c in calls)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from drl.envs.chunking import Horizons
 from drl.envs.episodes import Actor, vector_options
 from drl.envs.evaluate import evaluate
 
@@ -26,6 +27,7 @@ class Evaluates:
             cfg.seed,
             cfg.env.ref_min_score,
             cfg.env.ref_max_score,
+            Horizons.of(cfg.model),
             **vector_options(cfg.env),
         )
 

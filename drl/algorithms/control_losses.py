@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from drl.losses import l_simple
@@ -49,3 +50,20 @@ def sac_critic_target(
 ) -> torch.Tensor:
     """SAC's soft TD target y = r + gamma (1 - d) (min Q'(s', a') - alpha log pi(a'|s')). [B]"""
     return td_target(rewards, terminations, next_q_min - alpha * next_log_prob, gamma)
+
+
+def generalized_advantages(
+    rewards: np.ndarray, values: np.ndarray, last_value: float, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """GAE over one episode's decisions (Schulman et al. 2016, eq. 16). rewards, values [T] -> (advantages, returns) [T].
+
+    delta_t = r_t + gamma V_{t+1} - V_t with V_T = ``last_value`` (0 when the episode terminated, V(s_T) when a time
+    limit cut it); A_t = delta_t + gamma lam A_{t+1}; the value target is A_t + V_t.
+    """
+    next_values = np.append(values[1:], last_value)  # [T]
+    deltas = rewards + gamma * next_values - values
+    advantages, running = np.zeros(len(rewards), dtype=np.float64), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = deltas[t] + gamma * lam * running
+        advantages[t] = running
+    return advantages.astype(np.float32), (advantages + values).astype(np.float32)

@@ -12,6 +12,9 @@ Offline: the collector reads a dataset. Each gradient step (the paper's Algorith
 
 Acting at evaluation: ``candidates`` actions per state from pi_theta, one drawn with probability
 softmax(min_i Q'_i(s, a)) (the paper's sample_action).
+
+With action chunks (drl/envs/chunking.py) s is the observation history, a the chunk, r its summed reward and
+s' the history Ta steps later: the TD target bootstraps once per chunk (env.gamma per decision).
 """
 
 from __future__ import annotations
@@ -103,14 +106,14 @@ class DiffusionQL(Evaluates, Algorithm):
 
     # -------------------------------------------------------------------- acting
     def select_actions(self, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``candidates`` actions per state, one drawn by softmax over min-Q of the target critics. [B, A]"""
+        """``candidates`` actions per state, one drawn by softmax over min-Q of the target critics. [B, *action_shape]"""
         ctx, k = self.ctx, self.cfg.candidates
-        repeated = states.repeat_interleave(k, dim=0)  # [B*k, O]
+        repeated = states.repeat_interleave(k, dim=0)  # [B*k, *obs_shape]
         with torch.no_grad():
-            actions = ctx.model.sample(ctx.schedule, repeated, eta=ctx.cfg.scheduler.eta, generator=generator).actions  # [B*k, A]
+            actions = ctx.model.sample(ctx.schedule, repeated, eta=ctx.cfg.scheduler.eta, generator=generator).actions  # [B*k, *action_shape]
             q = self.critic_target.q_min(repeated, actions).view(-1, k)  # [B, k]
         pick = torch.multinomial(torch.softmax(q, dim=1).cpu(), 1, generator=generator).squeeze(1).to(q.device)  # [B]
-        return actions.view(-1, k, actions.shape[1])[torch.arange(len(states)), pick]
+        return actions.view(-1, k, *actions.shape[1:])[torch.arange(len(states)), pick]
 
     def evaluation_actor(self, generator: torch.Generator):
         def act(obs: np.ndarray):

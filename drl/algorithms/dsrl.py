@@ -13,6 +13,9 @@ initial noise w to an action. DSRL learns an actor over the noise, pi^w(w | s), 
         pi^w      <- as in DSRL-SAC, against Q^W
 
 Only the noise actor and critics train; the policy's weights never change.
+
+With action chunks (model.action_horizon > 1) w has the chunk's shape [Ta, A]; the actor, critics and replay
+buffer read states, noises and actions flattened (To * O, Ta * A).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import sac_critic_target, td_target
 from drl.config import DSRLConfig
+from drl.envs.chunking import Horizons
 from drl.envs.collector import episodes_to_transitions, horizon
 from drl.envs.episodes import run_episodes, vector_options
 from drl.models.critic import TanhGaussianActor, TwinQ, soft_update
@@ -69,7 +73,7 @@ class ReplayBuffer:
 class DSRL(Evaluates, Algorithm):
     def __init__(self, cfg: DSRLConfig, ctx: TrainContext):
         policy, device = ctx.model, ctx.device
-        obs_dim, noise_dim = policy.obs_dim, policy.act_dim  # the noise w has the action's shape
+        obs_dim, noise_dim = policy.obs_dim, policy.act_dim  # the noise w has the action's shape (flattened here)
         torch.manual_seed(ctx.cfg.seed)
         self.actor = TanhGaussianActor(obs_dim, noise_dim, cfg.noise_bound, cfg.hidden_dim).to(device)
         ctx.params = list(self.actor.parameters())  # the base optimizer trains the noise actor
@@ -107,21 +111,23 @@ class DSRL(Evaluates, Algorithm):
 
     # ------------------------------------------------------------------ acting
     def steer(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """pi_W(s, w): the frozen policy's deterministic chain from initial noise w. [B, A]"""
-        ctx = self.ctx
-        return ctx.model.sample(ctx.schedule, states, eta=0.0, initial_noise=noise).actions
+        """pi_W(s, w): the frozen policy's deterministic chain from initial noise w [B, Ta * A]. [B, Ta * A]"""
+        policy, schedule = self.ctx.model, self.ctx.schedule
+        noise = noise.view(len(noise), *policy.action_shape)
+        return policy.sample(schedule, states, eta=0.0, initial_noise=noise).actions.flatten(1)
 
     def _actor(self, generator: torch.Generator, explore: str):
         """obs -> (actions, {"noise": w}); explore: base (w ~ N(0, I)), sample (w ~ pi^w) or mode."""
 
         @torch.no_grad()
         def act(obs: np.ndarray):
-            states = torch.as_tensor(obs, device=self.ctx.device)
+            states = torch.as_tensor(obs, device=self.ctx.device).flatten(1)  # [n, O] (a history [n, To, O] flattened)
             if explore == "base":
                 noise = torch.randn(states.shape[0], self.ctx.model.act_dim, generator=generator).to(states)
             else:
                 noise, _ = self.actor(states, generator, deterministic=explore == "mode")
-            return self.steer(states, noise).cpu().numpy(), {"noise": noise.cpu()}
+            actions = self.steer(states, noise).view(len(states), *self.ctx.model.action_shape)
+            return actions.cpu().numpy(), {"noise": noise.cpu()}
 
         return act
 
@@ -134,15 +140,19 @@ class DSRL(Evaluates, Algorithm):
         """Whole episodes with the current noise actor (the base policy in the first random_epochs)."""
         ctx = self.ctx
         explore = "base" if self.epochs_collected < self.cfg.random_epochs else "sample"
+        horizons = Horizons.of(ctx.cfg.model)
         episodes = run_episodes(
             ctx.cfg.env.id,
             self._actor(generator, explore),
-            -(-ctx.cfg.train.samples_per_epoch // horizon(ctx.cfg.env.id)),
+            -(-ctx.cfg.train.samples_per_epoch // horizon(ctx.cfg.env.id, horizons)),
             seed=int(torch.randint(2**31 - 1, (1,), generator=generator)),
+            horizons=horizons,
             **vector_options(ctx.cfg.env),
         )
         self.epochs_collected += 1
         batch = episodes_to_transitions(episodes, ctx.device)
+        for name in ("observations", "actions", "next_observations"):  # histories and chunks, flattened
+            setattr(batch, name, getattr(batch, name).flatten(1))
         noise = torch.cat([e.extras["noise"] for e in episodes]).to(ctx.device)
         if self.cfg.variant == "sac":
             batch.actions = noise  # [N, A]: SAC's action is the noise

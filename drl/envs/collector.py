@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from drl.envs.chunking import Horizons, chunk_windows
 from drl.envs.dataset import OfflineDataset
 from drl.envs.episodes import Episode, discounted_returns_to_go, run_episodes
 from drl.envs.make import make_env
@@ -31,31 +32,29 @@ def episodes_to_transitions(episodes: list[Episode], device: torch.device) -> Tr
 
 
 class DatasetReader:
-    """Uniform minibatches of an offline dataset, held on the device."""
+    """Uniform minibatches of an offline dataset, held on the device; with chunks, of its ChunkedEnv decisions
+    (observations [N, To, O], actions [N, Ta, A], rewards summed over the chunk: drl.envs.chunking.chunk_windows)."""
 
-    def __init__(self, dataset: OfflineDataset, device: torch.device):
+    def __init__(self, dataset: OfflineDataset, device: torch.device, horizons: Horizons = Horizons()):
         self.dataset = dataset
-        self.data = TransitionBatch(
-            *(
-                torch.as_tensor(getattr(dataset, k), dtype=torch.float32, device=device)
-                for k in ("observations", "actions", "rewards", "next_observations", "terminations")
-            )
-        )
+        fields = ("observations", "actions", "rewards", "next_observations", "terminations")
+        arrays = chunk_windows(dataset, horizons) if horizons.chunked else {k: getattr(dataset, k) for k in fields}
+        self.data = TransitionBatch(*(torch.as_tensor(arrays[k], dtype=torch.float32, device=device) for k in fields))
 
     def sample(self, n: int, generator: torch.Generator) -> TransitionBatch:
         return self.data.minibatch(torch.randint(len(self.data), (n,), generator=generator).to(self.data.rewards.device))
 
 
-def horizon(env_id: str) -> int:
-    """Steps per episode under the env's time limit (1 if it has none, e.g. the bandit)."""
+def horizon(env_id: str, horizons: Horizons = Horizons()) -> int:
+    """Decisions per episode under the env's time limit (1 if it has none, e.g. the bandit); a chunk is one."""
     make_env(env_id).close()  # registers drl's own envs
-    return gym.spec(env_id).max_episode_steps or 1
+    return math.ceil((gym.spec(env_id).max_episode_steps or 1) / horizons.action)
 
 
 def policy_actor(
     policy: DiffusionPolicy, schedule: NoiseSchedule, eta: float, generator: torch.Generator, record: bool = False
 ) -> Callable:
-    """obs [n, O] -> (actions [n, A], extras): one chain per state; with ``record`` the chain's tensors."""
+    """obs [n, *obs_shape] -> (actions [n, *action_shape], extras): one chain per state; with ``record`` the chain's tensors."""
 
     @torch.no_grad()
     def act(obs: np.ndarray):
@@ -72,27 +71,38 @@ class PolicyCollector:
     guidance_scale = 1.0  # read by DDPO; a policy has no classifier-free guidance
 
     def __init__(
-        self, policy: DiffusionPolicy, schedule: NoiseSchedule, env_id: str, eta: float, gamma: float, device: torch.device, **vector
+        self,
+        policy: DiffusionPolicy,
+        schedule: NoiseSchedule,
+        env_id: str,
+        eta: float,
+        gamma: float,
+        device: torch.device,
+        horizons: Horizons = Horizons(),
+        **vector,
     ):
         self.policy, self.schedule, self.env_id = policy, schedule, env_id
-        self.eta, self.gamma, self.device = eta, gamma, device
+        self.eta, self.gamma, self.device, self.horizons = eta, gamma, device, horizons
         self.vector = vector  # run_episodes' num_envs, vector_mode
 
-    def collect(self, num_steps: int, generator: torch.Generator) -> Rollout:
-        """Whole episodes until at least ``num_steps`` env steps; step k's reward is its return-to-go.
-
-        The Rollout's "prompt embeddings" are the states, its samples the executed actions;
-        metadata carries each step's discounted return-to-go G_t (the env_return reward).
-        """
-        episodes_needed = math.ceil(num_steps / horizon(self.env_id))
+    def episodes(self, num_steps: int, actor: Callable, generator: torch.Generator) -> list[Episode]:
+        """Whole episodes, run side by side, until at least ``num_steps`` decisions (env steps, or chunks)."""
+        episodes_needed = math.ceil(num_steps / horizon(self.env_id, self.horizons))
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        actor = policy_actor(self.policy, self.schedule, self.eta, generator, record=True)
-        episodes = run_episodes(self.env_id, actor, episodes_needed, seed, **self.vector)
+        return run_episodes(self.env_id, actor, episodes_needed, seed, horizons=self.horizons, **self.vector)
+
+    def collect(self, num_steps: int, generator: torch.Generator) -> Rollout:
+        """Whole episodes until at least ``num_steps`` decisions; decision k's reward is its return-to-go.
+
+        The Rollout's "prompt embeddings" are the states, its samples the executed actions (chunks);
+        metadata carries each decision's discounted return-to-go G_t (the env_return reward).
+        """
+        episodes = self.episodes(num_steps, policy_actor(self.policy, self.schedule, self.eta, generator, record=True), generator)
         cat = lambda name: torch.cat([e.extras[name] for e in episodes]).to(self.device)  # noqa: E731
-        states = torch.as_tensor(np.concatenate([e.observations for e in episodes]), device=self.device)  # [B, O]
+        states = torch.as_tensor(np.concatenate([e.observations for e in episodes]), device=self.device)  # [B, O] / [B, To, O]
         returns = np.concatenate([discounted_returns_to_go(e.rewards, self.gamma) for e in episodes])  # [B]
         metadata = [{"return_to_go": float(g)} for g in returns]
-        actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]), device=self.device)  # [B, A]
+        actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]), device=self.device)  # [B, A] / [B, Ta, A]
         stochastic = self.policy.sample(
             self.schedule, states[:1], eta=self.eta, generator=torch.Generator().manual_seed(0)
         ).stochastic  # [S]

@@ -12,10 +12,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from drl.envs.chunking import Horizons
 from drl.envs.make import make_env
 from drl.envs.vector import run_vector_episodes
 
-# obs [n, O] float32 -> (actions [n, A] in [-1, 1], extras: name -> tensor [n, ...] kept per step)
+# obs [n, O] float32 -> (actions [n, A] in [-1, 1], extras: name -> tensor [n, ...] kept per step);
+# on a ChunkedEnv obs [n, To, O] -> actions [n, Ta, A]
 Actor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, torch.Tensor]]]
 
 
@@ -23,12 +25,12 @@ Actor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, torch.Tensor]]]
 class Episode:
     """One episode, T steps. Field names follow Minari/D4RL."""
 
-    observations: np.ndarray  # [T, O]
-    actions: np.ndarray  # [T, A]
+    observations: np.ndarray  # [T, O] ([T, To, O] chunked)
+    actions: np.ndarray  # [T, A] ([T, Ta, A] chunked)
     rewards: np.ndarray  # [T]
     terminations: np.ndarray  # [T] bool: the MDP ended (no bootstrap)
     truncations: np.ndarray  # [T] bool: time limit (bootstrap through it)
-    next_observations: np.ndarray  # [T, O]
+    next_observations: np.ndarray  # [T, O] ([T, To, O] chunked)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [T, ...]
     frames: list[np.ndarray] = field(default_factory=list)  # rendered RGB frames when asked
 
@@ -41,17 +43,25 @@ class Episode:
 
 
 def run_episodes(
-    env_id: str, actor: Actor, num_episodes: int, seed: int, render: bool = False, num_envs: int = 1, vector_mode: str = "async"
+    env_id: str,
+    actor: Actor,
+    num_episodes: int,
+    seed: int,
+    render: bool = False,
+    horizons: Horizons = Horizons(),
+    num_envs: int = 1,
+    vector_mode: str = "async",
 ) -> list[Episode]:
     """``num_episodes`` episodes in order, episode k reset with seed + k.
 
     num_envs == 1: one env per episode in this process, all stepped together until each ends (one
     actor call per step over the episodes still running). num_envs > 1: a gymnasium vector env of
     num_envs sub-envs (drl.envs.vector), each running episodes one after another.
+    With ``horizons`` chunked, a step is a decision of ChunkedEnv (Ta env steps, their summed reward).
     """
     if num_envs > 1 and not render:
-        return [_episode(s, []) for s in run_vector_episodes(env_id, actor, num_episodes, seed, num_envs, vector_mode)]
-    envs = [make_env(env_id, render=render) for _ in range(num_episodes)]
+        return [_episode(s, []) for s in run_vector_episodes(env_id, actor, num_episodes, seed, num_envs, vector_mode, horizons)]
+    envs = [make_env(env_id, render=render, horizons=horizons) for _ in range(num_episodes)]
     obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]).astype(np.float32)  # [n, O]
     steps: list[list[tuple]] = [[] for _ in envs]
     frames: list[list[np.ndarray]] = [[env.render()] if render else [] for env in envs]

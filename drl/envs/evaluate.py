@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from drl.envs.chunking import Horizons
 from drl.envs.episodes import Actor, run_episodes
 
 EVAL_SEED_OFFSET = 50_000  # evaluation episodes never share resets with training episodes
@@ -20,10 +21,17 @@ def normalized_score(mean_return: float, ref_min: float | None, ref_max: float |
 
 
 def evaluate(
-    env_id: str, actor: Actor, episodes: int, seed: int, ref_min: float | None = None, ref_max: float | None = None, **vector
+    env_id: str,
+    actor: Actor,
+    episodes: int,
+    seed: int,
+    ref_min: float | None = None,
+    ref_max: float | None = None,
+    horizons: Horizons = Horizons(),
+    **vector,
 ) -> dict:
     """Mean and spread of the return over ``episodes`` seeded episodes (+ the normalised score); ``vector``: run_episodes' num_envs, vector_mode."""
-    returns = np.array([e.total_reward for e in run_episodes(env_id, actor, episodes, seed + EVAL_SEED_OFFSET, **vector)])
+    returns = np.array([e.total_reward for e in run_episodes(env_id, actor, episodes, seed + EVAL_SEED_OFFSET, horizons=horizons, **vector)])
     result = {"eval/return_mean": float(returns.mean()), "eval/return_std": float(returns.std()), "eval/episodes": episodes}
     score = normalized_score(result["eval/return_mean"], ref_min, ref_max)
     if score is not None:
@@ -31,9 +39,9 @@ def evaluate(
     return result
 
 
-def save_video(env_id: str, actor: Actor, path: Path, seed: int, fps: int = 30) -> Path:
-    """Render one episode headless (MuJoCo: MUJOCO_GL=egl) into an animated GIF."""
-    (episode,) = run_episodes(env_id, actor, 1, seed + EVAL_SEED_OFFSET, render=True)
+def save_video(env_id: str, actor: Actor, path: Path, seed: int, fps: int = 30, horizons: Horizons = Horizons()) -> Path:
+    """Render one episode headless (MuJoCo: MUJOCO_GL=egl) into an animated GIF (chunked: one frame per chunk)."""
+    (episode,) = run_episodes(env_id, actor, 1, seed + EVAL_SEED_OFFSET, render=True, horizons=horizons)
     frames = [Image.fromarray(np.asarray(f)) for f in episode.frames if f is not None]
     if not frames:
         raise ValueError(f"env.id={env_id!r} renders no frames; set env.video=false.")

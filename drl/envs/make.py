@@ -7,6 +7,8 @@ import os
 import gymnasium as gym
 import numpy as np
 
+from drl.envs.chunking import ChunkedEnv, Horizons
+
 BANDIT_ID = "drl/MultimodalBandit-v0"
 
 
@@ -15,8 +17,11 @@ def _register() -> None:
         gym.register(BANDIT_ID, entry_point="drl.envs.bandit:MultimodalBandit")
 
 
-def make_env(env_id: str, render: bool = False) -> gym.Env:
-    """gymnasium.make(env_id) with RescaleAction to [-1, 1]; MuJoCo renders headless (EGL) when asked."""
+def make_env(env_id: str, render: bool = False, horizons: Horizons = Horizons()) -> gym.Env:
+    """gymnasium.make(env_id) with RescaleAction to [-1, 1]; MuJoCo renders headless (EGL) when asked.
+
+    With To or Ta > 1 (``horizons``) the env is wrapped in ChunkedEnv: observations [To, O], actions [Ta, A].
+    """
     _register()
     if render:
         os.environ.setdefault("MUJOCO_GL", "egl")
@@ -29,12 +34,18 @@ def make_env(env_id: str, render: bool = False) -> gym.Env:
     low, high = env.action_space.low, env.action_space.high
     if not (np.allclose(low, -1) and np.allclose(high, 1)):
         env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
-    return env
+    return ChunkedEnv(env, horizons) if horizons.chunked else env
+
+
+def space_shapes(env_id: str, horizons: Horizons = Horizons()) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(observation shape, action shape) of a task: ((O,), (A,)), or ((To, O), (Ta, A)) when chunked."""
+    env = make_env(env_id, horizons=horizons)
+    shapes = tuple(env.observation_space.shape), tuple(env.action_space.shape)
+    env.close()
+    return shapes
 
 
 def space_sizes(env_id: str) -> tuple[int, int]:
     """(observation size O, action size A) of a task."""
-    env = make_env(env_id)
-    sizes = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
-    env.close()
-    return sizes
+    obs_shape, act_shape = space_shapes(env_id)
+    return int(np.prod(obs_shape)), int(np.prod(act_shape))

@@ -22,28 +22,31 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
+from drl.envs.chunking import Horizons
 from drl.envs.make import make_env
 
 VECTOR_MODES = ("async", "sync")
 
 
-def make_vector_env(env_id: str, num_envs: int, mode: str) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of make_env(env_id) (whatever wrappers it applies), in subprocesses or in this process."""
+def make_vector_env(env_id: str, num_envs: int, mode: str, horizons: Horizons = Horizons()) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of make_env(env_id, horizons=...) (whatever wrappers it applies), in subprocesses or here."""
     if mode not in VECTOR_MODES:
         raise ValueError(f"env.vector_mode={mode!r} is not one of {', '.join(VECTOR_MODES)}.")
-    factories = [partial(make_env, env_id)] * num_envs
+    factories = [partial(make_env, env_id, horizons=horizons)] * num_envs
     vector_env = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
     return vector_env(factories, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
-def run_vector_episodes(env_id: str, actor, num_episodes: int, seed: int, num_envs: int, mode: str) -> list[list[tuple]]:
+def run_vector_episodes(
+    env_id: str, actor, num_episodes: int, seed: int, num_envs: int, mode: str, horizons: Horizons = Horizons()
+) -> list[list[tuple]]:
     """Each episode's steps ``(obs, action, reward, terminated, truncated, next_obs, extras)``, episode k at index k.
 
     ``actor(obs [n, ...]) -> (actions [n, ...], extras)`` is called once per vector step on the
     sub-envs that are running an episode (n <= num_envs).
     """
     n = min(num_envs, num_episodes)
-    envs = make_vector_env(env_id, n, mode)
+    envs = make_vector_env(env_id, n, mode, horizons)
     steps: list[list[tuple]] = [[] for _ in range(num_episodes)]
     try:
         obs = np.asarray(envs.reset(seed=[seed + i for i in range(n)])[0], np.float32)  # [n, ...]: sub-env i runs episode i

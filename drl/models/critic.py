@@ -22,12 +22,24 @@ class TwinQ(nn.Module):
         self.q2 = mish_mlp(obs_dim + act_dim, hidden_dim, num_layers, 1)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """states [B, O], actions [B, A] -> (Q1 [B], Q2 [B])."""
-        x = torch.cat([states, actions], dim=1)
+        """states [B, O], actions [B, A] -> (Q1 [B], Q2 [B]); a history [B, To, O] and a chunk [B, Ta, A] are read flattened."""
+        x = torch.cat([states.flatten(1), actions.flatten(1)], dim=1)
         return self.q1(x).squeeze(1), self.q2(x).squeeze(1)
 
     def q_min(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return torch.minimum(*self(states, actions))
+
+
+class ValueFunction(nn.Module):
+    """V(s): a Mish MLP on the state (an observation history [B, To, O] read flattened), DPPO's critic."""
+
+    def __init__(self, obs_dim: int, hidden_dim: int = 256, num_layers: int = 3):
+        super().__init__()
+        self.net = mish_mlp(obs_dim, hidden_dim, num_layers, 1)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """states [B, O] or [B, To, O] -> V [B]."""
+        return self.net(states.flatten(1)).squeeze(1)
 
 
 class TanhGaussianActor(nn.Module):

@@ -3,6 +3,8 @@
 Shape legend:
     B  states in the batch       O  observation size       A  action size
     S  denoising steps            E  timestep-embedding size
+    To, Ta  observation / action horizons: with chunks a state is [To, O] and an action [Ta, A]
+            (drl/envs/chunking.py); the MLP reads both flattened. Without, they are [O] and [A].
 
 The policy is a diffusion model over actions a in [-1, 1]^A conditioned on the state s
 (Wang et al. 2023, "Diffusion Policies as an Expressive Policy Class for Offline RL",
@@ -74,15 +76,16 @@ class MLPDenoiser(nn.Module):
         self.net = mish_mlp(act_dim + time_dim + obs_dim, hidden_dim, num_layers, act_dim)
 
     def forward(self, actions: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """actions [B, A] (a_t), t [B] long, states [B, O] -> predicted noise [B, A]."""
-        return self.net(torch.cat([actions, self.time_embedding(t), states], dim=1))
+        """actions [B, A] or [B, Ta, A] (a_t), t [B] long, states [B, O] or [B, To, O] -> predicted noise, actions' shape."""
+        out = self.net(torch.cat([actions.flatten(1), self.time_embedding(t), states.flatten(1)], dim=1))
+        return out.view(actions.shape)
 
 
 @dataclass
 class ChainOutput:
     """One run of the reverse chain for a batch of states.
 
-    actions:   [B, A]         a_0, the executed actions
+    actions:   [B, A]         a_0, the executed actions ([B, Ta, A] with chunks, and so below)
     latents:   [B, S + 1, A]  a_T ... a_0
     timesteps: [B, S] long
     log_probs: [B, S] float32 exact log p(a_{t-1} | a_t, s)
@@ -99,13 +102,17 @@ class ChainOutput:
 class DiffusionPolicy:
     """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
 
-    def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict):
+    def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict, shapes: dict | None = None):
         self.unet = denoiser  # the trainable network; named as in T2IModel so algorithms share code
         self.scheduler_config = scheduler_config
+        shapes = shapes or {"obs": [denoiser.config["obs_dim"]], "action": [denoiser.config["act_dim"]]}
+        self.obs_shape: tuple[int, ...] = tuple(shapes["obs"])  # (O,) or (To, O)
+        self.action_shape: tuple[int, ...] = tuple(shapes["action"])  # (A,) or (Ta, A)
 
     @classmethod
-    def build(cls, obs_dim: int, act_dim: int, cfg, seed: int = 0) -> "DiffusionPolicy":
-        """A freshly initialised policy from a PolicyModelConfig."""
+    def build(cls, obs_dim: int, act_dim: int, cfg, seed: int = 0, obs_shape=None, action_shape=None) -> "DiffusionPolicy":
+        """A freshly initialised policy from a PolicyModelConfig; ``obs_dim``/``act_dim`` are the flattened
+        sizes of ``obs_shape``/``action_shape`` (a chunked env's [To, O] / [Ta, A]; default (O,) / (A,))."""
         torch.manual_seed(seed)
         denoiser = MLPDenoiser(obs_dim, act_dim, cfg.hidden_dim, cfg.num_layers, cfg.time_dim)
         betas = vp_betas(cfg.diffusion_steps, cfg.beta_min, cfg.beta_max)
@@ -117,10 +124,11 @@ class DiffusionPolicy:
             clip_sample_range=1.0,
             variance_type="fixed_small",
         )
-        return cls(denoiser, scheduler_config)
+        return cls(denoiser, scheduler_config, {"obs": list(obs_shape or [obs_dim]), "action": list(action_shape or [act_dim])})
 
     @property
     def act_dim(self) -> int:
+        """The action's flattened size (Ta * A with chunks)."""
         return self.unet.config["act_dim"]
 
     @property
@@ -159,22 +167,29 @@ class DiffusionPolicy:
         generator: torch.Generator | None = None,
         initial_noise: torch.Tensor | None = None,
         unet: nn.Module | None = None,
+        fine_tuned_steps: int | None = None,
+        frozen_unet: nn.Module | None = None,
+        min_std: float = 0.0,
     ) -> ChainOutput:
-        """Run the reverse chain from a_T ~ N(0, I) (or ``initial_noise`` [B, A]) for states [B, O].
+        """Run the reverse chain from a_T ~ N(0, I) (or ``initial_noise``, actions' shape) for states [B, *obs_shape].
 
         Each step is drl.sampling.denoising_step, so the log-probs are those DDPO re-scores.
         Gradients flow to the weights when the caller enables them (Diffusion-QL's Q term).
+        DPPO: with ``fine_tuned_steps`` = K only the last K steps run ``unet`` (default self.unet), the earlier
+        ones ``frozen_unet``; ``min_std`` floors every step's std (its exploration noise).
         """
         n = states.shape[0]
         if initial_noise is None:
-            initial_noise = torch.randn((n, self.act_dim), generator=generator)
-        x = initial_noise.to(states.device, states.dtype)  # a_T: [B, A]
+            initial_noise = torch.randn((n, *self.action_shape), generator=generator)
+        x = initial_noise.to(states.device, states.dtype)  # a_T: [B, *action_shape]
         latents, log_probs, stochastic = [x], [], []
         timesteps = schedule.timesteps.to(states.device)
-        for t in timesteps:
+        first_tuned = 0 if fine_tuned_steps is None else len(timesteps) - fine_tuned_steps
+        for i, t in enumerate(timesteps):
             t_batch = t.expand(n)
-            noise = torch.randn((n, self.act_dim), generator=generator).to(states.device, states.dtype)  # z: [B, A]
-            step = denoising_step(schedule, self.denoise(x, t_batch, states, unet=unet), t_batch, x, eta=eta, noise=noise)
+            noise = torch.randn((n, *self.action_shape), generator=generator).to(states.device, states.dtype)  # z: [B, *action_shape]
+            out = self.denoise(x, t_batch, states, unet=unet if i >= first_tuned else frozen_unet)
+            step = denoising_step(schedule, out, t_batch, x, eta=eta, noise=noise, min_std=min_std)
             x = step.prev_sample
             latents.append(x)
             log_probs.append(step.log_prob)
@@ -192,7 +207,9 @@ class DiffusionPolicy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.unet.state_dict().items()}, directory / WEIGHTS_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps({"denoiser": self.unet.config, "scheduler": self.scheduler_config}, indent=1))
+        shapes = {"obs": list(self.obs_shape), "action": list(self.action_shape)}
+        config = {"denoiser": self.unet.config, "scheduler": self.scheduler_config, "shapes": shapes}
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=1))
 
 
 def load_policy(path: str | Path) -> DiffusionPolicy:
@@ -208,4 +225,4 @@ def load_policy(path: str | Path) -> DiffusionPolicy:
     config = json.loads((directory / CONFIG_NAME).read_text())
     denoiser = MLPDenoiser(**config["denoiser"])
     denoiser.load_state_dict(load_file(directory / WEIGHTS_NAME))
-    return DiffusionPolicy(denoiser, config["scheduler"])
+    return DiffusionPolicy(denoiser, config["scheduler"], config.get("shapes"))  # no "shapes": saved before chunks, (O,), (A,)
