@@ -715,13 +715,82 @@ def find_problems(cfg: Config) -> list[str]:
         if a.pairs_path is None and a.group_size < 2:
             p.append(f"algorithm=dpo online needs algorithm.group_size >= 2 (got {a.group_size}) to form pairs, or a pairs file (algorithm.pairs_path).")
     if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig)) or isinstance(m, PolicyModelConfig):
-        from drl.envs.validate import control_problems  # the control-specific rules live with the envs
-
         p.extend(control_problems(cfg))
     if isinstance(a, (RWRConfig, DDPOConfig)) and min(t.samples_per_epoch, t.batch_size) > 0:
         minibatches = a.minibatches
         if t.samples_per_epoch < minibatches:
             p.append(f"train.samples_per_epoch={t.samples_per_epoch} is smaller than algorithm.minibatches={minibatches}.")
+    return p
+
+
+CONTROL_ALGORITHMS = ("pretrain", "diffusion_ql", "dsrl", "ddpo")
+
+
+def control_problems(cfg) -> list[str]:
+    """Every fault of a control config, as sentences (no gymnasium import: this runs before any work)."""
+    p: list[str] = []
+    env, m, a, s = cfg.env, cfg.model, cfg.algorithm, cfg.scheduler
+    if env is None:
+        p.append(
+            f"algorithm={a.name} with model={m.name} needs a control task: choose one, e.g. env=bandit (or use an experiment=bandit_* config)."
+        )
+        return p
+    if not isinstance(m, PolicyModelConfig):
+        p.append(f"env={env.name} needs a diffusion policy: add model=diffusion_policy.")
+        return p
+    if a.name not in CONTROL_ALGORITHMS:
+        p.append(f"algorithm={a.name} does not run on a control task; use one of {', '.join(CONTROL_ALGORITHMS)}.")
+    if set(cfg.reward.terms) != {"env_return"}:
+        p.append("Control runs are rewarded by the environment: add reward=env_return.")
+    if s.num_steps > m.diffusion_steps:
+        p.append(
+            f"scheduler.num_steps={s.num_steps} exceeds model.diffusion_steps={m.diffusion_steps}: set scheduler.num_steps={m.diffusion_steps}."
+        )
+    if m.finetune != "full":
+        p.append("model.finetune must be full for a diffusion policy (no LoRA on the MLP denoiser).")
+    for key in ("hidden_dim", "num_layers", "time_dim", "diffusion_steps", "beta_min", "beta_max"):
+        if getattr(m, key) <= 0:
+            p.append(f"model.{key}={getattr(m, key)} must be > 0.")
+    if not m.from_scratch and not m.path:
+        p.append("model.from_scratch=false needs model.path: the policy/ directory of a behaviour-cloning run.")
+    if a.name in ("pretrain", "diffusion_ql") and env.dataset is None and env.id != "drl/MultimodalBandit-v0":
+        p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py.")
+    if a.name in ("dsrl", "ddpo") and m.from_scratch:
+        p.append(
+            f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
+        )
+    for key in ("dataset_size", "eval_episodes", "eval_every"):
+        if getattr(env, key) <= 0:
+            p.append(f"env.{key}={getattr(env, key)} must be > 0.")
+    if not 0 < env.gamma <= 1:
+        p.append(f"env.gamma={env.gamma} must be in (0, 1].")
+    if (env.ref_min_score is None) != (env.ref_max_score is None):
+        p.append("env.ref_min_score and env.ref_max_score go together: set both or neither.")
+    if isinstance(a, DiffusionQLConfig):
+        for key in ("critic_lr", "steps_per_epoch", "ema_every", "candidates", "critic_hidden_dim"):
+            if getattr(a, key) <= 0:
+                p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
+        if a.eta < 0:
+            p.append(f"algorithm.eta={a.eta} must be >= 0.")
+        if a.ema_warmup not in ("copy", "initial"):
+            p.append(f"algorithm.ema_warmup={a.ema_warmup!r} is not one of copy, initial.")
+        for key in ("tau", "ema_decay"):
+            if not 0 < getattr(a, key) <= 1:
+                p.append(f"algorithm.{key}={getattr(a, key)} must be in (0, 1].")
+    if isinstance(a, DSRLConfig):
+        if a.variant not in ("sac", "na"):
+            p.append(f"algorithm.variant={a.variant!r} is not one of sac, na.")
+        if a.action_critic_input not in ("offset", "action"):
+            p.append(f"algorithm.action_critic_input={a.action_critic_input!r} is not one of offset, action.")
+        for key in ("noise_bound", "updates_per_epoch", "buffer_size", "init_temperature", "hidden_dim", "distill_samples"):
+            if getattr(a, key) <= 0:
+                p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
+        if not 0 < a.tau <= 1:
+            p.append(f"algorithm.tau={a.tau} must be in (0, 1].")
+        if s.kind != "ddim" or s.eta != 0:
+            p.append("algorithm=dsrl needs the deterministic chain (noise -> action): set scheduler=ddim scheduler.eta=0.")
+    if isinstance(a, DDPOConfig) and a.per_prompt_stat_tracking and a.group_size == 1:
+        p.append("algorithm=ddpo on a control task has no prompts to track: set algorithm.per_prompt_stat_tracking=false.")
     return p
 
 

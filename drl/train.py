@@ -28,7 +28,8 @@ from drl.diagnostics import DriftProbe
 from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
 from drl.models.finetune import has_lora, setup_trainable
-from drl.models.t2i import T2IModel, load_t2i
+from drl.models.loading import load_t2i
+from drl.models.t2i import T2IModel
 from drl.preemption import PreemptionWatch
 from drl.prompts import build_prompt_source
 from drl.resume import FIND, apply_optimizer_settings, find_resume_point, fingerprint, log_changes, optimizer_settings
@@ -71,7 +72,8 @@ def seed_everything(seed: int) -> None:
 
 def build_model(cfg: Config) -> T2IModel:
     if cfg.model.kind == "t2v":  # text-to-video: the same interface, latents with a frame axis
-        from drl.models.t2v import build_toy_t2v, load_t2v
+        from drl.models.loading import load_t2v
+        from drl.models.t2v import build_toy_t2v
 
         if cfg.model.from_scratch:
             return build_toy_t2v(cfg.model.resolution, cfg.model.num_frames, seed=cfg.seed)

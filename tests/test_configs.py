@@ -10,7 +10,7 @@ from drl.config import ConfigError, DDPOConfig, RWRConfig
 from conftest import compose_config, compose_raw
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
-# A control option only validates inside a control run (drl/envs/validate.py says why otherwise).
+# A control option only validates inside a control run (drl/config.py control_problems says why otherwise).
 CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=pretrain"]
 EXTRA = {
     "prompts=file": ["prompts.path=/tmp/prompts.txt"],

@@ -401,7 +401,7 @@ def test_first_ctrl_c_asks_for_a_checkpoint_and_a_second_stops_at_once(capsys):
 
 
 def test_binary_prompts_file_and_wrong_model_family_are_config_errors(tmp_path, tiny_dirs):
-    from drl.models.t2i import load_t2i
+    from drl.models.loading import load_t2i
     from drl.prompts import build_prompt_source
 
     binary = tmp_path / "prompts.txt"
