@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from drl.algorithms import ALGORITHMS, CONTROL, IMAGES, domain_problem
+
 
 class ConfigError(ValueError):
     """A user's config is wrong; the message says what and how to fix it."""
@@ -714,7 +716,13 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.minibatches", a.minibatches)
         if a.pairs_path is None and a.group_size < 2:
             p.append(f"algorithm=dpo online needs algorithm.group_size >= 2 (got {a.group_size}) to form pairs, or a pairs file (algorithm.pairs_path).")
-    if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig)) or isinstance(m, PolicyModelConfig):
+    domain = IMAGES if cfg.env is None else CONTROL
+    wrong_domain = domain_problem(a.name, domain)  # the registry (drl/algorithms/__init__.py) says where each runs
+    if wrong_domain:
+        p.append(wrong_domain)
+    elif cfg.env is None and isinstance(m, PolicyModelConfig):
+        p.append(f"model={m.name} acts on a control task: choose one, e.g. env=bandit (or use an experiment=bandit_* config).")
+    if cfg.env is not None:
         p.extend(control_problems(cfg))
     if isinstance(a, (RWRConfig, DDPOConfig)) and min(t.samples_per_epoch, t.batch_size) > 0:
         minibatches = a.minibatches
@@ -723,23 +731,13 @@ def find_problems(cfg: Config) -> list[str]:
     return p
 
 
-CONTROL_ALGORITHMS = ("pretrain", "diffusion_ql", "dsrl", "ddpo")
-
-
 def control_problems(cfg) -> list[str]:
     """Every fault of a control config, as sentences (no gymnasium import: this runs before any work)."""
     p: list[str] = []
     env, m, a, s = cfg.env, cfg.model, cfg.algorithm, cfg.scheduler
-    if env is None:
-        p.append(
-            f"algorithm={a.name} with model={m.name} needs a control task: choose one, e.g. env=bandit (or use an experiment=bandit_* config)."
-        )
-        return p
     if not isinstance(m, PolicyModelConfig):
         p.append(f"env={env.name} needs a diffusion policy: add model=diffusion_policy.")
         return p
-    if a.name not in CONTROL_ALGORITHMS:
-        p.append(f"algorithm={a.name} does not run on a control task; use one of {', '.join(CONTROL_ALGORITHMS)}.")
     if set(cfg.reward.terms) != {"env_return"}:
         p.append("Control runs are rewarded by the environment: add reward=env_return.")
     if s.num_steps > m.diffusion_steps:
@@ -753,9 +751,10 @@ def control_problems(cfg) -> list[str]:
             p.append(f"model.{key}={getattr(m, key)} must be > 0.")
     if not m.from_scratch and not m.path:
         p.append("model.from_scratch=false needs model.path: the policy/ directory of a behaviour-cloning run.")
-    if a.name in ("pretrain", "diffusion_ql") and env.dataset is None and env.id != "drl/MultimodalBandit-v0":
+    entry = ALGORITHMS.get(a.name)
+    if entry is not None and entry.offline and env.dataset is None and env.id != "drl/MultimodalBandit-v0":
         p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py.")
-    if a.name in ("dsrl", "ddpo") and m.from_scratch:
+    if entry is not None and not entry.offline and m.from_scratch:
         p.append(
             f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drl.algorithms import ALGORITHMS, CONTROL, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import Config, ConfigError
 from drl.envs.collector import DatasetReader, PolicyCollector
@@ -24,17 +25,7 @@ from drl.models.policy import DiffusionPolicy, load_policy
 from drl.rewards import WeightedReward, build_reward
 from drl.sampling import make_schedule
 
-OFFLINE = ("pretrain", "diffusion_ql")
 SCATTER_POINTS = 500
-
-
-def control_algorithms() -> dict[str, type[Algorithm]]:
-    from drl.algorithms.diffusion_ql import DiffusionQL
-    from drl.algorithms.dsrl import DSRL
-    from drl.algorithms.policy_bc import PolicyBC
-    from drl.algorithms.policy_ddpo import PolicyDDPO
-
-    return {"pretrain": PolicyBC, "diffusion_ql": DiffusionQL, "dsrl": DSRL, "ddpo": PolicyDDPO}
 
 
 def load_dataset(cfg: Config) -> OfflineDataset:
@@ -63,7 +54,7 @@ def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
 def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainContext, WeightedReward, Algorithm]:
     policy = build_policy(cfg, device)
     schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
-    dataset = load_dataset(cfg) if cfg.algorithm.name in OFFLINE else None
+    dataset = load_dataset(cfg) if ALGORITHMS[cfg.algorithm.name].offline else None
     if dataset is not None:
         collector = DatasetReader(dataset, device)
     else:
@@ -73,7 +64,7 @@ def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainConte
     params = list(policy.unet.parameters()) if trains_policy else []
     reward = build_reward(cfg.reward, device)
     ctx = TrainContext(cfg, policy, schedule, collector, None, params, reward, device)
-    algorithm = control_algorithms()[cfg.algorithm.name](cfg.algorithm, ctx)
+    algorithm = algorithm_class(cfg.algorithm.name, CONTROL)(cfg.algorithm, ctx)
     ctx.hooks = ControlHooks(ctx, algorithm, dataset)
     return ctx, reward, algorithm
 
@@ -122,7 +113,7 @@ class ControlHooks:
             logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed), epoch)
 
     def before(self, logger) -> None:
-        if self.ctx.cfg.algorithm.name not in OFFLINE:  # offline methods start from noise: nothing to show
+        if not ALGORITHMS[self.ctx.cfg.algorithm.name].offline:  # offline methods start from noise: nothing to show
             self._show(logger, "before", 0)
 
     def after(self, logger) -> None:

@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from drl import distributed, sharding
-from drl.algorithms import ALGORITHMS, Algorithm, TrainContext
+from drl.algorithms import IMAGES, algorithm_class
+from drl.algorithms.base import Algorithm, TrainContext
 from drl.checkpoint import load_trainable_state, save_checkpoint, trainable_state
 from drl.config import Config, ConfigError
 from drl.diagnostics import DriftProbe
@@ -130,7 +131,7 @@ def build_context(cfg: Config, model: T2IModel | None = None) -> tuple[TrainCont
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
     dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.name == "alignprop")
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
-    algorithm = ALGORITHMS[cfg.algorithm.name](cfg.algorithm, ctx)
+    algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original
         model.unet.compile()
     return ctx, reward, algorithm

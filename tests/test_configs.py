@@ -91,3 +91,15 @@ def test_type_and_key_errors_fail_while_composing(override):
     with pytest.raises(Exception) as info:
         compose_raw([override])
     assert any(word in str(info.value) for word in ("abc", "not_a_key", "nope"))
+
+
+def test_the_registry_says_which_algorithm_runs_on_which_domain():
+    from drl.algorithms import ALGORITHMS, CONTROL, IMAGES, algorithm_class, algorithms_on
+
+    assert algorithms_on(CONTROL) == [name for name, entry in ALGORITHMS.items() if entry.control is not None]
+    assert "rwr" in algorithms_on(IMAGES) and "rwr" not in algorithms_on(CONTROL) and "dsrl" not in algorithms_on(IMAGES)
+    assert algorithm_class("ddpo", IMAGES).__name__ == "DDPO" and algorithm_class("ddpo", CONTROL).__name__ == "PolicyDDPO"
+    with pytest.raises(ConfigError, match=f"algorithm=rwr does not run on a control task; use one of {', '.join(algorithms_on(CONTROL))}"):
+        compose_config(["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=rwr"])
+    with pytest.raises(ConfigError, match="algorithm=dsrl runs on control tasks only: choose one, e.g. env=bandit"):
+        compose_config(["algorithm=dsrl"])
