@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from drl.algorithms import ALGORITHMS, CONTROL, IMAGES, domain_problem
+from drl.algorithms import ALGORITHMS, domain_of, domain_problem
 
 
 class ConfigError(ValueError):
@@ -716,8 +716,7 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.minibatches", a.minibatches)
         if a.pairs_path is None and a.group_size < 2:
             p.append(f"algorithm=dpo online needs algorithm.group_size >= 2 (got {a.group_size}) to form pairs, or a pairs file (algorithm.pairs_path).")
-    domain = IMAGES if cfg.env is None else CONTROL
-    wrong_domain = domain_problem(a.name, domain)  # the registry (drl/algorithms/__init__.py) says where each runs
+    wrong_domain = domain_problem(a.name, domain_of(cfg))  # the registry (drl/algorithms/__init__.py) says where each runs
     if wrong_domain:
         p.append(wrong_domain)
     elif cfg.env is None and isinstance(m, PolicyModelConfig):

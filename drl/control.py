@@ -51,8 +51,11 @@ def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
     return policy.to(device)
 
 
-def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainContext, WeightedReward, Algorithm]:
-    policy = build_policy(cfg, device)
+def build_control_context(
+    cfg: Config, device: torch.device, policy: DiffusionPolicy | None = None
+) -> tuple[TrainContext, WeightedReward, Algorithm]:
+    """A control run's pieces (``policy``: an already built one instead of cfg.model's)."""
+    policy = build_policy(cfg, device) if policy is None else policy.to(device)
     schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
     dataset = load_dataset(cfg) if ALGORITHMS[cfg.algorithm.name].offline else None
     if dataset is not None:
@@ -70,7 +73,8 @@ def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainConte
 
 
 class ControlHooks:
-    """The control side of the loop's before/after: evaluation, plots, video, the exported policy."""
+    """The control side of the loop (drl.domain.DomainHooks): evaluation in the environment, plots, video,
+    the drift probe and the exported policy."""
 
     def __init__(self, ctx: TrainContext, algorithm: Algorithm, dataset: OfflineDataset | None):
         self.ctx, self.algorithm, self.dataset = ctx, algorithm, dataset
@@ -85,7 +89,10 @@ class ControlHooks:
         )
         self.base_prediction = self._predict()
 
-    def modules(self) -> dict[str, torch.nn.Module]:
+    def start(self, main: bool) -> None:
+        """Nothing left to take: the base predictions were taken when the hooks were built."""
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
         return {"policy": self.ctx.model.unet}
 
     @torch.no_grad()
@@ -118,6 +125,8 @@ class ControlHooks:
 
     def after(self, logger) -> None:
         self._show(logger, "after", self.ctx.cfg.train.epochs)
+        if logger.enabled:
+            self.export(logger.run_dir)
 
     def export(self, run_dir: Path) -> None:
         self.algorithm.export_policy().save_pretrained(run_dir / "policy")

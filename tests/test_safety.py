@@ -464,7 +464,7 @@ def test_full_disk_is_one_sentence_and_the_rerun_loses_nothing(tmp_path, random_
 def test_eval_json_stays_valid_json_when_a_reward_is_nan():
     import json
 
-    from drl.train import json_safe, nan_for_null
+    from drl.images import json_safe, nan_for_null
 
     record = {"before": [0.5, float("nan")], "summary": {"eval/gain": float("inf"), "eval/n": 2}, "prompt": "a"}
     text = json.dumps(json_safe(record), allow_nan=False)

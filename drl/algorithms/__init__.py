@@ -39,6 +39,11 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
 }
 
 
+def domain_of(cfg) -> str:
+    """The domain a composed config trains on: control tasks name an env."""
+    return IMAGES if cfg.env is None else CONTROL
+
+
 def algorithms_on(domain: str) -> list[str]:
     """The algorithm names that run on ``domain``, in registry order."""
     return [name for name, entry in ALGORITHMS.items() if entry.on(domain) is not None]

@@ -24,6 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from drl.models.base import DenoiserModel
 from drl.sampling import NoiseSchedule, denoising_step
 from drl.types import Conditioning
 
@@ -96,7 +97,7 @@ class ChainOutput:
     stochastic: torch.Tensor
 
 
-class DiffusionPolicy:
+class DiffusionPolicy(DenoiserModel):
     """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
 
     def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict):

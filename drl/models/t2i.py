@@ -21,6 +21,7 @@ from transformers import AutoTokenizer
 
 from drl.checkpoint import export_lora
 from drl.config import ConfigError
+from drl.models.base import DenoiserModel
 from drl.types import Conditioning
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -47,7 +48,7 @@ def missing_model_message(path: str, what: str = "model") -> str:
 
 
 @dataclass
-class T2IModel:
+class T2IModel(DenoiserModel):
     """The parts of a text-to-image pipeline that RL fine-tuning touches (Stable Diffusion 1.x/2.x layout).
 
     Subclasses for other families (drl.models.sdxl, drl.models.sd3) change only how prompts
