@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from drl.models.base import DenoiserModel
-from drl.sampling import NoiseSchedule, denoising_step
+from drl.chain import gaussian_noise, run_chain
+from drl.sampling import NoiseSchedule
 from drl.types import Conditioning
 
 WEIGHTS_NAME, CONFIG_NAME = "policy.safetensors", "policy.json"
@@ -167,25 +168,15 @@ class DiffusionPolicy(DenoiserModel):
         Gradients flow to the weights when the caller enables them (Diffusion-QL's Q term).
         """
         n = states.shape[0]
-        if initial_noise is None:
-            initial_noise = torch.randn((n, self.act_dim), generator=generator)
-        x = initial_noise.to(states.device, states.dtype)  # a_T: [B, A]
-        latents, log_probs, stochastic = [x], [], []
-        timesteps = schedule.timesteps.to(states.device)
-        for t in timesteps:
-            t_batch = t.expand(n)
-            noise = torch.randn((n, self.act_dim), generator=generator).to(states.device, states.dtype)  # z: [B, A]
-            step = denoising_step(schedule, self.denoise(x, t_batch, states, unet=unet), t_batch, x, eta=eta, noise=noise)
-            x = step.prev_sample
-            latents.append(x)
-            log_probs.append(step.log_prob)
-            stochastic.append(bool(step.stochastic[0]))
+        noise = gaussian_noise(generator, torch.float32, states.device, states.dtype)
+        x = noise((n, self.act_dim)) if initial_noise is None else initial_noise.to(states.device, states.dtype)  # a_T: [B, A]
+        chain = run_chain(schedule, x, lambda x_t, t: self.denoise(x_t, t, states, unet=unet), noise, eta=eta)
         return ChainOutput(
-            actions=x.clamp(-1, 1),
-            latents=torch.stack(latents, dim=1),
-            timesteps=timesteps.unsqueeze(0).expand(n, -1).clone(),
-            log_probs=torch.stack(log_probs, dim=1),
-            stochastic=torch.tensor(stochastic, device=states.device),
+            actions=chain.sample.clamp(-1, 1),
+            latents=chain.latents,
+            timesteps=chain.timesteps,
+            log_probs=chain.log_probs,
+            stochastic=chain.stochastic,
         )
 
     # ---------------------------------------------------------------- save/load
