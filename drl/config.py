@@ -11,7 +11,8 @@ Group yaml files pick their schema through their defaults list, e.g.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -177,6 +178,19 @@ class PretrainConfig(AlgorithmConfig):
 
 
 @dataclass
+class BCConfig(AlgorithmConfig):
+    """Behaviour cloning of a diffusion policy on a control task's dataset (L_simple on state-action pairs)."""
+
+    name: str = "bc"
+    lr: float = 1e-3
+    steps_per_epoch: int = 50
+    """Optimizer steps per epoch, each on train.batch_size transitions from the dataset."""
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    """The exported policy is an EMA of the weights by default."""
+
+
+@dataclass
 class RWRConfig(AlgorithmConfig):
     name: str = "rwr"
     lr: float = 3e-5
@@ -262,8 +276,10 @@ class DiffusionQLConfig(AlgorithmConfig):
     """Actor (diffusion policy) learning rate."""
     critic_lr: float = 3e-4
     """Learning rate of the twin Q networks."""
-    eta: float = 1.0
-    """Weight of the Q term: actor loss = BC loss + eta * (-Q / mean|Q|) (Wang et al. 2023, eq. 3)."""
+    q_weight: float = 1.0
+    """Weight of the Q term (the paper's eta): actor loss = BC loss + q_weight * (-Q / mean|Q|) (Wang et al. 2023, eq. 3)."""
+    eta: Optional[float] = None
+    """Deprecated: the old name of q_weight (it clashed with scheduler.eta); still read for this release, with a notice."""
     steps_per_epoch: int = 100
     """Gradient steps per epoch, each on train.batch_size transitions from the dataset."""
     tau: float = 0.005
@@ -556,6 +572,7 @@ def eval_problems(cfg: EvalConfig) -> list[str]:
 
 ALGORITHM_SCHEMAS = {
     "pretrain": PretrainConfig,
+    "bc": BCConfig,
     "rwr": RWRConfig,
     "ddpo": DDPOConfig,
     "alignprop": AlignPropConfig,
@@ -659,8 +676,8 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "algorithm.warmup_steps", a.warmup_steps, allow_zero=True)
     _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
     _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
-    if a.kl_coef > 0 and isinstance(a, PretrainConfig):
-        p.append("algorithm.kl_coef is not supported by algorithm=pretrain (it is by ddpo, rwr, alignprop, nft and dpo).")
+    if a.kl_coef > 0 and isinstance(a, (PretrainConfig, BCConfig)):
+        p.append(f"algorithm.kl_coef is not supported by algorithm={a.name} (it is by ddpo, rwr, alignprop, nft and dpo).")
     if isinstance(a, (DDPOConfig, NFTConfig, DPOConfig)):
         _positive(p, "algorithm.group_size", a.group_size)
         if a.group_size > 0 and t.samples_per_epoch % a.group_size:
@@ -692,8 +709,9 @@ def find_problems(cfg: Config) -> list[str]:
         _choice(p, "algorithm.truncation", a.truncation, ("all", "last", "random"))
         _positive(p, "algorithm.truncation_steps", a.truncation_steps)
         _positive(p, "algorithm.gradient_accumulation", a.gradient_accumulation)
-    if isinstance(a, PretrainConfig):
+    if isinstance(a, (PretrainConfig, BCConfig)):
         _positive(p, "algorithm.steps_per_epoch", a.steps_per_epoch)
+    if isinstance(a, PretrainConfig):
         _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)
         for attr, rate in a.caption_noise.items():
             _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
@@ -768,8 +786,8 @@ def control_problems(cfg) -> list[str]:
         for key in ("critic_lr", "steps_per_epoch", "ema_every", "candidates", "critic_hidden_dim"):
             if getattr(a, key) <= 0:
                 p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
-        if a.eta < 0:
-            p.append(f"algorithm.eta={a.eta} must be >= 0.")
+        if a.q_weight < 0:
+            p.append(f"algorithm.q_weight={a.q_weight} must be >= 0.")
         if a.ema_warmup not in ("copy", "initial"):
             p.append(f"algorithm.ema_warmup={a.ema_warmup!r} is not one of copy, initial.")
         for key in ("tau", "ema_decay"):
@@ -792,6 +810,20 @@ def control_problems(cfg) -> list[str]:
     return p
 
 
+def apply_renames(cfg: Config) -> list[str]:
+    """Old option names still work for one release: move them to the new ones, and say so (one line each)."""
+    notices = []
+    a = cfg.algorithm
+    if isinstance(a, DiffusionQLConfig) and a.eta is not None:
+        a.q_weight, a.eta = a.eta, None
+        notices.append("algorithm.eta is now algorithm.q_weight (it clashed with scheduler.eta); the old name goes in the next release.")
+    if isinstance(a, PretrainConfig) and cfg.env is not None:
+        shared = {f.name for f in fields(BCConfig)} - {"name"}
+        cfg.algorithm = BCConfig(**{k: getattr(a, k) for k in shared})
+        notices.append("algorithm=pretrain on a control task is now algorithm=bc; the old name goes in the next release.")
+    return notices
+
+
 def validate(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into typed objects, or raise one ConfigError listing every fault."""
     try:
@@ -802,7 +834,10 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError("algorithm is not set: choose one, e.g. algorithm=ddpo.")
     from drl.schema_checks import schema_problems  # generic over every schema: unknown keys, NaN/inf
 
-    problems = schema_problems(cfg, obj) + find_problems(obj)
+    problems = schema_problems(cfg, obj)
+    for notice in apply_renames(obj):
+        print(f"drl-train: note: {notice}", file=sys.stderr)
+    problems += find_problems(obj)
     if problems:
         raise ConfigError(" ".join(problems) if len(problems) == 1 else "\n  - " + "\n  - ".join(problems))
     return obj

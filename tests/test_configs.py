@@ -11,7 +11,7 @@ from conftest import compose_config, compose_raw
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
 # A control option only validates inside a control run (drl/config.py control_problems says why otherwise).
-CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=pretrain"]
+CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=bc"]
 EXTRA = {
     "prompts=file": ["prompts.path=/tmp/prompts.txt"],
     "model=sd3": ["scheduler=flow"],
@@ -19,6 +19,7 @@ EXTRA = {
     "model=diffusion_policy": CONTROL,
     "reward=env_return": CONTROL,
     "algorithm=diffusion_ql": CONTROL[:-1],
+    "algorithm=bc": CONTROL[:-1],
     "algorithm=dsrl": CONTROL[:3] + ["model.from_scratch=false", "model.path=/tmp/policy", "scheduler.eta=0"],
     "experiment=bandit_dsrl": ["model.path=/tmp/policy"],
     "experiment=bandit_ddpo": ["model.path=/tmp/policy"],
@@ -103,3 +104,20 @@ def test_the_registry_says_which_algorithm_runs_on_which_domain():
         compose_config(["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=rwr"])
     with pytest.raises(ConfigError, match="algorithm=dsrl runs on control tasks only: choose one, e.g. env=bandit"):
         compose_config(["algorithm=dsrl"])
+
+
+def test_old_option_names_still_work_with_a_one_line_notice(capsys):
+    from drl.config import BCConfig
+
+    cfg = compose_config(["experiment=bandit_diffusion_ql", "algorithm.eta=0.5"], tiny=False)
+    assert cfg.algorithm.q_weight == 0.5 and cfg.algorithm.eta is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "algorithm.eta is now algorithm.q_weight" in err
+    cfg = compose_config(CONTROL[:-1] + ["algorithm=pretrain", "algorithm.lr=0.002"])
+    assert isinstance(cfg.algorithm, BCConfig) and cfg.algorithm.name == "bc"
+    assert (cfg.algorithm.lr, cfg.algorithm.ema_decay, cfg.algorithm.warmup_steps) == (0.002, 0.999, 200)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "algorithm=pretrain on a control task is now algorithm=bc" in err
+    assert compose_config(["algorithm=pretrain"]).algorithm.name == "pretrain"  # pretraining an image model: no notice
+    assert capsys.readouterr().err == ""
+

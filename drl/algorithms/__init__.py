@@ -28,7 +28,8 @@ class AlgorithmEntry:
 
 
 ALGORITHMS: dict[str, AlgorithmEntry] = {
-    "pretrain": AlgorithmEntry(images="drl.algorithms.pretrain:Pretrain", control="drl.algorithms.policy_bc:PolicyBC", offline=True),
+    "pretrain": AlgorithmEntry(images="drl.algorithms.pretrain:Pretrain"),
+    "bc": AlgorithmEntry(control="drl.algorithms.policy_bc:PolicyBC", offline=True),
     "rwr": AlgorithmEntry(images="drl.algorithms.rwr:RWR"),
     "ddpo": AlgorithmEntry(images="drl.algorithms.ddpo:DDPO", control="drl.algorithms.policy_ddpo:PolicyDDPO"),
     "alignprop": AlgorithmEntry(images="drl.algorithms.alignprop:AlignProp"),
