@@ -121,3 +121,63 @@ def test_old_option_names_still_work_with_a_one_line_notice(capsys):
     assert compose_config(["algorithm=pretrain"]).algorithm.name == "pretrain"  # pretraining an image model: no notice
     assert capsys.readouterr().err == ""
 
+
+def _experiment_parts(path):
+    """(group overrides, included experiment files, body) of an experiment yaml."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    groups, includes = [], []
+    for entry in data.pop("defaults", []):
+        (key, value), = entry.items() if isinstance(entry, dict) else [(entry, None)]
+        if key.startswith("override /"):
+            groups.append(f"{key.removeprefix('override /')}={value}")
+        elif not key.startswith("_"):  # another experiment file, relative to this one's group
+            includes.append(path.parent / f"{key.split('@')[0]}.yaml")
+    return groups, includes, data
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _repeated_keys(path) -> list[str]:
+    """Keys of an experiment whose value is what the config already has without them (its groups and includes)."""
+    from omegaconf import OmegaConf
+
+    groups, includes, body = _experiment_parts(path)
+    for include in includes:
+        more_groups, _, _ = _experiment_parts(include)
+        groups = more_groups + groups
+    reference = compose_raw(groups)
+    for include in includes:
+        reference = OmegaConf.merge(reference, OmegaConf.create(_experiment_parts(include)[2]))
+    repeated = []
+    for key, value in _leaves(body):
+        known = OmegaConf.select(reference, key, default="<absent>", throw_on_resolution_failure=False)
+        if isinstance(known, (dict, list)) or OmegaConf.is_config(known):
+            known = OmegaConf.to_container(known)
+        if known == value or (isinstance(value, float) and isinstance(known, (int, float)) and float(known) == value):
+            repeated.append(f"{key}={value!r}")
+    return repeated
+
+
+# The reference presets (ref_*) pin every setting of their reference implementation on purpose, defaults
+# included: a later change of a drl default must not change what "trl's DDPO" means (docs/guide/coming-from.md).
+@pytest.mark.parametrize(
+    "path", [p for p in sorted((Path(config_dir()) / "experiment").rglob("*.yaml")) if not p.stem.startswith("ref_")], ids=lambda p: p.stem
+)
+def test_experiments_are_pure_diffs(path):
+    assert _repeated_keys(path) == [], "these keys repeat a default"
+
+
+def test_the_bandit_experiments_share_one_base():
+    root = Path(config_dir()) / "experiment"
+    for name in ("bandit_bc", "bandit_ddpo", "bandit_diffusion_ql", "bandit_dsrl"):
+        assert _experiment_parts(root / f"{name}.yaml")[1] == [root / "shared" / "bandit.yaml"], name
+        cfg = compose_raw([f"experiment={name}"])
+        assert (cfg.env.name, cfg.model.name, cfg.model.hidden_dim, cfg.train.batch_size) == ("bandit", "diffusion_policy", 128, 256)
