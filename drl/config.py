@@ -11,11 +11,14 @@ Group yaml files pick their schema through their defaults list, e.g.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from drl.algorithms import ALGORITHMS, domain_of, domain_problem
 
 
 class ConfigError(ValueError):
@@ -180,6 +183,19 @@ class PretrainConfig(AlgorithmConfig):
 
 
 @dataclass
+class BCConfig(AlgorithmConfig):
+    """Behaviour cloning of a diffusion policy on a control task's dataset (L_simple on state-action pairs)."""
+
+    name: str = "bc"
+    lr: float = 1e-3
+    steps_per_epoch: int = 50
+    """Optimizer steps per epoch, each on train.batch_size transitions from the dataset."""
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    """The exported policy is an EMA of the weights by default."""
+
+
+@dataclass
 class RWRConfig(AlgorithmConfig):
     name: str = "rwr"
     lr: float = 3e-5
@@ -265,8 +281,10 @@ class DiffusionQLConfig(AlgorithmConfig):
     """Actor (diffusion policy) learning rate."""
     critic_lr: float = 3e-4
     """Learning rate of the twin Q networks."""
-    eta: float = 1.0
-    """Weight of the Q term: actor loss = BC loss + eta * (-Q / mean|Q|) (Wang et al. 2023, eq. 3)."""
+    q_weight: float = 1.0
+    """Weight of the Q term (the paper's eta): actor loss = BC loss + q_weight * (-Q / mean|Q|) (Wang et al. 2023, eq. 3)."""
+    eta: Optional[float] = None
+    """Deprecated: the old name of q_weight (it clashed with scheduler.eta); still read for this release, with a notice."""
     steps_per_epoch: int = 100
     """Gradient steps per epoch, each on train.batch_size transitions from the dataset."""
     tau: float = 0.005
@@ -601,6 +619,7 @@ def eval_problems(cfg: EvalConfig) -> list[str]:
 
 ALGORITHM_SCHEMAS = {
     "pretrain": PretrainConfig,
+    "bc": BCConfig,
     "rwr": RWRConfig,
     "ddpo": DDPOConfig,
     "alignprop": AlignPropConfig,
@@ -705,8 +724,8 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "algorithm.warmup_steps", a.warmup_steps, allow_zero=True)
     _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
     _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
-    if a.kl_coef > 0 and isinstance(a, PretrainConfig):
-        p.append("algorithm.kl_coef is not supported by algorithm=pretrain (it is by ddpo, rwr, alignprop, nft and dpo).")
+    if a.kl_coef > 0 and isinstance(a, (PretrainConfig, BCConfig)):
+        p.append(f"algorithm.kl_coef is not supported by algorithm={a.name} (it is by ddpo, rwr, alignprop, nft and dpo).")
     if isinstance(a, (DDPOConfig, NFTConfig, DPOConfig)):
         _positive(p, "algorithm.group_size", a.group_size)
         if a.group_size > 0 and t.samples_per_epoch % a.group_size:
@@ -738,8 +757,9 @@ def find_problems(cfg: Config) -> list[str]:
         _choice(p, "algorithm.truncation", a.truncation, ("all", "last", "random"))
         _positive(p, "algorithm.truncation_steps", a.truncation_steps)
         _positive(p, "algorithm.gradient_accumulation", a.gradient_accumulation)
-    if isinstance(a, PretrainConfig):
+    if isinstance(a, (PretrainConfig, BCConfig)):
         _positive(p, "algorithm.steps_per_epoch", a.steps_per_epoch)
+    if isinstance(a, PretrainConfig):
         _fraction(p, "algorithm.caption_dropout", a.caption_dropout, closed_low=True)
         for attr, rate in a.caption_noise.items():
             _fraction(p, f"algorithm.caption_noise.{attr}", rate, closed_low=True)
@@ -762,15 +782,116 @@ def find_problems(cfg: Config) -> list[str]:
         _positive(p, "algorithm.minibatches", a.minibatches)
         if a.pairs_path is None and a.group_size < 2:
             p.append(f"algorithm=dpo online needs algorithm.group_size >= 2 (got {a.group_size}) to form pairs, or a pairs file (algorithm.pairs_path).")
-    if cfg.env is not None or isinstance(a, (DiffusionQLConfig, DSRLConfig, DPPOConfig)) or isinstance(m, PolicyModelConfig):
-        from drl.envs.validate import control_problems  # the control-specific rules live with the envs
-
+    wrong_domain = domain_problem(a.name, domain_of(cfg))  # the registry (drl/algorithms/__init__.py) says where each runs
+    if wrong_domain:
+        p.append(wrong_domain)
+    elif cfg.env is None and isinstance(m, PolicyModelConfig):
+        p.append(f"model={m.name} acts on a control task: choose one, e.g. env=bandit (or use an experiment=bandit_* config).")
+    if cfg.env is not None:
         p.extend(control_problems(cfg))
     if isinstance(a, (RWRConfig, DDPOConfig)) and min(t.samples_per_epoch, t.batch_size) > 0:
         minibatches = a.minibatches
         if t.samples_per_epoch < minibatches:
             p.append(f"train.samples_per_epoch={t.samples_per_epoch} is smaller than algorithm.minibatches={minibatches}.")
     return p
+
+
+def control_problems(cfg) -> list[str]:
+    """Every fault of a control config, as sentences (no gymnasium import: this runs before any work)."""
+    p: list[str] = []
+    env, m, a, s = cfg.env, cfg.model, cfg.algorithm, cfg.scheduler
+    if not isinstance(m, PolicyModelConfig):
+        p.append(f"env={env.name} needs a diffusion policy: add model=diffusion_policy.")
+        return p
+    if set(cfg.reward.terms) != {"env_return"}:
+        p.append("Control runs are rewarded by the environment: add reward=env_return.")
+    if s.num_steps > m.diffusion_steps:
+        p.append(
+            f"scheduler.num_steps={s.num_steps} exceeds model.diffusion_steps={m.diffusion_steps}: set scheduler.num_steps={m.diffusion_steps}."
+        )
+    if m.finetune != "full":
+        p.append("model.finetune must be full for a diffusion policy (no LoRA on the MLP denoiser).")
+    for key in ("hidden_dim", "num_layers", "time_dim", "diffusion_steps", "beta_min", "beta_max", "obs_horizon", "action_horizon"):
+        if getattr(m, key) <= 0:
+            p.append(f"model.{key}={getattr(m, key)} must be > 0.")
+    if not m.from_scratch and not m.path:
+        p.append("model.from_scratch=false needs model.path: the policy/ directory of a behaviour-cloning run.")
+    entry = ALGORITHMS.get(a.name)
+    if entry is not None and entry.offline and env.dataset is None and env.id != "drl/MultimodalBandit-v0":
+        p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py, a D4RL-style .hdf5 file or a Minari dataset.")
+    if entry is not None and not entry.offline and m.from_scratch:
+        p.append(
+            f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
+        )
+    for key in ("dataset_size", "eval_episodes", "eval_every", "num_envs"):
+        if getattr(env, key) <= 0:
+            p.append(f"env.{key}={getattr(env, key)} must be > 0.")
+    if env.vector_mode not in ("async", "sync"):
+        p.append(f"env.vector_mode={env.vector_mode!r} is not one of async, sync.")
+    if not 0 < env.gamma <= 1:
+        p.append(f"env.gamma={env.gamma} must be in (0, 1].")
+    if (env.ref_min_score is None) != (env.ref_max_score is None):
+        p.append("env.ref_min_score and env.ref_max_score go together: set both or neither.")
+    if isinstance(a, DiffusionQLConfig):
+        for key in ("critic_lr", "steps_per_epoch", "ema_every", "candidates", "critic_hidden_dim"):
+            if getattr(a, key) <= 0:
+                p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
+        if a.q_weight < 0:
+            p.append(f"algorithm.q_weight={a.q_weight} must be >= 0.")
+        if a.ema_warmup not in ("copy", "initial"):
+            p.append(f"algorithm.ema_warmup={a.ema_warmup!r} is not one of copy, initial.")
+        for key in ("tau", "ema_decay"):
+            if not 0 < getattr(a, key) <= 1:
+                p.append(f"algorithm.{key}={getattr(a, key)} must be in (0, 1].")
+    if isinstance(a, DSRLConfig):
+        if a.variant not in ("sac", "na"):
+            p.append(f"algorithm.variant={a.variant!r} is not one of sac, na.")
+        if a.action_critic_input not in ("offset", "action"):
+            p.append(f"algorithm.action_critic_input={a.action_critic_input!r} is not one of offset, action.")
+        for key in ("noise_bound", "updates_per_epoch", "buffer_size", "init_temperature", "hidden_dim", "distill_samples"):
+            if getattr(a, key) <= 0:
+                p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
+        if not 0 < a.tau <= 1:
+            p.append(f"algorithm.tau={a.tau} must be in (0, 1].")
+        if s.kind != "ddim" or s.eta != 0:
+            p.append("algorithm=dsrl needs the deterministic chain (noise -> action): set scheduler=ddim scheduler.eta=0.")
+    if isinstance(a, DPPOConfig):
+        p.extend(_dppo_problems(a, s))
+    if isinstance(a, DDPOConfig) and a.per_prompt_stat_tracking and a.group_size == 1:
+        p.append("algorithm=ddpo on a control task has no prompts to track: set algorithm.per_prompt_stat_tracking=false.")
+    return p
+
+
+def _dppo_problems(a, s) -> list[str]:
+    p = []
+    if not 1 <= a.ft_denoising_steps <= s.num_steps:
+        p.append(f"algorithm.ft_denoising_steps={a.ft_denoising_steps} must be between 1 and scheduler.num_steps={s.num_steps}.")
+    for key in ("critic_lr", "critic_hidden_dim", "clip_range", "reward_scale", "update_epochs"):
+        if getattr(a, key) <= 0:
+            p.append(f"algorithm.{key}={getattr(a, key)} must be > 0.")
+    for key in ("min_std", "vf_coef", "value_clip", "bc_coef", "critic_warmup_epochs"):
+        if getattr(a, key) < 0:
+            p.append(f"algorithm.{key}={getattr(a, key)} must be >= 0.")
+    for key in ("gae_lambda", "gamma_denoising"):
+        if not 0 <= getattr(a, key) <= 1:
+            p.append(f"algorithm.{key}={getattr(a, key)} must be in [0, 1].")
+    if a.min_std == 0 and s.kind == "ddim" and s.eta == 0:
+        p.append("algorithm=dppo needs stochastic steps: set algorithm.min_std > 0, scheduler.eta > 0 or scheduler=ddpm.")
+    return p
+
+
+def apply_renames(cfg: Config) -> list[str]:
+    """Old option names still work for one release: move them to the new ones, and say so (one line each)."""
+    notices = []
+    a = cfg.algorithm
+    if isinstance(a, DiffusionQLConfig) and a.eta is not None:
+        a.q_weight, a.eta = a.eta, None
+        notices.append("algorithm.eta is now algorithm.q_weight (it clashed with scheduler.eta); the old name goes in the next release.")
+    if isinstance(a, PretrainConfig) and cfg.env is not None:
+        shared = {f.name for f in fields(BCConfig)} - {"name"}
+        cfg.algorithm = BCConfig(**{k: getattr(a, k) for k in shared})
+        notices.append("algorithm=pretrain on a control task is now algorithm=bc; the old name goes in the next release.")
+    return notices
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -783,7 +904,10 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError("algorithm is not set: choose one, e.g. algorithm=ddpo.")
     from drl.schema_checks import schema_problems  # generic over every schema: unknown keys, NaN/inf
 
-    problems = schema_problems(cfg, obj) + find_problems(obj)
+    problems = schema_problems(cfg, obj)
+    for notice in apply_renames(obj):
+        print(f"drl-train: note: {notice}", file=sys.stderr)
+    problems += find_problems(obj)
     if problems:
         raise ConfigError(" ".join(problems) if len(problems) == 1 else "\n  - " + "\n  - ".join(problems))
     return obj

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drl.algorithms import ALGORITHMS, CONTROL, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import Config, ConfigError
 from drl.envs.chunking import Horizons
@@ -27,18 +28,7 @@ from drl.models.policy import DiffusionPolicy, load_policy
 from drl.rewards import WeightedReward, build_reward
 from drl.sampling import make_schedule
 
-OFFLINE = ("pretrain", "diffusion_ql")
 SCATTER_POINTS = 500
-
-
-def control_algorithms() -> dict[str, type[Algorithm]]:
-    from drl.algorithms.diffusion_ql import DiffusionQL
-    from drl.algorithms.dppo import DPPO
-    from drl.algorithms.dsrl import DSRL
-    from drl.algorithms.policy_bc import PolicyBC
-    from drl.algorithms.policy_ddpo import PolicyDDPO
-
-    return {"pretrain": PolicyBC, "diffusion_ql": DiffusionQL, "dsrl": DSRL, "ddpo": PolicyDDPO, "dppo": DPPO}
 
 
 def load_dataset(cfg: Config) -> OfflineDataset:
@@ -64,10 +54,13 @@ def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
     return policy.to(device)
 
 
-def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainContext, WeightedReward, Algorithm]:
-    policy = build_policy(cfg, device)
+def build_control_context(
+    cfg: Config, device: torch.device, policy: DiffusionPolicy | None = None
+) -> tuple[TrainContext, WeightedReward, Algorithm]:
+    """A control run's pieces (``policy``: an already built one instead of cfg.model's)."""
+    policy = build_policy(cfg, device) if policy is None else policy.to(device)
     schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
-    dataset = load_dataset(cfg) if cfg.algorithm.name in OFFLINE else None
+    dataset = load_dataset(cfg) if ALGORITHMS[cfg.algorithm.name].offline else None
     horizons = Horizons.of(cfg.model)
     if dataset is not None:
         collector = DatasetReader(dataset, device, horizons)
@@ -78,13 +71,14 @@ def build_control_context(cfg: Config, device: torch.device) -> tuple[TrainConte
     params = list(policy.unet.parameters()) if trains_policy else []
     reward = build_reward(cfg.reward, device)
     ctx = TrainContext(cfg, policy, schedule, collector, None, params, reward, device)
-    algorithm = control_algorithms()[cfg.algorithm.name](cfg.algorithm, ctx)
+    algorithm = algorithm_class(cfg.algorithm.name, CONTROL)(cfg.algorithm, ctx)
     ctx.hooks = ControlHooks(ctx, algorithm, collector if dataset is not None else None)
     return ctx, reward, algorithm
 
 
 class ControlHooks:
-    """The control side of the loop's before/after: evaluation, plots, video, the exported policy."""
+    """The control side of the loop (drl.domain.DomainHooks): evaluation in the environment, plots, video,
+    the drift probe and the exported policy."""
 
     def __init__(self, ctx: TrainContext, algorithm: Algorithm, reader: DatasetReader | None):
         self.ctx, self.algorithm = ctx, algorithm
@@ -100,7 +94,10 @@ class ControlHooks:
         )
         self.base_prediction = self._predict()
 
-    def modules(self) -> dict[str, torch.nn.Module]:
+    def start(self, main: bool) -> None:
+        """Nothing left to take: the base predictions were taken when the hooks were built."""
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
         return {"policy": self.ctx.model.unet}
 
     @torch.no_grad()
@@ -130,11 +127,13 @@ class ControlHooks:
             logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed, horizons=horizons), epoch)
 
     def before(self, logger) -> None:
-        if self.ctx.cfg.algorithm.name not in OFFLINE:  # offline methods start from noise: nothing to show
+        if not ALGORITHMS[self.ctx.cfg.algorithm.name].offline:  # offline methods start from noise: nothing to show
             self._show(logger, "before", 0)
 
     def after(self, logger) -> None:
         self._show(logger, "after", self.ctx.cfg.train.epochs)
+        if logger.enabled:
+            self.export(logger.run_dir)
 
     def export(self, run_dir: Path) -> None:
         self.algorithm.export_policy().save_pretrained(run_dir / "policy")

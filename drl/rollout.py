@@ -3,7 +3,7 @@
 It runs the denoising chain for a batch of prompts in chunks of ``batch_size``
 denoiser calls and records what the algorithms need: every x_t, its timestep and
 the exact log-probability of each transition (drl.sampling.denoising_step, the
-same function the update re-scores with).
+same function the update re-scores with), through drl.chain's one chain.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import functools
 from typing import Callable
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from drl.models.t2i import T2IModel
-from drl.sampling import MIN_STOCHASTIC_STD, NoiseSchedule, denoising_step, step_mean_std
+from drl.chain import gaussian_noise, run_chain
+from drl.sampling import NoiseSchedule
 from drl.types import Conditioning, Rollout
 
 
@@ -89,35 +89,30 @@ class RolloutCollector:
         )
 
     def _collect_chunk(self, prompts: list[str], generator: torch.Generator, x_T: torch.Tensor | None = None) -> dict:
-        n, steps = len(prompts), self.schedule.num_steps
+        n = len(prompts)
         cond = self.model.encode_prompts(prompts)  # batch n
         uncond = self.uncond(n)
-        # Noise is drawn on the CPU generator whatever the device, so runs reproduce across devices.
-        if x_T is None:
-            x_T = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype)
-        x = x_T.to(device=self.device, dtype=self.dtype)  # x_T: [n, C, h, w]
-        latents = [x]
-        log_probs, stochastic = [], []
-        timesteps = self.schedule.timesteps.to(self.device)
-        for t in timesteps:
-            t_batch = t.expand(n)
-            with self.autocast():
-                out = self.model.denoise(x, t_batch, cond, uncond, self.guidance_scale)
-            noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
-            step = denoising_step(self.schedule, out, t_batch, x, eta=self.eta, noise=noise)
-            x = step.prev_sample
-            latents.append(x)
-            log_probs.append(step.log_prob)
-            stochastic.append(bool(step.stochastic[0]))
+        noise = gaussian_noise(generator, self.dtype, self.device, self.dtype)
+        x = noise((n, *self.latent_shape)) if x_T is None else x_T.to(device=self.device, dtype=self.dtype)  # x_T: [n, C, h, w]
+        chain = run_chain(self.schedule, x, self._denoiser(cond, uncond), noise, eta=self.eta)
         return {
             "cond": cond,
             "uncond": uncond,
-            "latents": torch.stack(latents, dim=1),  # [n, S + 1, C, h, w]
-            "timesteps": timesteps.unsqueeze(0).expand(n, steps).clone(),  # [n, S]
-            "log_probs": torch.stack(log_probs, dim=1),  # [n, S]
-            "stochastic": torch.tensor(stochastic, device=self.device),  # [S]
-            "samples": self.model.decode(x),  # [n, 3, H, W], or clips [n, F, 3, H, W]
+            "latents": chain.latents,  # [n, S + 1, C, h, w]
+            "timesteps": chain.timesteps,  # [n, S]
+            "log_probs": chain.log_probs,  # [n, S]
+            "stochastic": chain.stochastic,  # [S]
+            "samples": self.model.decode(chain.sample),  # [n, 3, H, W], or clips [n, F, 3, H, W]
         }
+
+    def _denoiser(self, cond: Conditioning, uncond: Conditioning | None):
+        """(x_t, t) -> the (guided) denoiser output under the run's autocast."""
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                return self.model.denoise(x, t, cond, uncond, self.guidance_scale)
+
+        return denoise
 
     def sample_with_grad(
         self,
@@ -149,26 +144,10 @@ class RolloutCollector:
         n = len(prompts)
         cond = self.model.encode_prompts(prompts)  # batch n
         uncond = self.uncond(n)
-        x = torch.randn((n, *self.latent_shape), generator=generator, dtype=self.dtype).to(self.device)  # x_T: [n, C, h, w]
-        for i, t in enumerate(self.schedule.timesteps.to(self.device)):
-            t_batch = t.expand(n)
-            noise = torch.randn(x.shape, generator=generator, dtype=self.dtype).to(self.device)  # z: [n, C, h, w]
-            with torch.set_grad_enabled(bool(grad_steps[i])):
-                # Checkpointing the whole step (denoiser + update) keeps only x_t per step in memory.
-                # partial binds this step's t and z now: the recomputation runs later, in backward.
-                run = functools.partial(self._reparameterised_step, t=t_batch, cond=cond, uncond=uncond, noise=noise)
-                use_checkpoint = checkpoint_denoiser and bool(grad_steps[i])
-                x_prev, x0 = checkpoint(run, x, use_reentrant=False) if use_checkpoint else run(x)
-                if i == stop_step:
-                    break
-                x = x_prev
-        end = x0 if stop_step is not None else x
-        return (decode(end), end.detach(), cond) if with_latents else decode(end)
-
-    def _reparameterised_step(self, x, t, cond, uncond, noise) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_t -> (x_{t-1} = mu_theta + sigma_t * z, x̂_0), differentiable in the weights; no log-prob."""
-        with self.autocast():
-            out = self.model.denoise(x, t, cond, uncond, self.guidance_scale)
-        mean, std, x0 = step_mean_std(self.schedule, out, t, x, self.eta)
-        std = torch.where(std > MIN_STOCHASTIC_STD, std, torch.zeros_like(std))  # as denoising_step does
-        return (mean + std.view(-1, *([1] * (mean.ndim - 1))) * noise.to(mean.dtype)).to(x.dtype), x0
+        noise = gaussian_noise(generator, self.dtype, self.device, self.dtype)
+        x = noise((n, *self.latent_shape))  # x_T: [n, C, h, w]
+        chain = run_chain(
+            self.schedule, x, self._denoiser(cond, uncond), noise, eta=self.eta, record=False,
+            grad_steps=grad_steps, checkpoint_steps=checkpoint_denoiser, stop_step=stop_step,
+        )  # fmt: skip
+        return (decode(chain.sample), chain.sample.detach(), cond) if with_latents else decode(chain.sample)

@@ -155,7 +155,7 @@ def compose(overrides: list[str]):
 
 
 def bench_family(family: str, args: argparse.Namespace) -> dict:
-    from drl.algorithms import ALGORITHMS
+    from drl.algorithms import IMAGES, algorithm_class
     from drl.models.tiny import BUILDERS
     from drl.rewards import build_reward
     from drl.sampling import make_schedule
@@ -215,7 +215,7 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
             collector.schedule = schedule
             ap_ctx = dataclasses.replace(ctx, cfg=ap_cfg, schedule=schedule, collector=collector,
                                          reward=build_reward(ap_cfg.reward, device))
-            alignprop = ALGORITHMS["alignprop"](ap_cfg.algorithm, ap_ctx)
+            alignprop = algorithm_class("alignprop", IMAGES)(ap_cfg.algorithm, ap_ctx)
             prompts = alignprop.collect(torch.Generator().manual_seed(2))
             row = {"steps": steps, "checkpoint_denoiser": checkpointing}
             try:

@@ -33,6 +33,7 @@ SECTIONS = [
     ("RewardConfig", "reward.", "reward", None),
     ("AlgorithmConfig", "algorithm.", "algorithm (every algorithm)", None),
     ("PretrainConfig", "algorithm.", "algorithm=pretrain", "algorithm=pretrain"),
+    ("BCConfig", "algorithm.", "algorithm=bc", "algorithm=bc (with env=...)"),
     ("RWRConfig", "algorithm.", "algorithm=rwr", "algorithm=rwr"),
     ("DDPOConfig", "algorithm.", "algorithm=ddpo", "algorithm=ddpo"),
     ("AlignPropConfig", "algorithm.", "algorithm=alignprop", "algorithm=alignprop"),

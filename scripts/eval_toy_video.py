@@ -115,7 +115,7 @@ def caption_sensitivity(model, schedule, scenes, clips: torch.Tensor, seed: int)
 @torch.no_grad()
 def main() -> None:
     from drl.models.t2i import resolve_path
-    from drl.models.t2v import load_t2v
+    from drl.models.loading import load_t2v
     from drl.rollout import RolloutCollector
     from drl.sampling import make_schedule
     from drl.toyworld.classifier import attribute_targets, load_classifier

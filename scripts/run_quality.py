@@ -20,7 +20,8 @@ from drl.cli import config_dir
 from drl.config import register_configs, validate
 from drl.evaluation.hacking import QualityProbe
 from drl.evaluation.models import load_spec
-from drl.train import build_context, evaluation_batch, seed_everything
+from drl.images import evaluation_batch
+from drl.train import build_context, seed_everything
 
 
 def main() -> None:

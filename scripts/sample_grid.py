@@ -21,7 +21,7 @@ from drl.checkpoint import load_checkpoint, load_trainable_state
 from drl.config import PromptsConfig, RewardConfig
 from drl.errors import user_message
 from drl.logging import image_grid
-from drl.models.t2i import load_t2i
+from drl.models.loading import load_t2i
 from drl.prompts import build_prompt_source
 from drl.rewards import build_reward
 from drl.rollout import RolloutCollector

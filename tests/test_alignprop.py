@@ -6,7 +6,7 @@ import torch
 from drl.algorithms.alignprop import truncation_mask
 from drl.config import ConfigError
 from drl.models.finetune import setup_trainable
-from drl.models.t2i import load_t2i
+from drl.models.loading import load_t2i
 from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
 from drl.train import build_context

@@ -2,7 +2,7 @@
 
 import torch
 
-from drl.models.t2i import load_t2i
+from drl.models.loading import load_t2i
 from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
 from drl.toyworld import ATTRIBUTES, Scene, load_classifier

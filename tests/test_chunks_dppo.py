@@ -82,7 +82,7 @@ def chunked_setup(tmp_path_factory):
     data = generate_dataset("Pendulum-v1", lambda o, rng: rng.uniform(-1, 1, (len(o), 1)), 400, seed=0, name="uniform", episodes_per_wave=2)
     data.save(root / "pendulum.npz")
     common = [*PENDULUM, *CHUNKED, f"env.dataset={root / 'pendulum.npz'}", "env.eval_episodes=2", "train.epochs=1", "train.batch_size=32"]
-    train(compose_config(["algorithm=pretrain", *common, "algorithm.steps_per_epoch=5"], tiny=False), root / "bc")
+    train(compose_config(["algorithm=bc", *common, "algorithm.steps_per_epoch=5"], tiny=False), root / "bc")
     return root, common
 
 
@@ -107,11 +107,11 @@ def test_chunk_shapes_through_collector_and_log_probs(chunked_setup):
     assert mb.observations.shape == (7, TO, 3) and mb.actions.shape == (7, TA, 1) and mb.next_observations.shape == (7, TO, 3)
 
 
-@pytest.mark.parametrize("algorithm", ["pretrain", "diffusion_ql", "dsrl", "ddpo", "dppo"])
+@pytest.mark.parametrize("algorithm", ["bc", "diffusion_ql", "dsrl", "ddpo", "dppo"])
 def test_every_control_algorithm_runs_on_chunks(chunked_setup, tmp_path, algorithm):
     root, common = chunked_setup
     extra = {
-        "pretrain": ["algorithm.steps_per_epoch=3"],
+        "bc": ["algorithm.steps_per_epoch=3"],
         "diffusion_ql": ["algorithm.steps_per_epoch=3", "algorithm.candidates=4"],
         "dsrl": [f"model.path={root / 'bc'}", "model.from_scratch=false", "scheduler=ddim", "scheduler.eta=0", "algorithm.updates_per_epoch=3"],
         "ddpo": [f"model.path={root / 'bc'}", "model.from_scratch=false", "algorithm.per_prompt_stat_tracking=false"],

@@ -10,8 +10,8 @@ from drl.config import ConfigError, DDPOConfig, RWRConfig
 from conftest import compose_config, compose_raw
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
-# A control option only validates inside a control run (drl/envs/validate.py says why otherwise).
-CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=pretrain"]
+# A control option only validates inside a control run (drl/config.py control_problems says why otherwise).
+CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=bc"]
 EXTRA = {
     "prompts=file": ["prompts.path=/tmp/prompts.txt"],
     "model=sd3": ["scheduler=flow"],
@@ -19,6 +19,7 @@ EXTRA = {
     "model=diffusion_policy": CONTROL,
     "reward=env_return": CONTROL,
     "algorithm=diffusion_ql": CONTROL[:-1],
+    "algorithm=bc": CONTROL[:-1],
     "algorithm=dsrl": CONTROL[:3] + ["model.from_scratch=false", "model.path=/tmp/policy", "scheduler.eta=0"],
     "experiment=bandit_dsrl": ["model.path=/tmp/policy"],
     "experiment=bandit_ddpo": ["model.path=/tmp/policy"],
@@ -94,3 +95,92 @@ def test_type_and_key_errors_fail_while_composing(override):
     with pytest.raises(Exception) as info:
         compose_raw([override])
     assert any(word in str(info.value) for word in ("abc", "not_a_key", "nope"))
+
+
+def test_the_registry_says_which_algorithm_runs_on_which_domain():
+    from drl.algorithms import ALGORITHMS, CONTROL, IMAGES, algorithm_class, algorithms_on
+
+    assert algorithms_on(CONTROL) == [name for name, entry in ALGORITHMS.items() if entry.control is not None]
+    assert "rwr" in algorithms_on(IMAGES) and "rwr" not in algorithms_on(CONTROL) and "dsrl" not in algorithms_on(IMAGES)
+    assert algorithm_class("ddpo", IMAGES).__name__ == "DDPO" and algorithm_class("ddpo", CONTROL).__name__ == "PolicyDDPO"
+    with pytest.raises(ConfigError, match=f"algorithm=rwr does not run on a control task; use one of {', '.join(algorithms_on(CONTROL))}"):
+        compose_config(["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=rwr"])
+    with pytest.raises(ConfigError, match="algorithm=dsrl runs on control tasks only: choose one, e.g. env=bandit"):
+        compose_config(["algorithm=dsrl"])
+
+
+def test_old_option_names_still_work_with_a_one_line_notice(capsys):
+    from drl.config import BCConfig
+
+    cfg = compose_config(["experiment=bandit_diffusion_ql", "algorithm.eta=0.5"], tiny=False)
+    assert cfg.algorithm.q_weight == 0.5 and cfg.algorithm.eta is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "algorithm.eta is now algorithm.q_weight" in err
+    cfg = compose_config(CONTROL[:-1] + ["algorithm=pretrain", "algorithm.lr=0.002"])
+    assert isinstance(cfg.algorithm, BCConfig) and cfg.algorithm.name == "bc"
+    assert (cfg.algorithm.lr, cfg.algorithm.ema_decay, cfg.algorithm.warmup_steps) == (0.002, 0.999, 200)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "algorithm=pretrain on a control task is now algorithm=bc" in err
+    assert compose_config(["algorithm=pretrain"]).algorithm.name == "pretrain"  # pretraining an image model: no notice
+    assert capsys.readouterr().err == ""
+
+
+def _experiment_parts(path):
+    """(group overrides, included experiment files, body) of an experiment yaml."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    groups, includes = [], []
+    for entry in data.pop("defaults", []):
+        (key, value), = entry.items() if isinstance(entry, dict) else [(entry, None)]
+        if key.startswith("override /"):
+            groups.append(f"{key.removeprefix('override /')}={value}")
+        elif not key.startswith("_"):  # another experiment file, relative to this one's group
+            includes.append(path.parent / f"{key.split('@')[0]}.yaml")
+    return groups, includes, data
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _repeated_keys(path) -> list[str]:
+    """Keys of an experiment whose value is what the config already has without them (its groups and includes)."""
+    from omegaconf import OmegaConf
+
+    groups, includes, body = _experiment_parts(path)
+    for include in includes:
+        more_groups, _, _ = _experiment_parts(include)
+        groups = more_groups + groups
+    reference = compose_raw(groups)
+    for include in includes:
+        reference = OmegaConf.merge(reference, OmegaConf.create(_experiment_parts(include)[2]))
+    repeated = []
+    for key, value in _leaves(body):
+        known = OmegaConf.select(reference, key, default="<absent>", throw_on_resolution_failure=False)
+        if isinstance(known, (dict, list)) or OmegaConf.is_config(known):
+            known = OmegaConf.to_container(known)
+        if known == value or (isinstance(value, float) and isinstance(known, (int, float)) and float(known) == value):
+            repeated.append(f"{key}={value!r}")
+    return repeated
+
+
+# The reference presets (ref_*) pin every setting of their reference implementation on purpose, defaults
+# included: a later change of a drl default must not change what "trl's DDPO" means (docs/guide/coming-from.md).
+@pytest.mark.parametrize(
+    "path", [p for p in sorted((Path(config_dir()) / "experiment").rglob("*.yaml")) if not p.stem.startswith("ref_")], ids=lambda p: p.stem
+)
+def test_experiments_are_pure_diffs(path):
+    assert _repeated_keys(path) == [], "these keys repeat a default"
+
+
+def test_the_bandit_experiments_share_one_base():
+    root = Path(config_dir()) / "experiment"
+    for name in ("bandit_bc", "bandit_ddpo", "bandit_diffusion_ql", "bandit_dsrl"):
+        assert _experiment_parts(root / f"{name}.yaml")[1] == [root / "shared" / "bandit.yaml"], name
+        cfg = compose_raw([f"experiment={name}"])
+        assert (cfg.env.name, cfg.model.name, cfg.model.hidden_dim, cfg.train.batch_size) == ("bandit", "diffusion_policy", 128, 256)

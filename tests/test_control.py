@@ -192,6 +192,12 @@ def test_unchunked_runs_give_the_metrics_of_before_chunks(bandit_runs):
     assert math.isclose(bc, BEFORE_CHUNKS["bc"], rel_tol=1e-9) and math.isclose(dql, BEFORE_CHUNKS["dql"], rel_tol=1e-9)
 
 
+def test_the_old_behaviour_cloning_spelling_still_runs(tmp_path, capsys):
+    cfg = compose_config(["experiment=bandit_bc", "algorithm=pretrain", *BANDIT, "train.epochs=1", "algorithm.steps_per_epoch=5", "env.eval_episodes=20"], tiny=False)
+    assert "algorithm=pretrain on a control task is now algorithm=bc" in capsys.readouterr().err
+    train(cfg, tmp_path)
+    assert (tmp_path / "policy" / "policy.safetensors").is_file() and _records(tmp_path)[-1]["train/loss"] > 0
+
 def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
     root, bc, dql = bandit_runs
     assert 0.05 < bc < 0.75  # below the best mode: BC spreads its actions over the data's modes

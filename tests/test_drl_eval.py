@@ -32,7 +32,7 @@ def eval_config(*overrides):
 @pytest.fixture(scope="module")
 def toy_checkpoint(tmp_path_factory, random_toy_model):
     """A drl-train-style checkpoint of the toy model with perturbed denoiser weights (full fine-tuning)."""
-    from drl.models.t2i import load_t2i
+    from drl.models.loading import load_t2i
 
     model = load_t2i(random_toy_model)
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ def test_toy_clips_compare_with_renders_as_reference_and_log_a_wandb_table(tmp_p
 
 def test_tiny_sd15_with_a_lora_on_top(tmp_path, tiny_dirs):
     from drl.models.finetune import setup_trainable
-    from drl.models.t2i import load_t2i
+    from drl.models.loading import load_t2i
 
     tuned = load_t2i(tiny_dirs["sd15"])
     setup_trainable(tuned.unet, "lora", 4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"])

@@ -107,3 +107,40 @@ def test_sample_batch_size_must_be_positive():
 
     with pytest.raises(ConfigError, match="train.sample_batch_size=0 must be > 0"):
         compose_config(["train.sample_batch_size=0"])
+
+
+def test_one_chain_serves_rollouts_alignprop_and_policies(random_toy_model):
+    """The same generator gives the same chain whether it is recorded (rollouts), run with gradients
+    (AlignProp) or stopped early (ReFL: its x̂_0 at that step); a policy's actions come from the same chain."""
+    from drl.chain import gaussian_noise, run_chain
+    from drl.config import PolicyModelConfig
+    from drl.models.policy import DiffusionPolicy
+    from drl.sampling import make_schedule
+
+    ctx, _, _ = _ctx(random_toy_model, "scheduler.eta=1.0")
+    prompts, meta = ctx.prompts.sample(3, torch.Generator().manual_seed(0))
+    S = ctx.schedule.num_steps
+    rollout = ctx.collector.collect(prompts, meta, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        samples, x0, _ = ctx.collector.sample_with_grad(
+            prompts, torch.Generator().manual_seed(5), torch.zeros(S, dtype=torch.bool), with_latents=True
+        )
+        _, refl_x0, _ = ctx.collector.sample_with_grad(
+            prompts, torch.Generator().manual_seed(5), torch.zeros(S, dtype=torch.bool), stop_step=1, with_latents=True
+        )
+    assert torch.equal(samples, rollout.samples) and torch.equal(x0, rollout.latents[:, -1])
+    # ReFL's x̂_0 at step 1 is the prediction from x_{t_1}, the rollout's second latent
+    cond = ctx.model.encode_prompts(prompts)
+    with torch.no_grad():
+        step = denoising_step(ctx.schedule, ctx.model.denoise(rollout.latents[:, 1], rollout.timesteps[:, 1], cond), rollout.timesteps[:, 1], rollout.latents[:, 1], eta=1.0, prev_sample=rollout.latents[:, 2])
+    torch.testing.assert_close(refl_x0, step.pred_original_sample.to(refl_x0.dtype))
+    torch.testing.assert_close(step.log_prob, rollout.log_probs[:, 1])
+
+    policy = DiffusionPolicy.build(3, 2, PolicyModelConfig(hidden_dim=16, diffusion_steps=5), seed=0)
+    schedule = make_schedule(policy.make_scheduler("ddpm"), 5)
+    states = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    out = policy.sample(schedule, states, generator=torch.Generator().manual_seed(2))
+    noise = gaussian_noise(torch.Generator().manual_seed(2), torch.float32, states.device, states.dtype)
+    chain = run_chain(schedule, noise((4, 2)), lambda x, t: policy.denoise(x, t, states), noise, eta=1.0)
+    assert torch.equal(out.actions, chain.sample.clamp(-1, 1)) and torch.equal(out.log_probs, chain.log_probs)
+    assert out.latents.shape == (4, 6, 2) and out.stochastic.shape == (5,)

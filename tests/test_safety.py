@@ -401,7 +401,7 @@ def test_first_ctrl_c_asks_for_a_checkpoint_and_a_second_stops_at_once(capsys):
 
 
 def test_binary_prompts_file_and_wrong_model_family_are_config_errors(tmp_path, tiny_dirs):
-    from drl.models.t2i import load_t2i
+    from drl.models.loading import load_t2i
     from drl.prompts import build_prompt_source
 
     binary = tmp_path / "prompts.txt"
@@ -464,7 +464,7 @@ def test_full_disk_is_one_sentence_and_the_rerun_loses_nothing(tmp_path, random_
 def test_eval_json_stays_valid_json_when_a_reward_is_nan():
     import json
 
-    from drl.train import json_safe, nan_for_null
+    from drl.images import json_safe, nan_for_null
 
     record = {"before": [0.5, float("nan")], "summary": {"eval/gain": float("inf"), "eval/n": 2}, "prompt": "a"}
     text = json.dumps(json_safe(record), allow_nan=False)

@@ -136,3 +136,25 @@ def test_alignprop_accumulates_gradients_and_trains_lora(tmp_path, random_toy_mo
     records = _records(tmp_path)
     assert all(r["train/optimizer_steps"] == 1 and r["train/steps_with_grad"] == 2 for r in records)
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_both_domains_implement_the_loops_interfaces_and_the_loop_asks_no_domain():
+    import inspect
+
+    import drl.train
+    from drl.control import ControlHooks
+    from drl.domain import DomainHooks
+    from drl.images import ImageHooks
+    from drl.models.base import DenoiserModel
+    from drl.models.policy import DiffusionPolicy
+    from drl.models.t2i import T2IModel
+    from drl.models.t2v import T2VModel
+
+    steps = {name for name in vars(DomainHooks) if not name.startswith("_")}
+    assert steps == {"start", "trainable_modules", "drift", "before", "after"}
+    for hooks in (ImageHooks, ControlHooks):
+        assert all(callable(getattr(hooks, name, None)) for name in steps), hooks
+    assert all(issubclass(model, DenoiserModel) for model in (T2IModel, T2VModel, DiffusionPolicy))
+    source = inspect.getsource(drl.train)
+    for branch in ("cfg.env", "hooks is not None", "isinstance(batch", "Rollout"):
+        assert branch not in source, branch

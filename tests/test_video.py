@@ -11,7 +11,8 @@ from conftest import compose_config
 from diffusers import AutoencoderKL, UNet3DConditionModel
 
 from drl.config import ConfigError
-from drl.models.t2v import CogVideoXTransformer3DModel, T2VModel, build_toy_t2v, load_t2v
+from drl.models.loading import load_t2v
+from drl.models.t2v import CogVideoXTransformer3DModel, T2VModel, build_toy_t2v
 from drl.rewards import build_reward
 from drl.rewards.base import Reward
 from drl.rewards.video import frame_subset, temporal_consistency_score, toy_motion

@@ -12,10 +12,11 @@ import torch
 from drl import distributed, sharding
 from drl.algorithms.regularization import ReferenceDenoiser, WeightEMA
 from drl.config import AlgorithmConfig, Config, ConfigError
+from drl.domain import Collector, DomainHooks
+from drl.models.base import DenoiserModel
 from drl.models.t2i import T2IModel
 from drl.prompts import PromptSource
 from drl.rewards import WeightedReward
-from drl.rollout import RolloutCollector
 from drl.sampling import NoiseSchedule
 from drl.types import Rollout
 
@@ -25,15 +26,15 @@ class TrainContext:
     """The built pieces of a run that algorithms work with."""
 
     cfg: Config
-    model: T2IModel  # or drl.models.policy.DiffusionPolicy on a control task (env=...)
+    model: DenoiserModel  # T2IModel, T2VModel, or a DiffusionPolicy on a control task (env=...)
     schedule: NoiseSchedule
-    collector: RolloutCollector
-    prompts: PromptSource
+    collector: Collector
+    prompts: PromptSource | None  # None on control tasks
     params: list[torch.nn.Parameter]  # what the optimizer trains
     reward: WeightedReward
     device: torch.device
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    hooks: object | None = None  # control tasks: what the loop shows and saves (drl/control.py); None: images
+    hooks: DomainHooks | None = None  # what differs by domain; set by the domain's builder (drl/images.py, drl/control.py)
 
 
 class Algorithm:

@@ -80,7 +80,7 @@ class DiffusionQL(Evaluates, Algorithm):
         new_q1, new_q2 = self.critic(mb.observations, self._chain(mb.observations))
         use_q1 = bool(torch.rand((), generator=self.generator) < 0.5)
         q_loss = diffusion_ql_q_loss(new_q1, new_q2, use_q1)
-        actor_loss = bc_loss + cfg.eta * q_loss
+        actor_loss = bc_loss + cfg.q_weight * q_loss
         actor_loss.backward()
         self.critic.zero_grad(set_to_none=True)  # the actor's loss must not move the critic
         actor_grad, _ = self.optimizer_step()

@@ -1,6 +1,6 @@
 """Behaviour cloning of a diffusion policy: L_simple on (state, action) pairs of a dataset.
 
-``algorithm=pretrain`` on an env runs this (Ho et al. 2020's loss, conditioned on the state;
+``algorithm=bc`` on an env runs this (Ho et al. 2020's loss, conditioned on the state;
 Diffusion-QL's BC term, Wang et al. 2023, eq. 2). The exported policy is the weight EMA.
 """
 
@@ -12,16 +12,16 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import policy_bc_loss
-from drl.config import PretrainConfig
+from drl.config import BCConfig
 from drl.envs.collector import policy_actor
 from drl.models.policy import DiffusionPolicy
 from drl.types import TransitionBatch
 
 
 class PolicyBC(Evaluates, Algorithm):
-    def __init__(self, cfg: PretrainConfig, ctx: TrainContext):
+    def __init__(self, cfg: BCConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
-        self.cfg: PretrainConfig = cfg
+        self.cfg: BCConfig = cfg
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup_steps)))
 
     def collect(self, generator: torch.Generator) -> TransitionBatch:

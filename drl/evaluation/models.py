@@ -38,10 +38,10 @@ class LoadedModel:
 def load_base(cfg: ModelConfig) -> T2IModel:
     """The model at cfg.path (images or clips by cfg.kind), as drl-train loads it."""
     if cfg.kind == "t2v":
-        from drl.models.t2v import load_t2v
+        from drl.models.loading import load_t2v
 
         return load_t2v(cfg.path, cfg.num_frames)
-    from drl.models.t2i import load_t2i
+    from drl.models.loading import load_t2i
 
     model = load_t2i(cfg.path, cfg.family)
     model.decode_chunk_size, model.resolution = cfg.vae_decode_chunk, cfg.resolution

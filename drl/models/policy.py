@@ -26,7 +26,9 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from drl.sampling import NoiseSchedule, denoising_step
+from drl.models.base import DenoiserModel
+from drl.chain import gaussian_noise, run_chain
+from drl.sampling import NoiseSchedule
 from drl.types import Conditioning
 
 WEIGHTS_NAME, CONFIG_NAME = "policy.safetensors", "policy.json"
@@ -99,7 +101,7 @@ class ChainOutput:
     stochastic: torch.Tensor
 
 
-class DiffusionPolicy:
+class DiffusionPolicy(DenoiserModel):
     """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
 
     def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict, shapes: dict | None = None):
@@ -179,27 +181,22 @@ class DiffusionPolicy:
         ones ``frozen_unet``; ``min_std`` floors every step's std (its exploration noise).
         """
         n = states.shape[0]
-        if initial_noise is None:
-            initial_noise = torch.randn((n, *self.action_shape), generator=generator)
-        x = initial_noise.to(states.device, states.dtype)  # a_T: [B, *action_shape]
-        latents, log_probs, stochastic = [x], [], []
-        timesteps = schedule.timesteps.to(states.device)
-        first_tuned = 0 if fine_tuned_steps is None else len(timesteps) - fine_tuned_steps
-        for i, t in enumerate(timesteps):
-            t_batch = t.expand(n)
-            noise = torch.randn((n, *self.action_shape), generator=generator).to(states.device, states.dtype)  # z: [B, *action_shape]
-            out = self.denoise(x, t_batch, states, unet=unet if i >= first_tuned else frozen_unet)
-            step = denoising_step(schedule, out, t_batch, x, eta=eta, noise=noise, min_std=min_std)
-            x = step.prev_sample
-            latents.append(x)
-            log_probs.append(step.log_prob)
-            stochastic.append(bool(step.stochastic[0]))
+        noise = gaussian_noise(generator, torch.float32, states.device, states.dtype)
+        x = noise((n, *self.action_shape)) if initial_noise is None else initial_noise.to(states.device, states.dtype)  # a_T: [B, *action_shape]
+        timesteps = schedule.timesteps
+        # DPPO: the last K steps (timesteps <= the K-th from the end; they descend) run the fine-tuned network.
+        first_tuned = timesteps[0 if fine_tuned_steps is None else len(timesteps) - fine_tuned_steps]
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.denoise(x_t, t, states, unet=unet if bool(t[0] <= first_tuned) else frozen_unet)
+
+        chain = run_chain(schedule, x, denoise, noise, eta=eta, min_std=min_std)
         return ChainOutput(
-            actions=x.clamp(-1, 1),
-            latents=torch.stack(latents, dim=1),
-            timesteps=timesteps.unsqueeze(0).expand(n, -1).clone(),
-            log_probs=torch.stack(log_probs, dim=1),
-            stochastic=torch.tensor(stochastic, device=states.device),
+            actions=chain.sample.clamp(-1, 1),
+            latents=chain.latents,
+            timesteps=chain.timesteps,
+            log_probs=chain.log_probs,
+            stochastic=chain.stochastic,
         )
 
     # ---------------------------------------------------------------- save/load

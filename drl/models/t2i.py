@@ -11,7 +11,6 @@ prompts and consume it in ``denoise``, so nothing else needs to know the family.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from transformers import AutoTokenizer
 
 from drl.checkpoint import export_lora
 from drl.config import ConfigError
+from drl.models.base import DenoiserModel
 from drl.types import Conditioning
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -48,7 +48,7 @@ def missing_model_message(path: str, what: str = "model") -> str:
 
 
 @dataclass
-class T2IModel:
+class T2IModel(DenoiserModel):
     """The parts of a text-to-image pipeline that RL fine-tuning touches (Stable Diffusion 1.x/2.x layout).
 
     Subclasses for other families (drl.models.sdxl, drl.models.sd3) change only how prompts
@@ -237,92 +237,6 @@ def _token_ids(tokenizer, prompts: list[str], device: torch.device, max_length: 
     ).input_ids.to(device)
 
 
-FAMILIES = ("sd", "sdxl", "sd3")
-
-
-def detect_family(location: str) -> str:
-    """sd, sdxl or sd3 from a local directory's layout (transformer/ -> sd3, text_encoder_2/ -> sdxl)."""
-    local = Path(location)
-    if (local / "transformer").is_dir():
-        return "sd3"
-    if (local / "text_encoder_2").is_dir():
-        return "sdxl"
-    return "sd"
-
-
-def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) -> T2IModel:
-    """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
-
-    ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's layout).
-    ``unet_class`` replaces the family's denoiser class (the video models in drl.models.t2v share this loader).
-    Missing weights raise FileNotFoundError with one sentence naming the path.
-    """
-    location = resolve_path(path)
-    local = Path(location).expanduser()
-    if local.is_dir():
-        location = str(local)
-    elif not _looks_like_hub_id(location):
-        raise FileNotFoundError(missing_model_message(location))
-    if family == "auto":
-        family = detect_family(location) if local.is_dir() else "sd"
-    elif local.is_dir() and detect_family(location) != family:  # else a constructor fails deep inside with a TypeError
-        from drl.config import ConfigError
-
-        found = detect_family(location)
-        raise ConfigError(
-            f"model.family={family} but {location} holds a {found} model: use model.family=auto "
-            f"(or model.family={found}, with the model config of that family)."
-        )
-    from drl.models.sd3 import SD3Model
-    from drl.models.sdxl import SDXLModel
-
-    cls = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model}[family]
-    spec = COMPONENTS[family]
-    if unet_class is not None:
-        spec = [(name, sub, unet_class if name == "unet" else loader, required) for name, sub, loader, required in spec]
-    parts = load_components(location, local.is_dir(), spec)
-    model = cls(**parts)
-    if family == "sdxl":
-        model.force_zeros_for_empty_prompt = _pipeline_flag(location, "force_zeros_for_empty_prompt", True)
-    for encoder in model.text_encoders:
-        encoder.requires_grad_(False)
-    if model.vae is not None:
-        model.vae.requires_grad_(False)
-    return model
-
-
-# Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
-COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
-    "sd": [
-        ("unet", "unet", "UNet2DConditionModel", True),
-        ("text_encoder", "text_encoder", "CLIPTextModel", True),
-        ("tokenizer", "tokenizer", "tokenizer", True),
-        ("scheduler_config", "scheduler", "scheduler", True),
-        ("vae", "vae", "AutoencoderKL", False),  # absent only in pixel-space models (the toy)
-    ],
-    "sdxl": [
-        ("unet", "unet", "UNet2DConditionModel", True),
-        ("text_encoder", "text_encoder", "CLIPTextModel", True),
-        ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
-        ("tokenizer", "tokenizer", "tokenizer", True),
-        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
-        ("scheduler_config", "scheduler", "scheduler", True),
-        ("vae", "vae", "AutoencoderKL", True),
-    ],
-    "sd3": [
-        ("unet", "transformer", "SD3Transformer2DModel", True),
-        ("text_encoder", "text_encoder", "CLIPTextModelWithProjection", True),
-        ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
-        ("text_encoder_3", "text_encoder_3", "T5EncoderModel", False),  # optional, as in diffusers (zeros without it)
-        ("tokenizer", "tokenizer", "tokenizer", True),
-        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
-        ("tokenizer_3", "tokenizer_3", "tokenizer", False),
-        ("scheduler_config", "scheduler", "scheduler", True),
-        ("vae", "vae", "AutoencoderKL", True),
-    ],
-}
-
-
 def load_components(location: str, is_local: bool, spec: list[tuple[str, str, str | type, bool]]) -> dict:
     """from_pretrained every component of ``spec`` from ``location`` (subfolders), with one clear error if absent."""
     import diffusers
@@ -351,14 +265,6 @@ def load_components(location: str, is_local: bool, spec: list[tuple[str, str, st
             raise FileNotFoundError(missing_model_message(location)) from None
         raise FileNotFoundError(f"{location!r} is a broken diffusers directory ({str(e).splitlines()[0].rstrip('.')}).") from None
     return parts
-
-
-def _pipeline_flag(location: str, key: str, default: bool) -> bool:
-    """A flag of the pipeline's model_index.json (e.g. SDXL's force_zeros_for_empty_prompt)."""
-    index = Path(location) / "model_index.json"
-    if index.is_file():
-        return bool(json.loads(index.read_text()).get(key, default))
-    return default
 
 
 def _looks_like_hub_id(location: str) -> bool:

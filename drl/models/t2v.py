@@ -19,9 +19,7 @@ Shape legend:
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import diffusers
 import torch
@@ -29,7 +27,7 @@ from diffusers import DDIMScheduler
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
-from drl.models.t2i import T2IModel, load_t2i, resolve_path
+from drl.models.t2i import T2IModel
 
 
 class UNet3DConditionModel(diffusers.UNet3DConditionModel, PeftAdapterMixin):
@@ -83,24 +81,6 @@ class T2VModel(T2IModel):
         if self.vae is not None:
             raise ValueError("Pretraining from clips is only implemented for the pixel-space toy model (no vae/).")
         return clips.permute(0, 2, 1, 3, 4).contiguous()
-
-
-def load_t2v(path: str, num_frames: int) -> T2VModel:
-    """Load a text-to-video model from a save_pretrained directory: UNet3DConditionModel + CLIP text encoder
-    [+ VAE] (toy, ModelScope), or WanPipeline's layout (drl.models.wan); missing weights raise
-    FileNotFoundError with one sentence naming the path."""
-    from drl.models.wan import is_wan_layout, load_wan
-
-    if is_wan_layout(resolve_path(path)):
-        return load_wan(resolve_path(path), num_frames)
-    parts = load_t2i(path, unet_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
-    return T2VModel(**{f.name: getattr(parts, f.name) for f in fields(parts)}, num_frames=num_frames)
-
-
-def _denoiser_class_name(path: str) -> str | None:
-    """The ``_class_name`` in a local directory's unet/config.json (None for a hub id or a missing file)."""
-    config = Path(resolve_path(path)).expanduser() / "unet" / "config.json"
-    return json.loads(config.read_text()).get("_class_name") if config.is_file() else None
 
 
 def build_toy_t2v(resolution: int = 16, num_frames: int = 4, seed: int = 0) -> T2VModel:

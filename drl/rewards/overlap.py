@@ -53,7 +53,8 @@ def can_overlap(reward: WeightedReward, chunk_size: int) -> bool:
 
 
 def collect_and_score(algorithm, collector, reward: WeightedReward, generator: torch.Generator, overlap: bool):
-    """algorithm.collect(generator), with a Rollout's rewards and reward terms filled in (no gradient)."""
+    """(algorithm.collect(generator), its rewards [B]): a Rollout comes with its rewards and reward terms filled
+    in (no gradient); any other batch (prompts alone, training data, transitions) with None: no reward scored it."""
     chunked = isinstance(collector, RolloutCollector)  # the image/video collector; control collectors run whole episodes
     scorer = ChunkScorer(reward) if overlap and chunked and can_overlap(reward, collector.batch_size) else None
     with contextlib.ExitStack() as stack:
@@ -62,11 +63,11 @@ def collect_and_score(algorithm, collector, reward: WeightedReward, generator: t
             stack.enter_context(collector.chunk_callback(scorer.submit))
         batch = algorithm.collect(generator)
         if not isinstance(batch, Rollout):
-            return batch
+            return batch, None
         if scorer is not None and scorer.futures and scorer.prompts == batch.prompts:  # the chunks are the batch
             batch.rewards, batch.reward_terms = scorer.results()
         else:
             with torch.no_grad():
                 batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
-    return batch
+    return batch, batch.rewards
 

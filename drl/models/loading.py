@@ -1,0 +1,123 @@
+"""Loading a model from a directory or hub id: which family class and which components.
+
+The registry of model families lives here, apart from the family modules (t2i, sdxl, sd3,
+t2v, wan), so that they never import each other back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from drl.config import ConfigError
+from drl.models.sd3 import SD3Model
+from drl.models.sdxl import SDXLModel
+from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path
+from drl.models.t2v import DENOISER_CLASSES, T2VModel, UNet3DConditionModel
+from drl.models.wan import is_wan_layout, load_wan
+
+FAMILIES = ("sd", "sdxl", "sd3")
+
+
+def detect_family(location: str) -> str:
+    """sd, sdxl or sd3 from a local directory's layout (transformer/ -> sd3, text_encoder_2/ -> sdxl)."""
+    local = Path(location)
+    if (local / "transformer").is_dir():
+        return "sd3"
+    if (local / "text_encoder_2").is_dir():
+        return "sdxl"
+    return "sd"
+
+
+def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) -> T2IModel:
+    """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
+
+    ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's layout).
+    ``unet_class`` replaces the family's denoiser class (the video models in drl.models.t2v share this loader).
+    Missing weights raise FileNotFoundError with one sentence naming the path.
+    """
+    location = resolve_path(path)
+    local = Path(location).expanduser()
+    if local.is_dir():
+        location = str(local)
+    elif not _looks_like_hub_id(location):
+        raise FileNotFoundError(missing_model_message(location))
+    if family == "auto":
+        family = detect_family(location) if local.is_dir() else "sd"
+    elif local.is_dir() and detect_family(location) != family:  # else a constructor fails deep inside with a TypeError
+        found = detect_family(location)
+        raise ConfigError(
+            f"model.family={family} but {location} holds a {found} model: use model.family=auto "
+            f"(or model.family={found}, with the model config of that family)."
+        )
+    cls = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model}[family]
+    spec = COMPONENTS[family]
+    if unet_class is not None:
+        spec = [(name, sub, unet_class if name == "unet" else loader, required) for name, sub, loader, required in spec]
+    parts = load_components(location, local.is_dir(), spec)
+    model = cls(**parts)
+    if family == "sdxl":
+        model.force_zeros_for_empty_prompt = _pipeline_flag(location, "force_zeros_for_empty_prompt", True)
+    for encoder in model.text_encoders:
+        encoder.requires_grad_(False)
+    if model.vae is not None:
+        model.vae.requires_grad_(False)
+    return model
+
+
+# Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
+COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
+    "sd": [
+        ("unet", "unet", "UNet2DConditionModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModel", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", False),  # absent only in pixel-space models (the toy)
+    ],
+    "sdxl": [
+        ("unet", "unet", "UNet2DConditionModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModel", True),
+        ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
+    ],
+    "sd3": [
+        ("unet", "transformer", "SD3Transformer2DModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModelWithProjection", True),
+        ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
+        ("text_encoder_3", "text_encoder_3", "T5EncoderModel", False),  # optional, as in diffusers (zeros without it)
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
+        ("tokenizer_3", "tokenizer_3", "tokenizer", False),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
+    ],
+}
+
+
+def _pipeline_flag(location: str, key: str, default: bool) -> bool:
+    """A flag of the pipeline's model_index.json (e.g. SDXL's force_zeros_for_empty_prompt)."""
+    index = Path(location) / "model_index.json"
+    if index.is_file():
+        return bool(json.loads(index.read_text()).get(key, default))
+    return default
+
+
+
+def load_t2v(path: str, num_frames: int) -> T2VModel:
+    """Load a text-to-video model from a save_pretrained directory: UNet3DConditionModel + CLIP text encoder
+    [+ VAE] (toy, ModelScope), or WanPipeline's layout (drl.models.wan); missing weights raise
+    FileNotFoundError with one sentence naming the path."""
+    if is_wan_layout(resolve_path(path)):
+        return load_wan(resolve_path(path), num_frames)
+    parts = load_t2i(path, unet_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
+    return T2VModel(**{f.name: getattr(parts, f.name) for f in fields(parts)}, num_frames=num_frames)
+
+
+def _denoiser_class_name(path: str) -> str | None:
+    """The ``_class_name`` in a local directory's unet/config.json (None for a hub id or a missing file)."""
+    config = Path(resolve_path(path)).expanduser() / "unet" / "config.json"
+    return json.loads(config.read_text()).get("_class_name") if config.is_file() else None
