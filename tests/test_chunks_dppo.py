@@ -166,9 +166,9 @@ def test_dppo_fine_tunes_only_the_last_steps_of_the_chain():
     """With K fine-tuned steps the first S - K steps run the frozen base: a changed denoiser moves only the last K."""
     policy = DiffusionPolicy.build(3, 2, PolicyModelConfig(hidden_dim=16, diffusion_steps=5), seed=0)
     schedule = make_schedule(policy.make_scheduler("ddpm"), 5)
-    base = __import__("copy").deepcopy(policy.unet)
+    base = __import__("copy").deepcopy(policy.denoiser)
     with torch.no_grad():
-        for p in policy.unet.parameters():
+        for p in policy.denoiser.parameters():
             p.add_(0.5)
     states = torch.randn(4, 3)
     run = lambda: policy.sample(schedule, states, generator=torch.Generator().manual_seed(1), fine_tuned_steps=2, frozen_unet=base)  # noqa: E731

@@ -63,22 +63,22 @@ class DPPO(Evaluates, Algorithm):
         super().__init__(cfg, ctx)  # self.optimizer trains the policy's denoiser (ctx.params)
         self.cfg: DPPOConfig = cfg
         policy = ctx.model
-        self.base = copy.deepcopy(policy.unet).requires_grad_(False).eval()  # the first S - K steps, and BC's teacher
+        self.base = copy.deepcopy(policy.denoiser).requires_grad_(False).eval()  # the first S - K steps, and BC's teacher
         torch.manual_seed(ctx.cfg.seed)
         self.value = ValueFunction(policy.obs_dim, cfg.critic_hidden_dim).to(ctx.device)
         self.critic_optimizer = torch.optim.Adam(self.value.parameters(), lr=cfg.critic_lr)
         self.dims = int(np.prod(policy.action_shape))  # the log-prob is the mean over them: sum / dims
 
     # ---------------------------------------------------------------- sampling
-    def chain(self, states: torch.Tensor, generator: torch.Generator, unet=None, min_std: float | None = None):
-        """The two-layer policy's chain at states: base denoiser, then the last K steps with ``unet`` (the fine-tuned)."""
+    def chain(self, states: torch.Tensor, generator: torch.Generator, denoiser=None, min_std: float | None = None):
+        """The two-layer policy's chain at states: base denoiser, then the last K steps with ``denoiser`` (the fine-tuned)."""
         ctx = self.ctx
         return ctx.model.sample(
             ctx.schedule,
             states,
             eta=ctx.cfg.scheduler.eta,
             generator=generator,
-            unet=unet,
+            denoiser=denoiser,
             fine_tuned_steps=self.cfg.ft_denoising_steps,
             frozen_unet=self.base,
             min_std=self.cfg.min_std if min_std is None else min_std,
@@ -139,7 +139,7 @@ class DPPO(Evaluates, Algorithm):
         train_actor = self.epochs_done >= cfg.critic_warmup_epochs  # epochs finished before this one
         totals: dict[str, list[float]] = {}
         first_ratio_dev = None
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         for _ in range(cfg.update_epochs):
             order = torch.randperm(len(decision), generator=self.generator)
             for index in order.split(ctx.cfg.train.batch_size):
@@ -158,7 +158,7 @@ class DPPO(Evaluates, Algorithm):
                 stats["train/critic_grad_norm"] = critic_grad
                 for key, value in stats.items():
                     totals.setdefault(key, []).append(float(value))
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         metrics = {key: float(np.mean(values)) for key, values in totals.items()}
         returns = batch.episode_returns
         metrics.update(
@@ -219,7 +219,7 @@ class DPPO(Evaluates, Algorithm):
         """-log p_theta of the base policy's own chains at these states, over its K fine-tuned steps (DPPO's BC)."""
         ctx, K = self.ctx, self.cfg.ft_denoising_steps
         with torch.no_grad():
-            teacher = self.chain(states, self.generator, unet=self.base)
+            teacher = self.chain(states, self.generator, denoiser=self.base)
         S, n = ctx.schedule.num_steps, len(states)
         i = torch.arange(S - K, S).repeat(n)  # [n*K]
         b = torch.arange(n).repeat_interleave(K)  # [n*K]
@@ -234,7 +234,7 @@ class DPPO(Evaluates, Algorithm):
     def export_extra(self, run_dir) -> None:
         if self.cfg.ft_denoising_steps < self.ctx.schedule.num_steps:
             base = copy.copy(self.ctx.model)
-            base.unet = self.base
+            base.denoiser = self.base
             base.save_pretrained(run_dir / "base_policy")
         torch.save(self.value.state_dict(), run_dir / "value_function.pt")
 

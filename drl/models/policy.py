@@ -105,7 +105,7 @@ class DiffusionPolicy(DenoiserModel):
     """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
 
     def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict, shapes: dict | None = None):
-        self.unet = denoiser  # the trainable network; named as in T2IModel so algorithms share code
+        self.denoiser = denoiser  # the trainable network; named as in T2IModel so algorithms share code
         self.scheduler_config = scheduler_config
         shapes = shapes or {"obs": [denoiser.config["obs_dim"]], "action": [denoiser.config["act_dim"]]}
         self.obs_shape: tuple[int, ...] = tuple(shapes["obs"])  # (O,) or (To, O)
@@ -131,21 +131,21 @@ class DiffusionPolicy(DenoiserModel):
     @property
     def act_dim(self) -> int:
         """The action's flattened size (Ta * A with chunks)."""
-        return self.unet.config["act_dim"]
+        return self.denoiser.config["act_dim"]
 
     @property
     def obs_dim(self) -> int:
-        return self.unet.config["obs_dim"]
+        return self.denoiser.config["obs_dim"]
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.denoiser.parameters()).device
 
-    def denoise(self, latents, t, cond, uncond=None, guidance_scale: float = 1.0, unet=None) -> torch.Tensor:
+    def denoise(self, latents, t, cond, uncond=None, guidance_scale: float = 1.0, denoiser=None) -> torch.Tensor:
         """T2IModel.denoise's signature: latents = noisy actions [B, A], cond = states [B, O]
         (a tensor, or a Conditioning holding "states" as rollouts store it); no guidance."""
         states = cond["states"] if isinstance(cond, Conditioning) else cond
-        return (self.unet if unet is None else unet)(latents, t, states)
+        return (self.denoiser if denoiser is None else denoiser)(latents, t, states)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The chain's output already is the action [B, A]."""
@@ -156,7 +156,7 @@ class DiffusionPolicy(DenoiserModel):
         return cls.from_config(self.scheduler_config)
 
     def to(self, device) -> "DiffusionPolicy":
-        self.unet.to(device)
+        self.denoiser.to(device)
         return self
 
     # ------------------------------------------------------------------ sampling
@@ -168,7 +168,7 @@ class DiffusionPolicy(DenoiserModel):
         eta: float = 1.0,
         generator: torch.Generator | None = None,
         initial_noise: torch.Tensor | None = None,
-        unet: nn.Module | None = None,
+        denoiser: nn.Module | None = None,
         fine_tuned_steps: int | None = None,
         frozen_unet: nn.Module | None = None,
         min_std: float = 0.0,
@@ -177,7 +177,7 @@ class DiffusionPolicy(DenoiserModel):
 
         Each step is drl.sampling.denoising_step, so the log-probs are those DDPO re-scores.
         Gradients flow to the weights when the caller enables them (Diffusion-QL's Q term).
-        DPPO: with ``fine_tuned_steps`` = K only the last K steps run ``unet`` (default self.unet), the earlier
+        DPPO: with ``fine_tuned_steps`` = K only the last K steps run ``denoiser`` (default self.denoiser), the earlier
         ones ``frozen_unet``; ``min_std`` floors every step's std (its exploration noise).
         """
         n = states.shape[0]
@@ -188,7 +188,7 @@ class DiffusionPolicy(DenoiserModel):
         first_tuned = timesteps[0 if fine_tuned_steps is None else len(timesteps) - fine_tuned_steps]
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.denoise(x_t, t, states, unet=unet if bool(t[0] <= first_tuned) else frozen_unet)
+            return self.denoise(x_t, t, states, denoiser=denoiser if bool(t[0] <= first_tuned) else frozen_unet)
 
         chain = run_chain(schedule, x, denoise, noise, eta=eta, min_std=min_std)
         return ChainOutput(
@@ -203,9 +203,9 @@ class DiffusionPolicy(DenoiserModel):
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.unet.state_dict().items()}, directory / WEIGHTS_NAME)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}, directory / WEIGHTS_NAME)
         shapes = {"obs": list(self.obs_shape), "action": list(self.action_shape)}
-        config = {"denoiser": self.unet.config, "scheduler": self.scheduler_config, "shapes": shapes}
+        config = {"denoiser": self.denoiser.config, "scheduler": self.scheduler_config, "shapes": shapes}
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=1))
 
 
