@@ -152,7 +152,7 @@ def load_checkpoint(path: Path | str) -> dict:
     return state
 
 
-def export_lora(unet: torch.nn.Module, directory: Path, pipeline_cls=None, layers_arg: str = "unet_lora_layers") -> None:
+def export_lora(denoiser: torch.nn.Module, directory: Path, pipeline_cls=None, layers_arg: str = "unet_lora_layers") -> None:
     """Save LoRA adapters in diffusers' format: a plain diffusers user calls pipe.load_lora_weights(directory).
 
     ``pipeline_cls.save_lora_weights(directory, **{layers_arg: ...})`` writes the file: StableDiffusionPipeline
@@ -163,5 +163,5 @@ def export_lora(unet: torch.nn.Module, directory: Path, pipeline_cls=None, layer
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
     (pipeline_cls or StableDiffusionPipeline).save_lora_weights(directory, **{layers_arg: layers}, safe_serialization=True)

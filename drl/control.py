@@ -63,8 +63,8 @@ def build_control_context(
     else:
         collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device)
     trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
-    policy.unet.requires_grad_(trains_policy)
-    params = list(policy.unet.parameters()) if trains_policy else []
+    policy.denoiser.requires_grad_(trains_policy)
+    params = list(policy.denoiser.parameters()) if trains_policy else []
     reward = build_reward(cfg.reward, device)
     ctx = TrainContext(cfg, policy, schedule, collector, None, params, reward, device)
     algorithm = algorithm_class(cfg.algorithm.name, CONTROL)(cfg.algorithm, ctx)
@@ -93,11 +93,11 @@ class ControlHooks:
         """Nothing left to take: the base predictions were taken when the hooks were built."""
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
-        return {"policy": self.ctx.model.unet}
+        return {"policy": self.ctx.model.denoiser}
 
     @torch.no_grad()
     def _predict(self) -> torch.Tensor:
-        return self.ctx.model.unet(*self.probe).float()
+        return self.ctx.model.denoiser(*self.probe).float()
 
     def drift(self) -> float:
         return float((self._predict() - self.base_prediction).pow(2).mean())

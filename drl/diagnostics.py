@@ -19,7 +19,7 @@ class DriftProbe:
     def __init__(self, model: T2IModel, timesteps: torch.Tensor, prompts: list[str], latent_shape: tuple, seed: int, autocast=contextlib.nullcontext):
         g = torch.Generator().manual_seed(seed)
         n = len(prompts)
-        device = model.unet.device
+        device = model.denoiser.device
         self.model, self.autocast = model, autocast
         self.x = torch.randn((n, *latent_shape), generator=g).to(device)  # [n, C, h, w]
         self.t = timesteps[torch.randint(len(timesteps), (n,), generator=g)].to(device)  # [n]
@@ -28,11 +28,11 @@ class DriftProbe:
 
     @torch.no_grad()
     def _predict(self) -> torch.Tensor:
-        was_training = self.model.unet.training
-        self.model.unet.eval()
+        was_training = self.model.denoiser.training
+        self.model.denoiser.eval()
         with self.autocast():
             out = self.model.denoise(self.x, self.t, self.cond).float()
-        self.model.unet.train(was_training)
+        self.model.denoiser.train(was_training)
         return out
 
     def __call__(self) -> float:

@@ -63,7 +63,7 @@ def build_model(cfg: Config) -> T2IModel:
 
 def make_trainable(model: T2IModel, cfg: Config) -> list[torch.nn.Parameter]:
     """Freeze the model but for what model.finetune trains (all denoiser weights, or LoRA adapters)."""
-    return setup_trainable(model.unet, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
+    return setup_trainable(model.denoiser, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
 
 
 def build_image_context(cfg: Config, device: torch.device, model: T2IModel | None = None) -> tuple[TrainContext, WeightedReward, Algorithm]:
@@ -76,8 +76,8 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     model.text_encoder.eval()
     params = make_trainable(model, cfg)
     if cfg.model.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-    model.unet.eval()
+        model.denoiser.enable_gradient_checkpointing()
+    model.denoiser.eval()
     schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
     autocast = make_autocast(device, cfg.hardware.mixed_precision)
     if cfg.hardware.mixed_precision != "no":
@@ -101,7 +101,7 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original
-        model.unet.compile()
+        model.denoiser.compile()
     ctx.hooks = ImageHooks(ctx, reward, algorithm)
     return ctx, reward, algorithm
 
@@ -122,7 +122,7 @@ class ImageHooks:
         self.drift_probe = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast)
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.ctx.model.unet, "text_encoder": self.ctx.model.text_encoder}
+        return {"unet": self.ctx.model.denoiser, "text_encoder": self.ctx.model.text_encoder}
 
     def drift(self) -> float:
         return self.drift_probe()
@@ -223,21 +223,21 @@ def unsharded_export(algorithm: Algorithm, ctx: TrainContext) -> T2IModel | None
     any) are gathered into it: a sharded module can neither be deep-copied nor saved as it is.
     """
     with algorithm.sampling_weights():
-        weights = trainable_state({"unet": ctx.model.unet})  # all-gathers the shards
+        weights = trainable_state({"unet": ctx.model.denoiser})  # all-gathers the shards
     if not distributed.is_main():
         return None
     model = build_model(ctx.cfg)
     make_trainable(model, ctx.cfg)
-    load_trainable_state({"unet": model.unet}, weights)
+    load_trainable_state({"unet": model.denoiser}, weights)
     return model
 
 
 def export_final(algorithm: Algorithm, ctx: TrainContext, run_dir: Path) -> None:
     """The trained result: a LoRA adapter (diffusers format) or a whole save_pretrained model."""
-    model = algorithm.export_model() if not sharding.is_sharded(ctx.model.unet) else unsharded_export(algorithm, ctx)
+    model = algorithm.export_model() if not sharding.is_sharded(ctx.model.denoiser) else unsharded_export(algorithm, ctx)
     if model is None:  # FSDP: rank 0 writes
         return
-    if has_lora(model.unet):
+    if has_lora(model.denoiser):
         model.save_lora(run_dir / "lora")
     else:
         model.save_pretrained(run_dir / "model")

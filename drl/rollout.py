@@ -43,7 +43,7 @@ class RolloutCollector:
         self.latent_shape = model.latent_shape(resolution)  # (C, h, w), or (C, F, h, w) for video
         # Latents stay float32 under mixed precision, so that the stored x_{t-1} is the one the
         # log-prob was computed on (float64 models, in gradient checks, keep float64).
-        self.dtype = torch.float64 if model.unet.dtype == torch.float64 else torch.float32
+        self.dtype = torch.float64 if model.denoiser.dtype == torch.float64 else torch.float32
         self.on_chunk: Callable[[torch.Tensor, list, list], None] | None = None  # see chunk_callback
 
     @contextlib.contextmanager

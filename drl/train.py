@@ -81,7 +81,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
     ctx, reward, algorithm = build_context(cfg)
     # Rank 0 alone evaluates and probes the drift, unless FSDP shards the denoiser: then
     # every forward pass is a collective, and every rank takes part (only rank 0 writes).
-    probes = main or sharding.is_sharded(ctx.model.unet)
+    probes = main or sharding.is_sharded(ctx.model.denoiser)
     generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))  # each rank: own prompts, noise
     logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name, enabled=main)
     start_epoch, nonfinite_in_a_row = 0, 0

@@ -96,7 +96,7 @@ def build_modelscope_sized(directory: str) -> str:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from drl.models.t2v import T2VModel
-    from drl.models.tiny import SD_SCHEDULER, build_clip_tokenizer
+    from drl.testing.tiny import SD_SCHEDULER, build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer(max_length=77)
     torch.manual_seed(0)
@@ -105,12 +105,12 @@ def build_modelscope_sized(directory: str) -> str:
         num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ))
-    unet = UNet3DConditionModel(sample_size=32)  # the defaults are ModelScope's config (320-1280 wide, 1024 cross-attn)
+    denoiser = UNet3DConditionModel(sample_size=32)  # the defaults are ModelScope's config (320-1280 wide, 1024 cross-attn)
     vae = AutoencoderKL(  # Stable Diffusion's VAE config (ModelScope uses it)
         block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=256,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
-    T2VModel(tokenizer, text_encoder, unet, dict(DDIMScheduler(**SD_SCHEDULER).config), vae=vae).save_pretrained(directory)
+    T2VModel(tokenizer, text_encoder, denoiser, dict(DDIMScheduler(**SD_SCHEDULER).config), vae=vae).save_pretrained(directory)
     return directory
 
 

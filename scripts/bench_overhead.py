@@ -50,7 +50,7 @@ def main() -> None:
     if cfg.hardware.num_threads > 0:
         torch.set_num_threads(cfg.hardware.num_threads)
     ctx, reward, algorithm = build_context(cfg)
-    unet, model = ctx.model.unet, ctx.model
+    denoiser, model = ctx.model.denoiser, ctx.model
     n, bs, steps = cfg.train.samples_per_epoch, cfg.train.batch_size, cfg.scheduler.num_steps
     sample_bs = cfg.train.sample_batch_size or bs  # the collector's chunk
     prompts, metadata = ctx.prompts.sample(n, torch.Generator().manual_seed(0))
@@ -69,7 +69,7 @@ def main() -> None:
         for start in range(0, n, sample_bs):
             c = embeds[start : start + sample_bs]
             for t in timesteps:
-                unet(x[: len(c)], t.expand(len(c)), encoder_hidden_states=c).sample
+                denoiser(x[: len(c)], t.expand(len(c)), encoder_hidden_states=c).sample
 
     rollout(), bare_forward()  # warm-up
     t_rollout, t_forward = interleaved_medians(rollout, bare_forward, args.repeats)
@@ -77,12 +77,12 @@ def main() -> None:
     # ------------------------------------------------------------------ (b) update
     batch = rollout()
     batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
-    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    state = {k: v.clone() for k, v in denoiser.state_dict().items()}
     optimizer_state = algorithm.optimizer.state_dict()
 
     def update():
         algorithm.update(batch)
-        unet.load_state_dict(state)  # every repeat starts from the same weights
+        denoiser.load_state_dict(state)  # every repeat starts from the same weights
         algorithm.optimizer.load_state_dict(optimizer_state)
 
     pairs = max(1, round(cfg.algorithm.timestep_fraction * int(batch.stochastic.sum()))) * n
@@ -93,10 +93,10 @@ def main() -> None:
     def bare_forward_backward():
         for minibatch in torch.arange(pairs).chunk(cfg.algorithm.minibatches):
             for chunk in minibatch.split(bs):
-                unet(xs[chunk], ts[chunk], encoder_hidden_states=cs[chunk]).sample.float().square().mean().backward()
-            unet.zero_grad(set_to_none=True)
+                denoiser(xs[chunk], ts[chunk], encoder_hidden_states=cs[chunk]).sample.float().square().mean().backward()
+            denoiser.zero_grad(set_to_none=True)
 
-    unet.train()
+    denoiser.train()
     update(), bare_forward_backward()  # warm-up
     t_update, t_fwd_bwd = interleaved_medians(update, bare_forward_backward, args.repeats)
 

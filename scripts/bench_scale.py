@@ -69,24 +69,24 @@ def build_real_size(family: str):
     from drl.models.sd3 import SD3Model
     from drl.models.sdxl import SDXLModel
     from drl.models.t2i import T2IModel
-    from drl.models.tiny import SD_SCHEDULER, build_clip_tokenizer
+    from drl.testing.tiny import SD_SCHEDULER, build_clip_tokenizer
 
     tok = build_clip_tokenizer(77)  # character-level: the embedding table is smaller than CLIP's, nothing else
     clip_l = lambda projection=None: _clip_text(tok, 768, 12, 12, projection, "quick_gelu")  # noqa: E731
     clip_g = lambda: _clip_text(tok, 1280, 32, 20, 1280, "gelu")  # noqa: E731
     ddim = dict(DDIMScheduler(**SD_SCHEDULER).config)
     if family == "sd15":
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # diffusers' defaults are SD1.x's
-        return T2IModel(tok, clip_l(), unet, ddim, _sd_vae(scaling_factor=0.18215))
+        denoiser = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # diffusers' defaults are SD1.x's
+        return T2IModel(tok, clip_l(), denoiser, ddim, _sd_vae(scaling_factor=0.18215))
     if family == "sdxl":
-        unet = UNet2DConditionModel(
+        denoiser = UNet2DConditionModel(
             sample_size=128, block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
             cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
             addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
         )
-        return SDXLModel(tok, clip_l(), unet, ddim, _sd_vae(scaling_factor=0.13025), text_encoder_2=clip_g(), tokenizer_2=tok)
+        return SDXLModel(tok, clip_l(), denoiser, ddim, _sd_vae(scaling_factor=0.13025), text_encoder_2=clip_g(), tokenizer_2=tok)
     if family == "sd3":
         transformer = SD3Transformer2DModel(
             sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
@@ -156,7 +156,7 @@ def compose(overrides: list[str]):
 
 def bench_family(family: str, args: argparse.Namespace) -> dict:
     from drl.algorithms import IMAGES, algorithm_class
-    from drl.models.tiny import BUILDERS
+    from drl.testing.tiny import BUILDERS
     from drl.rewards import build_reward
     from drl.sampling import make_schedule
     from drl.train import build_context, seed_everything
@@ -179,7 +179,7 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
     result = {
         "family": family, "resolution": resolution, "latent_shape": list(ctx.collector.latent_shape),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "precision": args.precision,
-        "denoiser_params_m": sum(p.numel() for p in model.unet.parameters()) / 1e6,
+        "denoiser_params_m": sum(p.numel() for p in model.denoiser.parameters()) / 1e6,
         "lora_params_m": sum(p.numel() for p in ctx.params) / 1e6,
         "steps": args.steps, "samples": args.samples, "train_batch": args.train_batch, "peak_tflops": peak,
     }
@@ -191,12 +191,12 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
     seconds, batch = timed(sample, args.repeats, device)
     result["ddpo_sample"] = {**throughput(seconds, count_flops(sample), peak), "samples_per_s": args.samples / seconds}
     batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
-    weights = {k: v.clone() for k, v in model.unet.state_dict().items() if "lora" in k}
+    weights = {k: v.clone() for k, v in model.denoiser.state_dict().items() if "lora" in k}
     optimizer_state = copy.deepcopy(ddpo.optimizer.state_dict())
 
     def update():
         ddpo.update(batch)
-        model.unet.load_state_dict(weights, strict=False)  # every repeat starts from the same adapters
+        model.denoiser.load_state_dict(weights, strict=False)  # every repeat starts from the same adapters
         ddpo.optimizer.load_state_dict(optimizer_state)
 
     seconds, _ = timed(update, args.repeats, device)
@@ -228,7 +228,7 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
                     row["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             except torch.OutOfMemoryError:
                 row["oom"] = True
-            model.unet.load_state_dict(weights, strict=False)
+            model.denoiser.load_state_dict(weights, strict=False)
             result["alignprop"].append(row)
     return result
 

@@ -165,7 +165,7 @@ def main() -> None:
 
     renders, _ = sample_clips(len(scenes), np.random.default_rng(args.seed), TOY_RESOLUTION, TOY_FRAMES, scenes)
     print(f"pixels, real renders:  {pixel_statistics((renders + 1) / 2)}; {motion_check((renders + 1) / 2, scenes)}")
-    model.unet.eval()
+    model.denoiser.eval()
     ratios = caption_sensitivity(model, schedule, scenes, renders, args.seed)
     print("denoising loss on renders with one wrong word / with the right prompt (direction: moving clips only): " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     if args.model != args.base:

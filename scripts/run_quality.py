@@ -37,7 +37,7 @@ def main() -> None:
     probe = QualityProbe.for_run(cfg, ctx.model, ctx.device)
     batches = {"before": evaluation_batch(ctx, reward, cfg.seed)[0]}
     trained = load_spec(str(args.run_dir), cfg.model).model
-    ctx.model.unet.load_state_dict(trained.unet.state_dict())
+    ctx.model.denoiser.load_state_dict(trained.denoiser.state_dict())
     batches["after"] = evaluation_batch(ctx, reward, cfg.seed)[0]
     with tempfile.TemporaryDirectory() as scratch:
         quality = {stage: probe.observe(Path(scratch), stage, batch.samples) for stage, batch in batches.items()}

@@ -51,14 +51,14 @@ def main() -> None:
     model = load_t2i(args.model, args.family)
     if args.lora:  # the denoiser's part of a diffusers LoRA file ("unet." or "transformer." keys)
         prefix = "transformer" if model.LORA_LAYERS_ARG.startswith("transformer") else "unet"
-        model.unet.load_lora_adapter(args.lora, prefix=prefix, weight_name="pytorch_lora_weights.safetensors")
+        model.denoiser.load_lora_adapter(args.lora, prefix=prefix, weight_name="pytorch_lora_weights.safetensors")
     if args.checkpoint:
         weights = load_checkpoint(args.checkpoint)["weights"]
-        modules = {"unet": model.unet, "text_encoder": model.text_encoder}
+        modules = {"unet": model.denoiser, "text_encoder": model.text_encoder}
         for name, module in modules.items():
             module.requires_grad_(bool(weights.get(name)))  # load exactly what the checkpoint trained
         load_trainable_state(modules, weights)
-    model.to(device).unet.eval()
+    model.to(device).denoiser.eval()
     schedule = make_schedule(model.make_scheduler(args.scheduler or model.SCHEDULER_KINDS[0]), args.steps)
     model.resolution = args.resolution
     resolution = model.image_size

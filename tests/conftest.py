@@ -65,7 +65,7 @@ SMALL = [
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, str]:
     """Tiny random SD1.x, SDXL and SD3 (flow) pipelines saved in diffusers' layout, by family name."""
-    from drl.models.tiny import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
+    from drl.testing.tiny import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
 
     root = tmp_path_factory.mktemp("tiny_models")
     builders = {"sd15": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}

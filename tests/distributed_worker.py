@@ -33,7 +33,7 @@ def main(out: Path, model_path: str, overrides: list[str]) -> None:
     def recording_build_context(cfg):
         ctx, reward, algorithm = build_context(cfg)
         built["ctx"] = ctx
-        seen["initial"] = trainable_state({"unet": ctx.model.unet})["unet"]
+        seen["initial"] = trainable_state({"unet": ctx.model.denoiser})["unet"]
         collect, score = ctx.collector.collect, reward.__call__
 
         def recording_collect(prompts, metadata, generator, **kwargs):
@@ -62,7 +62,7 @@ def main(out: Path, model_path: str, overrides: list[str]) -> None:
 
     train_module.build_context = recording_build_context
     train_module.train(cfg, out / "run")
-    modules = {"unet": built["ctx"].model.unet}
+    modules = {"unet": built["ctx"].model.denoiser}
     torch.save({**seen, "weights": trainable_state(modules)["unet"]}, out / f"rank{distributed.rank()}.pt")
 
 

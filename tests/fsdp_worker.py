@@ -35,7 +35,7 @@ def one_update(cfg) -> dict:
     return {
         "x_T": batch.latents[:, 0].clone(),
         "metrics": metrics,
-        "weights": trainable_state({"unet": ctx.model.unet})["unet"],
+        "weights": trainable_state({"unet": ctx.model.denoiser})["unet"],
         "algorithm": algorithm.state_dict(),
         "sharded_local": [p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in ctx.params],
     }
@@ -45,9 +45,9 @@ def roundtrip(cfg, state: dict) -> dict:
     """Load a whole-tensor state into a freshly built run and read it back whole."""
     seed_everything(cfg.seed)
     ctx, _, algorithm = build_context(cfg)
-    load_trainable_state({"unet": ctx.model.unet}, {"unet": state["weights"]})
+    load_trainable_state({"unet": ctx.model.denoiser}, {"unet": state["weights"]})
     algorithm.load_state_dict(state["algorithm"])
-    return {"weights": trainable_state({"unet": ctx.model.unet})["unet"], "algorithm": algorithm.state_dict()}
+    return {"weights": trainable_state({"unet": ctx.model.denoiser})["unet"], "algorithm": algorithm.state_dict()}
 
 
 def main(out: Path, model_path: str, overrides: list[str]) -> None:

@@ -16,8 +16,8 @@ from conftest import compose_config
 
 def _float64_collector(random_toy_model, steps=3, eta=0.0):
     model = load_t2i(random_toy_model)
-    params = setup_trainable(model.unet, "lora", rank=2, alpha=2.0, targets=["to_q", "to_v"])
-    model.unet.to(torch.float64).eval()
+    params = setup_trainable(model.denoiser, "lora", rank=2, alpha=2.0, targets=["to_q", "to_v"])
+    model.denoiser.to(torch.float64).eval()
     model.text_encoder.to(torch.float64)
     with torch.no_grad():  # non-zero LoRA B so the adapter is live
         for p in params:
@@ -73,7 +73,7 @@ def test_random_truncation_draws_k_from_1_to_K():
 def test_only_the_truncated_steps_call_the_denoiser_with_grad(random_toy_model):
     collector, _ = _float64_collector(random_toy_model, steps=4)
     calls = []
-    hook = collector.model.unet.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    hook = collector.model.denoiser.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
     mask = truncation_mask(4, "last", 2, torch.Generator())
     samples = collector.sample_with_grad(["a small red circle at the top left"], torch.Generator().manual_seed(0), mask)
     hook.remove()
@@ -102,7 +102,7 @@ def test_alignprop_refuses_a_non_differentiable_reward(random_toy_model):
 def test_refl_scores_the_one_step_prediction_with_a_single_grad_call(random_toy_model):
     collector, params = _float64_collector(random_toy_model, steps=4)
     calls = []
-    hook = collector.model.unet.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    hook = collector.model.denoiser.register_forward_hook(lambda m, i, o: calls.append(torch.is_grad_enabled()))
     mask = torch.tensor([False, False, True, False])
     samples = collector.sample_with_grad(["a small red circle at the top left"], torch.Generator().manual_seed(0), mask, stop_step=2)
     hook.remove()

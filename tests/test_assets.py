@@ -11,7 +11,7 @@ from drl.models.t2i import resolve_path
 
 def test_shipped_model_follows_prompts_partly():
     model = load_t2i("drl:toy_t2i")
-    assert model.vae is None and model.unet.config.sample_size == 32
+    assert model.vae is None and model.denoiser.config.sample_size == 32
     schedule = make_schedule(model.make_scheduler("ddim"), 20)
     collector = RolloutCollector(model, schedule, eta=1.0, guidance_scale=1.0, batch_size=32, resolution=32, device=torch.device("cpu"))
     scenes = [Scene("red", "square", "top left", "large"), Scene("blue", "circle", "bottom right", "small")] * 16

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from drl.models.t2v import build_toy_t2v
-from drl.models.tiny import BUILDERS
+from drl.testing.tiny import BUILDERS
 from drl.models.toy import build_toy_t2i
 
 FAMILIES = {
@@ -31,7 +31,7 @@ FAMILIES = {
 def test_every_attention_layer_runs_through_sdpa(family):
     build, resolution = FAMILIES[family]
     model = build()
-    processors = model.unet.attn_processors
+    processors = model.denoiser.attn_processors
     assert processors, f"{family}: no attention processors found"
     calls = []
     fused = F.scaled_dot_product_attention

@@ -28,7 +28,7 @@ def test_real_size_denoisers_have_the_published_parameter_counts(bench):
     for family, count in expected.items():
         with torch.device("meta"):
             model = bench.build_real_size(family)
-        assert sum(p.numel() for p in model.unet.parameters()) == count, family
+        assert sum(p.numel() for p in model.denoiser.parameters()) == count, family
         assert sum(p.numel() for p in model.vae.parameters()) > 83_000_000  # SD's 83.7M VAE (16 latent channels for SD3)
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel
 
 from drl.config import RewardConfig
-from drl.models.tiny import save_tiny_aesthetic_head, save_tiny_clip
+from drl.testing.tiny import save_tiny_aesthetic_head, save_tiny_clip
 from drl.rewards import build_reward
 from drl.rewards.clip import AestheticHead, ImagePreprocess
 

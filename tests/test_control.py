@@ -92,7 +92,7 @@ def test_q_gradients_reach_the_denoiser_through_the_chain():
     schedule = make_schedule(policy.make_scheduler("ddpm"), 5)
     actions = policy.sample(schedule, states, generator=torch.Generator().manual_seed(1)).actions
     (actions * torch.tensor([1.0, -2.0])).sum().backward()  # a stand-in critic, linear in a
-    grads = [p.grad for p in policy.unet.parameters()]
+    grads = [p.grad for p in policy.denoiser.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
@@ -200,7 +200,7 @@ def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
 @pytest.mark.parametrize("variant", ["sac", pytest.param("na", marks=pytest.mark.slow)])
 def test_dsrl_improves_the_frozen_policy_and_leaves_it_unchanged(bandit_runs, tmp_path, variant):
     root = bandit_runs[0]
-    before = {k: v.clone() for k, v in load_policy(root / "bc").unet.state_dict().items()}
+    before = {k: v.clone() for k, v in load_policy(root / "bc").denoiser.state_dict().items()}
     cfg = compose_config(
         [
             "experiment=bandit_dsrl",
@@ -219,7 +219,7 @@ def test_dsrl_improves_the_frozen_policy_and_leaves_it_unchanged(bandit_runs, tm
     start = json.loads((tmp_path / "eval_before.json").read_text())["eval/return_mean"]
     end = json.loads((tmp_path / "eval_after.json").read_text())["eval/return_mean"]
     assert end > start + 0.1, (start, end)
-    after = load_policy(tmp_path).unet.state_dict()
+    after = load_policy(tmp_path).denoiser.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert (tmp_path / "noise_actor.pt").is_file()
 
@@ -230,7 +230,7 @@ def test_dsrl_actor_outputs_noise_of_the_action_shape(bandit_runs):
     noise, log_prob = algorithm.actor(torch.zeros(7, 1))
     assert noise.shape == (7, 2) and log_prob.shape == (7,) and noise.abs().max() <= cfg.algorithm.noise_bound
     assert algorithm.steer(torch.zeros(7, 1), noise).shape == (7, 2)
-    assert not any(p.requires_grad for p in ctx.model.unet.parameters())
+    assert not any(p.requires_grad for p in ctx.model.denoiser.parameters())
 
 
 def test_dsrl_noise_to_action_map_is_a_function(bandit_runs):

@@ -37,11 +37,11 @@ def toy_checkpoint(tmp_path_factory, random_toy_model):
     model = load_t2i(random_toy_model)
     torch.manual_seed(0)
     with torch.no_grad():
-        for p in model.unet.parameters():
+        for p in model.denoiser.parameters():
             p.add_(0.05 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("ckpt") / "last.pt"
-    model.unet.requires_grad_(True)
-    torch.save({"epoch": 0, "weights": trainable_state({"unet": model.unet})}, path)
+    model.denoiser.requires_grad_(True)
+    torch.save({"epoch": 0, "weights": trainable_state({"unet": model.denoiser})}, path)
     return str(path)
 
 
@@ -86,10 +86,10 @@ def test_tiny_sd15_with_a_lora_on_top(tmp_path, tiny_dirs):
     from drl.models.loading import load_t2i
 
     tuned = load_t2i(tiny_dirs["sd15"])
-    setup_trainable(tuned.unet, "lora", 4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"])
+    setup_trainable(tuned.denoiser, "lora", 4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"])
     torch.manual_seed(0)
     with torch.no_grad():
-        for p in tuned.unet.parameters():
+        for p in tuned.denoiser.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.5)
     tuned.save_lora(tmp_path / "lora")

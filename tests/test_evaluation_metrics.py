@@ -86,7 +86,7 @@ def test_within_prompt_diversity_is_the_mean_pairwise_distance_within_each_promp
 def test_clip_score_matches_100_times_the_cosine_under_the_same_clip(tmp_path):
     from transformers import AutoTokenizer, CLIPModel
 
-    from drl.models.tiny import save_tiny_clip
+    from drl.testing.tiny import save_tiny_clip
     from drl.rewards.clip import ImagePreprocess
 
     save_tiny_clip(tmp_path)

@@ -314,11 +314,11 @@ def test_denoising_kl_is_zero_at_the_reference_and_grows_with_drift(random_toy_m
     embeds = ctx.model.encode_prompts(["a small red circle at the top left", "a large blue square at the center"])
     assert float(denoising_kl(ctx, algorithm.reference, x0, embeds, torch.Generator().manual_seed(1)).detach().max()) == 0.0
     with torch.no_grad():
-        ctx.model.unet.conv_out.bias.add_(0.1)  # the trained model drifts; the frozen reference does not
+        ctx.model.denoiser.conv_out.bias.add_(0.1)  # the trained model drifts; the frozen reference does not
     kl = denoising_kl(ctx, algorithm.reference, x0, embeds, torch.Generator().manual_seed(1))
     torch.testing.assert_close(kl, torch.full((2,), 0.01), rtol=1e-3, atol=1e-6)  # a constant 0.1 shift of every output
     kl.sum().backward()
-    assert float(ctx.model.unet.conv_out.bias.grad.abs().sum()) > 0
+    assert float(ctx.model.denoiser.conv_out.bias.grad.abs().sum()) > 0
 
 
 def test_warmup_ramps_the_learning_rate_linearly(random_toy_model):

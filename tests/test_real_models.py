@@ -1,6 +1,6 @@
 """SD 1.x, SDXL and SD3 (flow) through the one loop, on tiny random components saved to disk.
 
-Every model is built by drl.models.tiny (real diffusers/transformers classes, a locally written
+Every model is built by drl.testing.tiny (real diffusers/transformers classes, a locally written
 CLIP tokenizer), saved with save_pretrained and loaded back by path, exactly as a user's model.
 """
 
@@ -34,7 +34,7 @@ def test_saved_directories_are_diffusers_pipelines_and_load_as_their_family(tiny
         model = load_t2i(tiny_dirs[name])
         assert type(model).__name__ == cls_name  # family from the layout
         # attention through torch's scaled_dot_product_attention (diffusers' *2_0 processors)
-        assert all(type(p).__name__.endswith("2_0") for p in model.unet.attn_processors.values())
+        assert all(type(p).__name__.endswith("2_0") for p in model.denoiser.attn_processors.values())
 
 
 def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
@@ -137,7 +137,7 @@ def test_sd3_refuses_ddim_with_one_sentence(tiny_dirs):
 
 
 def test_alignprop_backpropagates_the_clip_aesthetic_reward_into_sd15(tmp_path, tiny_dirs):
-    from drl.models.tiny import save_tiny_aesthetic_head, save_tiny_clip
+    from drl.testing.tiny import save_tiny_aesthetic_head, save_tiny_clip
 
     clip = save_tiny_clip(tmp_path / "clip")
     head = save_tiny_aesthetic_head(tmp_path / "head.pth")
@@ -152,7 +152,7 @@ def test_mixed_precision_stores_frozen_parts_in_bf16_and_trains_float32_lora(tmp
     ctx, _, _ = build_context(cfg)
     assert all(e.dtype == torch.bfloat16 for e in ctx.model.text_encoders) and ctx.model.vae.dtype == torch.bfloat16
     assert ctx.params and all(p.dtype == torch.float32 for p in ctx.params)
-    frozen = [p for p in ctx.model.unet.parameters() if not p.requires_grad]
+    frozen = [p for p in ctx.model.denoiser.parameters() if not p.requires_grad]
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
     train(cfg, tmp_path)
     assert all(r["train/ratio_dev_first"] <= 1e-5 and math.isfinite(r["train/loss"]) for r in _records(tmp_path))

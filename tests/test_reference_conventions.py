@@ -112,12 +112,12 @@ def test_diffusion_ql_ema_warmup(warmup):
     cfg = compose_config(overrides, tiny=False)
     ctx, _, algorithm = build_control_context(cfg, torch.device("cpu"))
     first = lambda module: next(module.parameters()).detach().clone()  # noqa: E731
-    initial = first(ctx.model.unet)
+    initial = first(ctx.model.denoiser)
     batch = ctx.collector.sample(16, torch.Generator().manual_seed(0))
     for _ in range(2):  # steps 1, 2 < ema_start
         algorithm.gradient_step(batch)
-    live, ema = first(ctx.model.unet), first(algorithm.ema_actor)
+    live, ema = first(ctx.model.denoiser), first(algorithm.ema_actor)
     assert not torch.equal(live, initial)
     assert torch.equal(ema, live if warmup == "copy" else initial)
     algorithm.gradient_step(batch)  # step 3 = ema_start: the first average
-    torch.testing.assert_close(first(algorithm.ema_actor), 0.995 * ema + 0.005 * first(ctx.model.unet))
+    torch.testing.assert_close(first(algorithm.ema_actor), 0.995 * ema + 0.005 * first(ctx.model.denoiser))

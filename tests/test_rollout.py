@@ -90,7 +90,7 @@ def test_sampling_batch_is_apart_from_the_training_batch(random_toy_model):
     """train.sample_batch_size sets the collector's denoiser calls; the update keeps train.batch_size."""
     ctx, reward, algorithm = _ctx(random_toy_model, "train.batch_size=2", "train.sample_batch_size=6", "train.samples_per_epoch=6")
     sizes = []
-    hook = ctx.model.unet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    hook = ctx.model.denoiser.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
     batch = algorithm.collect(torch.Generator().manual_seed(0))
     assert sizes == [6] * ctx.schedule.num_steps  # one chunk of 6, not three of 2
     sizes.clear()

@@ -40,7 +40,7 @@ def test_clean_ends_are_the_last_steps_prediction_not_the_noisy_final_state(rwr)
     ctx, algorithm, batch = rwr  # DDIM, eta = 1: the last step adds noise
     x_last, t_last = batch.latents[:, -2], batch.timesteps[:, -1]
     with torch.no_grad():
-        out = ctx.model.unet(x_last, t_last, **ctx.model.denoiser_kwargs(batch.cond)).sample
+        out = ctx.model.denoiser(x_last, t_last, **ctx.model.denoiser_kwargs(batch.cond)).sample
     expected = denoising_step(ctx.schedule, out, t_last, x_last, eta=1.0, prev_sample=batch.final_latents).pred_original_sample
     clean = algorithm.clean_ends(batch)
     torch.testing.assert_close(clean, expected, atol=1e-5, rtol=1e-5)
@@ -59,7 +59,7 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
     a = ctx.schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
     target = (x_t - a.sqrt() * x0.repeat_interleave(s, 0)) / (1 - a).sqrt()
     with torch.no_grad():
-        pred = ctx.model.unet(x_t, t, encoder_hidden_states=batch.prompt_embeds.repeat_interleave(s, 0)).sample
+        pred = ctx.model.denoiser(x_t, t, encoder_hidden_states=batch.prompt_embeds.repeat_interleave(s, 0)).sample
     per_pair = (pred - target).pow(2).flatten(1).mean(1)  # [B*S]
     by_hand = float((weights.repeat_interleave(s) * per_pair).sum() / (b * s))
     by_hand_centred = float(((weights - 1).repeat_interleave(s) * per_pair).sum() / (b * s))  # weights have mean 1
@@ -71,7 +71,7 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
             t = kwargs["timestep"] if "timestep" in kwargs else args[1]
             seen.append((args[0].detach(), t.detach()))
 
-    hook = ctx.model.unet.register_forward_pre_hook(record, with_kwargs=True)
+    hook = ctx.model.denoiser.register_forward_pre_hook(record, with_kwargs=True)
     for group in algorithm.optimizer.param_groups:
         group["lr"] = 0.0  # the weights stay put, so a second update sees what the hand-made loss saw
     metrics = algorithm.update(batch)

@@ -76,9 +76,9 @@ def _check_fsdp_matches_ddp(ranks: list[dict], run_dir: Path, model: str, finetu
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     one_process = [f"model.path={model}", f"model.finetune={finetune}", "algorithm.kl_coef=0.1", "algorithm.ema_decay=0.9"]
     ctx, _, algorithm = build_context(compose_config(one_process))
-    load_trainable_state({"unet": ctx.model.unet}, state["weights"])
+    load_trainable_state({"unet": ctx.model.denoiser}, state["weights"])
     algorithm.load_state_dict(state["algorithm"])
-    assert _max_diff(trainable_state({"unet": ctx.model.unet})["unet"], state["weights"]["unet"]) == 0
+    assert _max_diff(trainable_state({"unet": ctx.model.denoiser})["unet"], state["weights"]["unet"]) == 0
     ema = state["algorithm"]["ema"]["shadow_params"]
     if finetune == "full":
         exported = list(UNet2DConditionModel.from_pretrained(run_dir / "model" / "unet").parameters())

@@ -214,8 +214,8 @@ def test_toy_denoiser_is_cogvideox_in_unet3d_layout_and_knows_each_frame_positio
     import diffusers
 
     model = build_toy_t2v(resolution=RES, num_frames=FRAMES)
-    reference = diffusers.CogVideoXTransformer3DModel.from_config(model.unet.config)
-    reference.load_state_dict(model.unet.state_dict())
+    reference = diffusers.CogVideoXTransformer3DModel.from_config(model.denoiser.config)
+    reference.load_state_dict(model.denoiser.state_dict())
     x = torch.randn(2, 3, FRAMES, RES, RES, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([999, 10])
     cond = model.encode_prompts(["a red circle moving right", "a blue square standing still"])
@@ -243,7 +243,7 @@ def test_decode_of_a_frame_subset_equals_those_frames_of_the_full_decode(tmp_pat
     torch.manual_seed(0)
     vae = _image_vae()
     toy = build_toy_t2v(resolution=RES, num_frames=FRAMES)
-    model = T2VModel(toy.tokenizer, toy.text_encoder, toy.unet, toy.scheduler_config, vae=vae, num_frames=FRAMES)
+    model = T2VModel(toy.tokenizer, toy.text_encoder, toy.denoiser, toy.scheduler_config, vae=vae, num_frames=FRAMES)
     latents = torch.randn(2, 4, FRAMES, 4, 4)
     with torch.no_grad():
         full, part = model.decode(latents), model.decode(latents, frames=torch.tensor([3, 1]))
@@ -282,7 +282,7 @@ def _tiny_modelscope_layout(directory) -> str:
     """UNet3DConditionModel on 4 latent channels, an image VAE, the toy text encoder: TextToVideoSDPipeline layout."""
     toy = build_toy_t2v(resolution=RES, num_frames=FRAMES)
     torch.manual_seed(0)
-    unet = UNet3DConditionModel(
+    denoiser = UNet3DConditionModel(
         sample_size=4,
         in_channels=4,
         out_channels=4,
@@ -295,7 +295,7 @@ def _tiny_modelscope_layout(directory) -> str:
         norm_num_groups=4,
     )
     vae = _image_vae()
-    T2VModel(toy.tokenizer, toy.text_encoder, unet, toy.scheduler_config, vae=vae, num_frames=FRAMES).save_pretrained(
+    T2VModel(toy.tokenizer, toy.text_encoder, denoiser, toy.scheduler_config, vae=vae, num_frames=FRAMES).save_pretrained(
         directory
     )
     return str(directory)
@@ -327,7 +327,7 @@ def test_modelscope_layout_loads_with_lora_and_trains(tmp_path, algorithm):
     )
     ctx, _, _ = build_context(cfg)
     assert ctx.collector.latent_shape == (4, FRAMES, 4, 4) and ctx.model.vae is not None
-    assert all("lora" in name for name, p in ctx.model.unet.named_parameters() if p.requires_grad)
+    assert all("lora" in name for name, p in ctx.model.denoiser.named_parameters() if p.requires_grad)
     assert np.isfinite(train(cfg, tmp_path / "run"))
     assert (tmp_path / "run" / "lora").is_dir()
 
@@ -358,7 +358,7 @@ def test_shipped_video_assets_load_and_the_classifier_reads_motion():
     from drl.toyworld.video import load_video_classifier, stacked_clip_sampler
 
     model = load_t2v(resolve_path("drl:toy_t2v"), 4)
-    assert isinstance(model.unet, CogVideoXTransformer3DModel) and model.latent_shape(16) == (3, 4, 16, 16)
+    assert isinstance(model.denoiser, CogVideoXTransformer3DModel) and model.latent_shape(16) == (3, 4, 16, 16)
     classifier = load_video_classifier(resolve_path("drl:toy_video_classifier"))
     for augment in (False, True):  # clean renders, and the noisy, flickering clips it was trained on
         sampler = stacked_clip_sampler(4, augment=augment)
@@ -369,7 +369,7 @@ def test_shipped_video_assets_load_and_the_classifier_reads_motion():
 # ------------------------------------------------------------------------- Wan2.1 layout
 @pytest.fixture(scope="module")
 def tiny_wan(tmp_path_factory) -> str:
-    from drl.models.tiny import build_tiny_wan
+    from drl.testing.tiny import build_tiny_wan
 
     directory = tmp_path_factory.mktemp("tiny_wan")
     build_tiny_wan(seed=0, num_frames=5).save_pretrained(directory)
@@ -412,7 +412,7 @@ def test_wan_layout_loads_with_lora_and_trains(tiny_wan, algorithm, tmp_path):
     )
     ctx, _, _ = build_context(cfg)
     assert ctx.collector.latent_shape == (4, 2, 4, 4)
-    assert all("lora" in name for name, p in ctx.model.unet.named_parameters() if p.requires_grad)
+    assert all("lora" in name for name, p in ctx.model.denoiser.named_parameters() if p.requires_grad)
     assert np.isfinite(train(cfg, tmp_path / "run"))
     assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert (tmp_path / "run" / "samples_after.gif").is_file()

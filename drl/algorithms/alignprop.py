@@ -93,7 +93,7 @@ class AlignProp(Algorithm):
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
         rewards, grad_norms, steps_with_grad, kls, terms = [], [], [], [], {}
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         starts = list(range(0, len(batch.prompts), size))
         for k, start in enumerate(starts):
             prompts = batch.prompts[start : start + size]
@@ -117,7 +117,7 @@ class AlignProp(Algorithm):
             if (k + 1) % cfg.gradient_accumulation == 0 or k + 1 == len(starts):
                 grad_norm, _ = self.optimizer_step()
                 grad_norms.append(grad_norm)
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         r = torch.cat(rewards)
         return {
             "reward_mean": float(r.mean()),

@@ -68,10 +68,10 @@ class Algorithm:
                 "hardware.sharding=fsdp shards over several processes: set hardware.num_processes > 1 "
                 "(or start the ranks with torchrun, accelerate launch or srun)."
             )
-        unet = self.ctx.model.unet
-        before = list(unet.parameters())
-        sharding.shard_denoiser(unet)
-        replaced = {id(old): new for old, new in zip(before, unet.parameters(), strict=True)}
+        denoiser = self.ctx.model.denoiser
+        before = list(denoiser.parameters())
+        sharding.shard_denoiser(denoiser)
+        replaced = {id(old): new for old, new in zip(before, denoiser.parameters(), strict=True)}
         self.ctx.params = [replaced.get(id(p), p) for p in self.ctx.params]
         if self.reference is not None and self.reference.frozen is not None:
             sharding.shard_denoiser(self.reference.frozen)

@@ -109,7 +109,7 @@ class DDPO(Algorithm):
 
         totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_base": 0.0, "grad_norm": 0.0}
         first_ratio_dev, optimizer_steps, skipped = None, 0, 0
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         for inner in range(cfg.num_inner_epochs):
             order = torch.randperm(num_pairs, generator=self.generator)
             for minibatch in order.chunk(cfg.minibatches):
@@ -126,7 +126,7 @@ class DDPO(Algorithm):
                 totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
                 optimizer_steps += stepped
                 skipped += not stepped
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         metrics = {f"train/{k}": v for k, v in totals.items()}
         metrics.update(
             {

@@ -37,7 +37,7 @@ class DiffusionQL(Evaluates, Algorithm):
         self.critic = TwinQ(policy.obs_dim, policy.act_dim, cfg.critic_hidden_dim).to(ctx.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.ema_actor = copy.deepcopy(policy.unet).requires_grad_(False)
+        self.ema_actor = copy.deepcopy(policy.denoiser).requires_grad_(False)
         self.ema = None  # algorithm.ema_decay means the paper's EMA actor here (ema_start, ema_every), not the shared weight EMA
         self.steps = 0
 
@@ -54,16 +54,16 @@ class DiffusionQL(Evaluates, Algorithm):
         metrics["train/lr"] = self.lr
         return self.with_evaluation(metrics, as_reward=True)
 
-    def _chain(self, states: torch.Tensor, unet=None) -> torch.Tensor:
+    def _chain(self, states: torch.Tensor, denoiser=None) -> torch.Tensor:
         """a ~ pi(. | s) through the run's reverse chain (gradients if enabled). [B, A]"""
         ctx = self.ctx
-        return ctx.model.sample(ctx.schedule, states, eta=ctx.cfg.scheduler.eta, generator=self.generator, unet=unet).actions
+        return ctx.model.sample(ctx.schedule, states, eta=ctx.cfg.scheduler.eta, generator=self.generator, denoiser=denoiser).actions
 
     def gradient_step(self, mb: TransitionBatch) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         # Critic: clipped double-Q TD on dataset transitions, target actions from the EMA actor.
         with torch.no_grad():
-            next_actions = self._chain(mb.next_observations, unet=self.ema_actor)
+            next_actions = self._chain(mb.next_observations, denoiser=self.ema_actor)
             y = td_target(mb.rewards, mb.terminations, self.critic_target.q_min(mb.next_observations, next_actions), ctx.cfg.env.gamma)
         q1, q2 = self.critic(mb.observations, mb.actions)
         critic_loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
@@ -73,7 +73,7 @@ class DiffusionQL(Evaluates, Algorithm):
         self.critic_optimizer.step()
 
         # Actor: BC + eta * normalised -Q of a fresh action, backpropagated through the whole chain.
-        bc_loss = policy_bc_loss(ctx.model.unet, ctx.schedule, mb.observations, mb.actions, self.generator)
+        bc_loss = policy_bc_loss(ctx.model.denoiser, ctx.schedule, mb.observations, mb.actions, self.generator)
         new_q1, new_q2 = self.critic(mb.observations, self._chain(mb.observations))
         use_q1 = bool(torch.rand((), generator=self.generator) < 0.5)
         q_loss = diffusion_ql_q_loss(new_q1, new_q2, use_q1)
@@ -86,9 +86,9 @@ class DiffusionQL(Evaluates, Algorithm):
         self.steps += 1
         if self.steps % cfg.ema_every == 0:
             if self.steps >= cfg.ema_start:
-                soft_update(self.ema_actor, ctx.model.unet, 1 - cfg.ema_decay)
+                soft_update(self.ema_actor, ctx.model.denoiser, 1 - cfg.ema_decay)
             elif cfg.ema_warmup == "copy":
-                self.ema_actor.load_state_dict(ctx.model.unet.state_dict())
+                self.ema_actor.load_state_dict(ctx.model.denoiser.state_dict())
         soft_update(self.critic_target, self.critic, cfg.tau)
         return {
             "train/loss": float(actor_loss.detach()),

@@ -102,7 +102,7 @@ class DPO(Algorithm):
         target_w, target_l = training_target(ctx.schedule, chosen[p], noise, t), training_target(ctx.schedule, rejected[p], noise, t)
         e = cond[p]  # batch N
 
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         totals = {"loss": 0.0, "implicit_accuracy": 0.0, "logits": 0.0, "kl_to_base": 0.0, "grad_norm": 0.0}
         optimizer_steps = 0
         for _ in range(cfg.num_inner_epochs):
@@ -128,7 +128,7 @@ class DPO(Algorithm):
                 grad_norm, stepped = self.optimizer_step()
                 totals["grad_norm"] += grad_norm / (min(cfg.minibatches, n) * cfg.num_inner_epochs)
                 optimizer_steps += stepped
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         metrics = {f"train/{key}": v for key, v in totals.items()}
         metrics.update({"train/pairs": chosen.shape[0], "train/optimizer_steps": optimizer_steps, "train/lr": self.lr})
         return metrics

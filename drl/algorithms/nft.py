@@ -110,7 +110,7 @@ class NFT(Algorithm):
         cond = batch.cond[b]  # batch N
         num_pairs = b.numel()
 
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         old = torch.cat(
             [self._predict(x_t[c], t[c], cond[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)]
         )
@@ -141,7 +141,7 @@ class NFT(Algorithm):
                 grad_norm, stepped = self.optimizer_step()
                 totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
                 optimizer_steps += stepped
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         metrics = {f"train/{k}": v for k, v in totals.items()}
         metrics.update(
             {

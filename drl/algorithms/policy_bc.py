@@ -32,7 +32,7 @@ class PolicyBC(Evaluates, Algorithm):
         ctx, losses, grad_norms = self.ctx, [], []
         for index in torch.arange(len(batch)).split(ctx.cfg.train.batch_size):
             mb = batch.minibatch(index)
-            loss = policy_bc_loss(ctx.model.unet, ctx.schedule, mb.observations, mb.actions, self.generator)
+            loss = policy_bc_loss(ctx.model.denoiser, ctx.schedule, mb.observations, mb.actions, self.generator)
             loss.backward()
             grad_norm, _ = self.optimizer_step()
             losses.append(float(loss.detach()))

@@ -51,7 +51,7 @@ class Pretrain(Algorithm):
         ctx, size = self.ctx, self.ctx.cfg.train.batch_size
         encode = ctx.model.encode_prompts_with_grad if self.cfg.train_text_encoder else ctx.model.encode_prompts
         losses, grad_norms = [], []
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         for start in range(0, len(batch), size):  # one optimizer step per train.batch_size images
             prompts = batch.prompts[start : start + size]
             loss = denoising_loss(ctx, batch.images[start : start + size], encode(prompts), self.generator).mean()
@@ -59,5 +59,5 @@ class Pretrain(Algorithm):
             grad_norm, _ = self.optimizer_step()  # also steps the weight EMA (ema_decay), which is exported
             losses.append(float(loss.detach()))
             grad_norms.append(grad_norm)
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         return {"train/loss": float(np.mean(losses)), "train/grad_norm": float(np.mean(grad_norms)), "train/lr": self.lr}

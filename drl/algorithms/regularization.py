@@ -36,13 +36,13 @@ class ReferenceDenoiser:
 
     def __init__(self, model: T2IModel):
         self.model = model
-        self.frozen = None if has_lora(model.unet) else copy.deepcopy(model.unet).requires_grad_(False).eval()
+        self.frozen = None if has_lora(model.denoiser) else copy.deepcopy(model.denoiser).requires_grad_(False).eval()
 
     @torch.no_grad()
     def __call__(self, x_t, t, cond, uncond=None, guidance_scale: float = 1.0) -> torch.Tensor:
         if self.frozen is not None:
-            return self.model.denoise(x_t, t, cond, uncond, guidance_scale, unet=self.frozen)
-        with base_weights(self.model.unet):
+            return self.model.denoise(x_t, t, cond, uncond, guidance_scale, denoiser=self.frozen)
+        with base_weights(self.model.denoiser):
             return self.model.denoise(x_t, t, cond, uncond, guidance_scale)
 
 

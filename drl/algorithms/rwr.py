@@ -53,7 +53,7 @@ class RWR(Algorithm):
             b_all = b_all.repeat_interleave(steps)  # [B*S]
         n = b_all.numel()
         loss_total, grad_norm_total, steps_taken, skipped = 0.0, 0.0, 0, 0
-        ctx.model.unet.train()
+        ctx.model.denoiser.train()
         for _ in range(cfg.updates_per_epoch):
             order = torch.randperm(n, generator=self.generator)
             for minibatch in order.chunk(cfg.minibatches):
@@ -70,7 +70,7 @@ class RWR(Algorithm):
                 grad_norm_total += grad_norm
                 steps_taken += stepped
                 skipped += not stepped
-        ctx.model.unet.eval()
+        ctx.model.denoiser.eval()
         return {
             "train/loss": loss_total,
             "train/grad_norm": grad_norm_total / max(1, steps_taken + skipped),

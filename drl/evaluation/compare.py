@@ -62,7 +62,7 @@ def evaluation_prompts(cfg: EvalConfig) -> list[str]:
 def sample(loaded: LoadedModel, prompts: list[str], cfg: EvalConfig, device: torch.device) -> torch.Tensor:
     """The model's samples of ``prompts``: the noise comes from one generator seeded with cfg.seed (identical for every model)."""
     model = loaded.model.to(device)
-    model.unet.eval()
+    model.denoiser.eval()
     schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
     collector = RolloutCollector(
         model, schedule, eta=cfg.scheduler.eta, guidance_scale=cfg.scheduler.guidance_scale,

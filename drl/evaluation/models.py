@@ -94,11 +94,11 @@ def _with_lora(directory: Path, spec: str, base: ModelConfig) -> T2IModel:
     keys = list(load_file(str(directory / LORA_FILE)))
     prefix = keys[0].split(".")[0] if keys else "unet"  # unet. (SD, SDXL) or transformer. (SD3, video)
     try:
-        model.unet.load_lora_adapter(str(directory), prefix=prefix, adapter_name=ADAPTER_NAME, weight_name=LORA_FILE)
+        model.denoiser.load_lora_adapter(str(directory), prefix=prefix, adapter_name=ADAPTER_NAME, weight_name=LORA_FILE)
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
         raise ConfigError(f"the LoRA {spec!r} does not fit the base model {base.path!r} ({first.rstrip('.')}).") from None
-    if not any("lora_" in name for name, _ in model.unet.named_parameters()):
+    if not any("lora_" in name for name, _ in model.denoiser.named_parameters()):
         raise ConfigError(f"the LoRA {spec!r} does not fit the base model {base.path!r} (none of its layers exist there).")
     return model
 
@@ -112,10 +112,10 @@ def _with_checkpoint(path: Path, spec: str, base: ModelConfig) -> T2IModel:
     if not isinstance(state, dict) or "weights" not in state:
         raise ConfigError(f"model {spec!r} is not a drl-train checkpoint (it has no trained weights).")
     model = load_base(base)
-    setup_trainable(model.unet, base.finetune, base.lora_rank, base.lora_alpha, base.lora_targets)
+    setup_trainable(model.denoiser, base.finetune, base.lora_rank, base.lora_alpha, base.lora_targets)
     try:
-        load_trainable_state({"unet": model.unet}, state["weights"])
+        load_trainable_state({"unet": model.denoiser}, state["weights"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise ConfigError(f"the checkpoint {spec!r} does not fit the base model {base.path!r} ({str(e).splitlines()[0]}).") from None
-    model.unet.requires_grad_(False)
+    model.denoiser.requires_grad_(False)
     return model

@@ -9,10 +9,15 @@ class DenoiserModel:
     """A diffusion model as the algorithms see it: text-to-image (drl.models.t2i), text-to-video
     (drl.models.t2v) and control policies (drl.models.policy) all implement it.
 
-    ``unet`` is the trained network whatever its architecture (a UNet, a transformer, an MLP).
+    ``denoiser`` is the trained network whatever its architecture (a UNet, a transformer, an MLP).
     """
 
-    unet: torch.nn.Module
+    denoiser: torch.nn.Module
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        """The old name of ``denoiser``, read-only: code written against earlier releases keeps working."""
+        return self.denoiser
 
     def denoise(self, latents: torch.Tensor, t: torch.Tensor, cond, uncond=None, guidance_scale: float = 1.0) -> torch.Tensor:
         """The denoiser's output at (x_t [B, *D], t [B]) given the conditioning (and guidance)."""

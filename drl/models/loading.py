@@ -30,11 +30,11 @@ def detect_family(location: str) -> str:
     return "sd"
 
 
-def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) -> T2IModel:
+def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None) -> T2IModel:
     """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
 
     ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's layout).
-    ``unet_class`` replaces the family's denoiser class (the video models in drl.models.t2v share this loader).
+    ``denoiser_class`` replaces the family's denoiser class (the video models in drl.models.t2v share this loader).
     Missing weights raise FileNotFoundError with one sentence naming the path.
     """
     location = resolve_path(path)
@@ -53,8 +53,8 @@ def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) ->
         )
     cls = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model}[family]
     spec = COMPONENTS[family]
-    if unet_class is not None:
-        spec = [(name, sub, unet_class if name == "unet" else loader, required) for name, sub, loader, required in spec]
+    if denoiser_class is not None:
+        spec = [(name, sub, denoiser_class if name == "denoiser" else loader, required) for name, sub, loader, required in spec]
     parts = load_components(location, local.is_dir(), spec)
     model = cls(**parts)
     if family == "sdxl":
@@ -69,14 +69,14 @@ def load_t2i(path: str, family: str = "auto", unet_class: type | None = None) ->
 # Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
 COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
     "sd": [
-        ("unet", "unet", "UNet2DConditionModel", True),
+        ("denoiser", "unet", "UNet2DConditionModel", True),
         ("text_encoder", "text_encoder", "CLIPTextModel", True),
         ("tokenizer", "tokenizer", "tokenizer", True),
         ("scheduler_config", "scheduler", "scheduler", True),
         ("vae", "vae", "AutoencoderKL", False),  # absent only in pixel-space models (the toy)
     ],
     "sdxl": [
-        ("unet", "unet", "UNet2DConditionModel", True),
+        ("denoiser", "unet", "UNet2DConditionModel", True),
         ("text_encoder", "text_encoder", "CLIPTextModel", True),
         ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
         ("tokenizer", "tokenizer", "tokenizer", True),
@@ -85,7 +85,7 @@ COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
         ("vae", "vae", "AutoencoderKL", True),
     ],
     "sd3": [
-        ("unet", "transformer", "SD3Transformer2DModel", True),
+        ("denoiser", "transformer", "SD3Transformer2DModel", True),
         ("text_encoder", "text_encoder", "CLIPTextModelWithProjection", True),
         ("text_encoder_2", "text_encoder_2", "CLIPTextModelWithProjection", True),
         ("text_encoder_3", "text_encoder_3", "T5EncoderModel", False),  # optional, as in diffusers (zeros without it)
@@ -113,7 +113,7 @@ def load_t2v(path: str, num_frames: int) -> T2VModel:
     FileNotFoundError with one sentence naming the path."""
     if is_wan_layout(resolve_path(path)):
         return load_wan(resolve_path(path), num_frames)
-    parts = load_t2i(path, unet_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
+    parts = load_t2i(path, denoiser_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
     return T2VModel(**{f.name: getattr(parts, f.name) for f in fields(parts)}, num_frames=num_frames)
 
 

@@ -102,7 +102,7 @@ class DiffusionPolicy(DenoiserModel):
     """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
 
     def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict):
-        self.unet = denoiser  # the trainable network; named as in T2IModel so algorithms share code
+        self.denoiser = denoiser  # the trainable network; named as in T2IModel so algorithms share code
         self.scheduler_config = scheduler_config
 
     @classmethod
@@ -123,21 +123,21 @@ class DiffusionPolicy(DenoiserModel):
 
     @property
     def act_dim(self) -> int:
-        return self.unet.config["act_dim"]
+        return self.denoiser.config["act_dim"]
 
     @property
     def obs_dim(self) -> int:
-        return self.unet.config["obs_dim"]
+        return self.denoiser.config["obs_dim"]
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.denoiser.parameters()).device
 
-    def denoise(self, latents, t, cond, uncond=None, guidance_scale: float = 1.0, unet=None) -> torch.Tensor:
+    def denoise(self, latents, t, cond, uncond=None, guidance_scale: float = 1.0, denoiser=None) -> torch.Tensor:
         """T2IModel.denoise's signature: latents = noisy actions [B, A], cond = states [B, O]
         (a tensor, or a Conditioning holding "states" as rollouts store it); no guidance."""
         states = cond["states"] if isinstance(cond, Conditioning) else cond
-        return (self.unet if unet is None else unet)(latents, t, states)
+        return (self.denoiser if denoiser is None else denoiser)(latents, t, states)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """The chain's output already is the action [B, A]."""
@@ -148,7 +148,7 @@ class DiffusionPolicy(DenoiserModel):
         return cls.from_config(self.scheduler_config)
 
     def to(self, device) -> "DiffusionPolicy":
-        self.unet.to(device)
+        self.denoiser.to(device)
         return self
 
     # ------------------------------------------------------------------ sampling
@@ -160,7 +160,7 @@ class DiffusionPolicy(DenoiserModel):
         eta: float = 1.0,
         generator: torch.Generator | None = None,
         initial_noise: torch.Tensor | None = None,
-        unet: nn.Module | None = None,
+        denoiser: nn.Module | None = None,
     ) -> ChainOutput:
         """Run the reverse chain from a_T ~ N(0, I) (or ``initial_noise`` [B, A]) for states [B, O].
 
@@ -170,7 +170,7 @@ class DiffusionPolicy(DenoiserModel):
         n = states.shape[0]
         noise = gaussian_noise(generator, torch.float32, states.device, states.dtype)
         x = noise((n, self.act_dim)) if initial_noise is None else initial_noise.to(states.device, states.dtype)  # a_T: [B, A]
-        chain = run_chain(schedule, x, lambda x_t, t: self.denoise(x_t, t, states, unet=unet), noise, eta=eta)
+        chain = run_chain(schedule, x, lambda x_t, t: self.denoise(x_t, t, states, denoiser=denoiser), noise, eta=eta)
         return ChainOutput(
             actions=chain.sample.clamp(-1, 1),
             latents=chain.latents,
@@ -183,8 +183,8 @@ class DiffusionPolicy(DenoiserModel):
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.unet.state_dict().items()}, directory / WEIGHTS_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps({"denoiser": self.unet.config, "scheduler": self.scheduler_config}, indent=1))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}, directory / WEIGHTS_NAME)
+        (directory / CONFIG_NAME).write_text(json.dumps({"denoiser": self.denoiser.config, "scheduler": self.scheduler_config}, indent=1))
 
 
 def load_policy(path: str | Path) -> DiffusionPolicy:

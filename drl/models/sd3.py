@@ -43,7 +43,7 @@ class SD3Model(T2IModel):
             hidden.append(out.hidden_states[-2])  # [B, 77, D_k]
             pooled.append(out[0])  # [B, P_k]
         clip = torch.cat(hidden, dim=-1)  # [B, 77, D1 + D2]
-        width = self.unet.config.joint_attention_dim
+        width = self.denoiser.config.joint_attention_dim
         if self.text_encoder_3 is None:
             t5 = clip.new_zeros(len(prompts), self.t5_max_length, width)
         else:
@@ -65,7 +65,7 @@ class SD3Model(T2IModel):
 
     def pipeline_components(self) -> dict:
         return {
-            "transformer": self.unet,
+            "transformer": self.denoiser,
             "scheduler": self.make_scheduler("flow"),
             "vae": self.vae,
             "text_encoder": self.text_encoder,

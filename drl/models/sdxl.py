@@ -61,7 +61,7 @@ class SDXLModel(T2IModel):
             "text_encoder_2": self.text_encoder_2,
             "tokenizer": self.tokenizer,
             "tokenizer_2": self.tokenizer_2,
-            "unet": self.unet,
+            "unet": self.denoiser,
             "scheduler": self.make_scheduler(self.SCHEDULER_KINDS[0]),
             "force_zeros_for_empty_prompt": self.force_zeros_for_empty_prompt,
         }

@@ -53,13 +53,13 @@ class T2IModel(DenoiserModel):
 
     Subclasses for other families (drl.models.sdxl, drl.models.sd3) change only how prompts
     become a :class:`Conditioning` and how it is passed to the denoiser; the collector, the
-    step math and the algorithms are the same for all. ``unet`` is the denoiser whatever its
-    architecture (SD3's is an SD3Transformer2DModel).
+    step math and the algorithms are the same for all. ``denoiser`` is the trained network whatever
+    its architecture (SD3's is an SD3Transformer2DModel).
     """
 
     tokenizer: object
     text_encoder: torch.nn.Module
-    unet: torch.nn.Module
+    denoiser: torch.nn.Module
     scheduler_config: dict
     vae: AutoencoderKL | None = None
     decode_chunk_size: int = 8  # images per VAE decode call: bounds the decoder's activation memory
@@ -92,7 +92,7 @@ class T2IModel(DenoiserModel):
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.denoiser.device
 
     # ------------------------------------------------------------ denoiser
     def denoise(
@@ -102,17 +102,17 @@ class T2IModel(DenoiserModel):
         cond: Conditioning,
         uncond: Conditioning | None = None,
         guidance_scale: float = 1.0,
-        unet: torch.nn.Module | None = None,
+        denoiser: torch.nn.Module | None = None,
     ) -> torch.Tensor:
-        """The denoiser's output with classifier-free guidance (``unet`` overrides self.unet, e.g. a reference copy).
+        """The denoiser's output with classifier-free guidance (``denoiser`` overrides self.denoiser, e.g. a reference copy).
 
         latents: [B, C, h, w]; t: [B]; cond, uncond: batch B.
         With guidance the conditional and unconditional passes run as one batch of 2B.
         """
-        unet = self.unet if unet is None else unet
+        denoiser = self.denoiser if denoiser is None else denoiser
         if guidance_scale == 1.0 or uncond is None:
-            return unet(latents, timestep=t, **self.denoiser_kwargs(cond)).sample
-        both = unet(
+            return denoiser(latents, timestep=t, **self.denoiser_kwargs(cond)).sample
+        both = denoiser(
             torch.cat([latents, latents]), timestep=torch.cat([t, t]), **self.denoiser_kwargs(Conditioning.cat([uncond, cond]))
         ).sample
         uncond_out, cond_out = both.chunk(2)
@@ -121,12 +121,12 @@ class T2IModel(DenoiserModel):
     # ------------------------------------------------------------- decoder
     @property
     def latent_channels(self) -> int:
-        return self.unet.config.in_channels
+        return self.denoiser.config.in_channels
 
     @property
     def image_size(self) -> int:
         """The image side being generated: ``resolution`` or the denoiser's native size."""
-        return self.resolution or self.unet.config.sample_size * self.vae_scale_factor
+        return self.resolution or self.denoiser.config.sample_size * self.vae_scale_factor
 
     @property
     def vae_scale_factor(self) -> int:
@@ -158,7 +158,7 @@ class T2IModel(DenoiserModel):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] -> latents [B, C, h, w]; the inverse of :meth:`decode` (VAE mean)."""
         pixels = images * 2 - 1
-        dtype = torch.float64 if self.unet.dtype == torch.float64 else torch.float32  # as the collector's latents
+        dtype = torch.float64 if self.denoiser.dtype == torch.float64 else torch.float32  # as the collector's latents
         if self.vae is None:
             return pixels.to(dtype)
         scale = self.vae.config.scaling_factor
@@ -180,7 +180,7 @@ class T2IModel(DenoiserModel):
 
     # ------------------------------------------------------------ placement
     def to(self, device: torch.device | str) -> "T2IModel":
-        for part in (*self.text_encoders, self.unet, self.vae):
+        for part in (*self.text_encoders, self.denoiser, self.vae):
             if part is not None:
                 part.to(device)
         return self
@@ -193,13 +193,13 @@ class T2IModel(DenoiserModel):
         for part in (*self.text_encoders, self.vae):
             if part is not None:
                 part.to(dtype)
-        for p in self.unet.parameters():
+        for p in self.denoiser.parameters():
             if not p.requires_grad:
                 p.data = p.data.to(dtype)
 
     # -------------------------------------------------------------- saving
     def pipeline_components(self) -> dict:
-        return {"vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.unet,
+        return {"vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.denoiser,
                 "scheduler": self.make_scheduler(self.SCHEDULER_KINDS[0]),
                 "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
@@ -212,7 +212,7 @@ class T2IModel(DenoiserModel):
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         if self.vae is None:  # the pixel-space toy model: no diffusers pipeline fits it
-            self.unet.save_pretrained(directory / "unet")
+            self.denoiser.save_pretrained(directory / "unet")
             self.text_encoder.save_pretrained(directory / "text_encoder")
             self.tokenizer.save_pretrained(directory / "tokenizer")
             DDIMScheduler.from_config(self.scheduler_config).save_pretrained(directory / "scheduler")
@@ -223,7 +223,7 @@ class T2IModel(DenoiserModel):
         """The denoiser's LoRA adapter in diffusers' format: ``pipe.load_lora_weights(directory)`` loads it."""
         import diffusers
 
-        export_lora(self.unet, Path(directory), getattr(diffusers, self.PIPELINE), self.LORA_LAYERS_ARG)
+        export_lora(self.denoiser, Path(directory), getattr(diffusers, self.PIPELINE), self.LORA_LAYERS_ARG)
 
 
 def _token_ids(tokenizer, prompts: list[str], device: torch.device, max_length: int | None = None) -> torch.Tensor:

@@ -96,7 +96,7 @@ def build_toy_t2v(resolution: int = 16, num_frames: int = 4, seed: int = 0) -> T
     # (at 0.02 its two layers mix in the shared context and "moving left" / "moving right" come out at cosine 0.97).
     text_encoder = build_toy_text_encoder(tokenizer, seed, token_embedding_std=1.0)
     torch.manual_seed(seed + 1)
-    unet = CogVideoXTransformer3DModel(
+    denoiser = CogVideoXTransformer3DModel(
         num_attention_heads=4,
         attention_head_dim=16,
         in_channels=3,
@@ -112,4 +112,4 @@ def build_toy_t2v(resolution: int = 16, num_frames: int = 4, seed: int = 0) -> T
         max_text_seq_length=MAX_TOKENS,
     )
     scheduler_config = dict(DDIMScheduler(**TOY_VIDEO_SCHEDULER_CONFIG).config)
-    return T2VModel(tokenizer, text_encoder, unet, scheduler_config, vae=None, num_frames=num_frames)
+    return T2VModel(tokenizer, text_encoder, denoiser, scheduler_config, vae=None, num_frames=num_frames)

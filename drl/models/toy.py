@@ -90,7 +90,7 @@ def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
     tokenizer = build_toy_tokenizer()
     text_encoder = build_toy_text_encoder(tokenizer, seed)
     torch.manual_seed(seed + 1)
-    unet = UNet2DConditionModel(
+    denoiser = UNet2DConditionModel(
         sample_size=resolution,
         in_channels=3,
         out_channels=3,
@@ -103,4 +103,4 @@ def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
         norm_num_groups=8,
     )
     scheduler_config = dict(DDIMScheduler(**TOY_SCHEDULER_CONFIG).config)
-    return T2IModel(tokenizer, text_encoder, unet, scheduler_config, vae=None)
+    return T2IModel(tokenizer, text_encoder, denoiser, scheduler_config, vae=None)

@@ -28,7 +28,7 @@ from drl.models.t2v import T2VModel
 from drl.types import Conditioning
 
 COMPONENTS = [
-    ("unet", "transformer", "WanTransformer3DModel", True),
+    ("denoiser", "transformer", "WanTransformer3DModel", True),
     ("text_encoder", "text_encoder", "UMT5EncoderModel", True),
     ("tokenizer", "tokenizer", "tokenizer", True),
     ("scheduler_config", "scheduler", "scheduler", True),
@@ -105,7 +105,7 @@ class WanModel(T2VModel):
         return {
             "tokenizer": self.tokenizer,
             "text_encoder": self.text_encoder,
-            "transformer": self.unet,
+            "transformer": self.denoiser,
             "vae": self.vae,
             "scheduler": self.make_scheduler("flow"),
         }

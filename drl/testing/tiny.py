@@ -3,7 +3,7 @@
 Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
 character) whose vocabulary is written here, and every network is built from a small config.
 
-    python -m drl.models.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, wan, clip
+    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, wan, clip
     drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
 """
 
@@ -121,10 +121,10 @@ def build_tiny_sd(seed: int = 0) -> T2IModel:
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(_text_config(tokenizer))
     torch.manual_seed(seed + 1)
-    unet = _unet(TEXT_DIM)
+    denoiser = _unet(TEXT_DIM)
     torch.manual_seed(seed + 2)
     vae = _vae()
-    return T2IModel(tokenizer, text_encoder, unet, dict(DDIMScheduler(**SD_SCHEDULER).config), vae)
+    return T2IModel(tokenizer, text_encoder, denoiser, dict(DDIMScheduler(**SD_SCHEDULER).config), vae)
 
 
 def build_tiny_sdxl(seed: int = 0) -> SDXLModel:
@@ -136,7 +136,7 @@ def build_tiny_sdxl(seed: int = 0) -> SDXLModel:
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer))
     torch.manual_seed(seed + 2)
     time_dim = 4
-    unet = _unet(
+    denoiser = _unet(
         2 * TEXT_DIM,
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
@@ -147,7 +147,7 @@ def build_tiny_sdxl(seed: int = 0) -> SDXLModel:
     return SDXLModel(
         tokenizer,
         text_encoder,
-        unet,
+        denoiser,
         dict(DDIMScheduler(**SD_SCHEDULER).config),
         vae,
         text_encoder_2=text_encoder_2,
