@@ -171,7 +171,7 @@ def test_dppo_fine_tunes_only_the_last_steps_of_the_chain():
         for p in policy.denoiser.parameters():
             p.add_(0.5)
     states = torch.randn(4, 3)
-    run = lambda: policy.sample(schedule, states, generator=torch.Generator().manual_seed(1), fine_tuned_steps=2, frozen_unet=base)  # noqa: E731
+    run = lambda: policy.sample(schedule, states, generator=torch.Generator().manual_seed(1), fine_tuned_steps=2, frozen_denoiser=base)  # noqa: E731
     mixed = run()
     frozen = DiffusionPolicy(base, policy.scheduler_config).sample(schedule, states, generator=torch.Generator().manual_seed(1))
     assert torch.equal(mixed.latents[:, :4], frozen.latents[:, :4])  # x_T .. after step 3 of 5: the base's

@@ -80,7 +80,7 @@ class DPPO(Evaluates, Algorithm):
             generator=generator,
             denoiser=denoiser,
             fine_tuned_steps=self.cfg.ft_denoising_steps,
-            frozen_unet=self.base,
+            frozen_denoiser=self.base,
             min_std=self.cfg.min_std if min_std is None else min_std,
         )
 

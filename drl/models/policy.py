@@ -170,7 +170,7 @@ class DiffusionPolicy(DenoiserModel):
         initial_noise: torch.Tensor | None = None,
         denoiser: nn.Module | None = None,
         fine_tuned_steps: int | None = None,
-        frozen_unet: nn.Module | None = None,
+        frozen_denoiser: nn.Module | None = None,
         min_std: float = 0.0,
     ) -> ChainOutput:
         """Run the reverse chain from a_T ~ N(0, I) (or ``initial_noise``, actions' shape) for states [B, *obs_shape].
@@ -178,7 +178,7 @@ class DiffusionPolicy(DenoiserModel):
         Each step is drl.sampling.denoising_step, so the log-probs are those DDPO re-scores.
         Gradients flow to the weights when the caller enables them (Diffusion-QL's Q term).
         DPPO: with ``fine_tuned_steps`` = K only the last K steps run ``denoiser`` (default self.denoiser), the earlier
-        ones ``frozen_unet``; ``min_std`` floors every step's std (its exploration noise).
+        ones ``frozen_denoiser``; ``min_std`` floors every step's std (its exploration noise).
         """
         n = states.shape[0]
         noise = gaussian_noise(generator, torch.float32, states.device, states.dtype)
@@ -188,7 +188,7 @@ class DiffusionPolicy(DenoiserModel):
         first_tuned = timesteps[0 if fine_tuned_steps is None else len(timesteps) - fine_tuned_steps]
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.denoise(x_t, t, states, denoiser=denoiser if bool(t[0] <= first_tuned) else frozen_unet)
+            return self.denoise(x_t, t, states, denoiser=denoiser if bool(t[0] <= first_tuned) else frozen_denoiser)
 
         chain = run_chain(schedule, x, denoise, noise, eta=eta, min_std=min_std)
         return ChainOutput(

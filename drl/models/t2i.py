@@ -53,8 +53,8 @@ class T2IModel(DenoiserModel):
 
     Subclasses for other families (drl.models.sdxl, drl.models.sd3) change only how prompts
     become a :class:`Conditioning` and how it is passed to the denoiser; the collector, the
-    step math and the algorithms are the same for all. ``denoiser`` is the denoiser whatever its
-    architecture (SD3's is an SD3Transformer2DModel).
+    step math and the algorithms are the same for all. ``denoiser`` is the trained network whatever
+    its architecture (SD3's is an SD3Transformer2DModel).
     """
 
     tokenizer: object

@@ -1,0 +1,1 @@
+"""Builders of tiny random models with the real architectures, for tests and offline tries (not shipped models)."""
