@@ -319,7 +319,11 @@ def test_two_drl_train_on_one_run_dir_and_a_refused_rerun(tmp_path, random_toy_m
         assert first.poll() is None and time.monotonic() < deadline, "the first run ended early"
         time.sleep(0.1)
     hydra_files = {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()}
-    second = drl_train([*args, "seed=5"], tmp_path)
+    first.send_signal(signal.SIGSTOP)  # paused, holding its lock: the second run surely meets it, however loaded the machine
+    try:
+        second = drl_train([*args, "seed=5"], tmp_path)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert f"is in use by process {first.pid} on " in _one_sentence_error(second)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-2000:]
