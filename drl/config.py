@@ -821,7 +821,7 @@ def control_problems(cfg) -> list[str]:
         p.append(f"algorithm={a.name} learns offline: set env.dataset to a file made by scripts/make_dataset.py, a D4RL-style .hdf5 file or a Minari dataset.")
     if entry is not None and not entry.offline and m.from_scratch:
         p.append(
-            f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=pretrain>."
+            f"algorithm={a.name} fine-tunes or steers a pretrained policy: set model.from_scratch=false model.path=<run dir of algorithm=bc>."
         )
     for key in ("dataset_size", "eval_episodes", "eval_every", "num_envs"):
         if getattr(env, key) <= 0:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -34,6 +36,19 @@ def compose_raw(overrides: list[str] | None = None):
 
 def compose_config(overrides: list[str] | None = None, tiny: bool = True) -> Config:
     return validate(compose_raw((TINY if tiny else []) + list(overrides or [])))
+
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per logged epoch."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_toy_alignment(run_dir, model: str, *overrides: str) -> float:
+    """A tiny in-process run of the toy model at ``model``, rewarded by toy_alignment."""
+    from drl.train import train
+
+    return train(compose_config([f"model.path={model}", "reward=toy_alignment", "hardware.num_threads=1", *overrides]), run_dir)
 
 
 @pytest.fixture

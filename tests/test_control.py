@@ -22,7 +22,7 @@ from drl.sampling import denoising_step, make_schedule
 from drl.train import build_context, train
 from drl.types import TransitionBatch
 
-from conftest import compose_config
+from conftest import compose_config, read_records
 
 BANDIT = [
     "logger=none",
@@ -32,10 +32,6 @@ BANDIT = [
     "env.dataset_size=2000",
     "train.batch_size=64",
 ]
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _policy(obs_dim=3, act_dim=2, steps=5) -> DiffusionPolicy:
@@ -196,7 +192,7 @@ def test_the_old_behaviour_cloning_spelling_still_runs(tmp_path, capsys):
     cfg = compose_config(["experiment=bandit_bc", "algorithm=pretrain", *BANDIT, "train.epochs=1", "algorithm.steps_per_epoch=5", "env.eval_episodes=20"], tiny=False)
     assert "algorithm=pretrain on a control task is now algorithm=bc" in capsys.readouterr().err
     train(cfg, tmp_path)
-    assert (tmp_path / "policy" / "policy.safetensors").is_file() and _records(tmp_path)[-1]["train/loss"] > 0
+    assert (tmp_path / "policy" / "policy.safetensors").is_file() and read_records(tmp_path)[-1]["train/loss"] > 0
 
 def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
     root, bc, dql = bandit_runs
@@ -204,7 +200,7 @@ def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
     assert dql > bc + 0.1  # Diffusion-QL moves towards the best mode (reward 1.0)
     for name in ("actions_after.png", "eval_after.json", "policy/policy.safetensors", "checkpoints/last.pt", "reward_curve.png"):
         assert (root / "bc" / name).is_file(), name
-    assert _records(root / "dql")[-1]["train/critic_loss"] < 1.0
+    assert read_records(root / "dql")[-1]["train/critic_loss"] < 1.0
 
 
 @pytest.mark.parametrize("variant", ["sac", pytest.param("na", marks=pytest.mark.slow)])
@@ -323,7 +319,7 @@ def test_ddpo_on_the_policy_runs_on_policy_with_env_rewards(bandit_runs, tmp_pat
         tiny=False,
     )
     train(cfg, tmp_path)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert records[0]["train/ratio_dev_first"] < 1e-4  # re-scored with the same step function
     assert all(0 <= r["reward_mean"] <= 1 and math.isfinite(r["train/loss"]) for r in records)
     assert math.isclose(records[-1]["eval/return_mean"], BEFORE_CHUNKS["ddpo"], rel_tol=1e-9)  # To = Ta = 1: as before
@@ -337,7 +333,7 @@ def test_dppo_raises_the_bc_policys_return_on_the_bandit(bandit_runs, tmp_path):
     train(cfg, tmp_path)
     start = json.loads((tmp_path / "eval_before.json").read_text())["eval/return_mean"]
     end = json.loads((tmp_path / "eval_after.json").read_text())["eval/return_mean"]
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert end > start + 0.1, (start, end)
     assert records[0]["train/ratio_dev_first"] < 1e-4  # re-scored with the rollout's own step function
     assert (tmp_path / "base_policy" / "policy.safetensors").is_file() and (tmp_path / "value_function.pt").is_file()

@@ -1,6 +1,5 @@
 """Data parallelism: two CPU ranks on gloo under torchrun, and the pure helpers of drl.distributed."""
 
-import json
 import math
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from drl import distributed
 from drl.checkpoint import load_checkpoint
 from drl.config import ConfigError, HardwareConfig
 
+from conftest import read_records
+
 WORKER = Path(__file__).parent / "distributed_worker.py"
 
 
@@ -21,10 +22,6 @@ def _torchrun(out: Path, model: str, *overrides: str) -> list[dict]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
-
-
-def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("finetune", ["full", pytest.param("lora", marks=pytest.mark.slow)])
@@ -44,7 +41,7 @@ def test_two_ranks_differ_in_noise_agree_in_weights_and_log_the_mean_over_all_sa
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert len(state["ranks"]) == 2 and not torch.equal(state["ranks"][0]["generator"], state["ranks"][1]["generator"])
     # The logged reward is the mean over both ranks' samples; the NaN epoch is skipped by both.
-    records = _records(tmp_path / "run")
+    records = read_records(tmp_path / "run")
     assert [r["epoch"] for r in records] == [0, 1, 2] and records[1].get("skipped_nonfinite") == 1
     for record, epoch in ((records[0], 0), (records[2], 2)):
         both = torch.cat([a["rewards"][epoch], b["rewards"][epoch]]).double()

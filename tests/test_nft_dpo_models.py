@@ -5,20 +5,15 @@ step of every epoch (train/ratio_dev_first, in float32, <= 1e-5), NFT's |v_θ - 
 step (train/old_dev_first), DPO's loss log 2 while the model still equals its reference.
 """
 
-import json
 import math
 
 import pytest
-from conftest import compose_config, tiny_model_overrides
+from conftest import compose_config, read_records, tiny_model_overrides
 from test_cli import drl_train
 
 from drl.train import train
 
 ON_POLICY_TOLERANCE = 1e-5
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _check_run(algorithm: str, records: list[dict], minibatches: int) -> None:
@@ -46,7 +41,7 @@ def test_nft_dpo_and_grouped_ddpo_run_through_drl_train_on_sd15(tmp_path, tiny_d
     runs = sorted(p for p in sweep.iterdir() if (p / "metrics.jsonl").is_file())
     assert [p.name.split("-")[-1] for p in runs] == ["nft", "dpo", "ddpo"]
     for run in runs:
-        _check_run(run.name.split("-")[-1], _records(run), minibatches=1)
+        _check_run(run.name.split("-")[-1], read_records(run), minibatches=1)
         assert (run / "lora" / "pytorch_lora_weights.safetensors").is_file() and (run / "samples_after.png").is_file()
 
 
@@ -64,4 +59,4 @@ def test_new_methods_train_a_flow_model_and_sdxl(tmp_path, tiny_dirs, name, algo
     cfg = compose_config(tiny_model_overrides(name, tiny_dirs, f"algorithm={algorithm}", "algorithm.lr=1e-2", *overrides))
     assert (cfg.scheduler.kind == "flow") == (name == "sd3") and cfg.train.epochs == 2
     train(cfg, tmp_path)
-    _check_run(algorithm, _records(tmp_path), cfg.algorithm.minibatches)
+    _check_run(algorithm, read_records(tmp_path), cfg.algorithm.minibatches)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import compose_config, tiny_model_overrides
+from conftest import compose_config, read_records, tiny_model_overrides
 from test_cli import drl_train
 
 from drl.config import ConfigError
@@ -73,10 +73,6 @@ def _tiny(*extra):
     return ["reward.terms.toy_aesthetic=0", "hardware.num_threads=1", "train.batch_size=4", *extra]
 
 
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("algorithm", ["ddpo", "alignprop"])
 def test_a_reward_from_a_file_outside_drl_trains_on_the_toy_world(tmp_path, plugin_dir, monkeypatch, algorithm):
     directory, module = plugin_dir
@@ -85,7 +81,7 @@ def test_a_reward_from_a_file_outside_drl_trains_on_the_toy_world(tmp_path, plug
         build_context(compose_config(overrides))  # not on the import path yet
     monkeypatch.syspath_prepend(str(directory))
     final = train(compose_config(overrides), tmp_path / "run")
-    records = _records(tmp_path / "run")
+    records = read_records(tmp_path / "run")
     assert [r["epoch"] for r in records] == [0, 1] and math.isfinite(final)
     assert all(0 < r["reward/mine"] <= 2 and r["reward_mean"] == pytest.approx(r["reward/mine"]) for r in records)
     assert all(0 <= r["reward/mine/red"] <= 1 for r in records)  # the per-sample info, logged
@@ -168,7 +164,7 @@ def test_a_user_config_directory_and_pythonpath_make_reward_my_judge_work_from_t
     finally:
         del os.environ["PYTHONPATH"]
     assert result.returncode == 0, result.stderr[-2000:]
-    assert 0 < _records(tmp_path / "run")[0]["reward/judge"] <= 3
+    assert 0 < read_records(tmp_path / "run")[0]["reward/judge"] <= 3
 
 
 @pytest.mark.parametrize("algorithm", ["ddpo", "alignprop"])
@@ -178,7 +174,7 @@ def test_a_plugin_reward_trains_a_tiny_sd15_pipeline(tmp_path, tiny_dirs, plugin
     overrides = tiny_model_overrides("sd15", tiny_dirs, f"algorithm={algorithm}", "algorithm.lr=1e-2", "reward.terms.toy_aesthetic=0",
                                      _plugin(module, "brightness", scale=1.0, differentiable="true"))  # fmt: skip
     final = train(compose_config(overrides), tmp_path)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert len(records) == 2 and math.isfinite(final)
     assert all(0 < r["reward/mine"] < 1 for r in records) and records[-1]["drift_from_base"] > 0
 
@@ -192,7 +188,7 @@ def test_a_groupwise_rank_reward_scores_each_group_of_one_prompt(tmp_path, plugi
     monkeypatch.syspath_prepend(str(directory))
     overrides = _tiny(f"algorithm={algorithm}", "algorithm.group_size=4", _plugin(module, "Rank", groupwise="true"))
     train(compose_config(overrides), tmp_path)  # Rank asserts that each call holds one prompt
-    for record in _records(tmp_path):  # every group's scores are a permutation of the four ranks
+    for record in read_records(tmp_path):  # every group's scores are a permutation of the four ranks
         assert record["reward_mean"] == pytest.approx(0.5, abs=1e-6) and record["reward_std"] == pytest.approx(RANK_STD, abs=1e-6)
         assert math.isfinite(record["train/loss"])
 
@@ -232,7 +228,7 @@ def test_eval_terms_are_scored_only_before_and_after_training_with_their_paired_
     assert record["eval_terms"]["gain"]["judge"]["gain_se"] == pytest.approx(float(gain.std() / 6**0.5))
     assert "summary" in record and "eval/gain" in record["summary"]  # the training reward's paired gain, as before
     assert {"toy_motion_only", "frames_toy_object", "temporal_consistency", "eval:judge"} <= set(record["terms"]["after"])  # monitors too
-    assert all("reward/judge" not in r for r in _records(tmp_path))
+    assert all("reward/judge" not in r for r in read_records(tmp_path))
 
 
 def test_without_a_group_layout_a_groupwise_reward_gets_the_samples_of_each_prompt():

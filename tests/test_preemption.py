@@ -1,7 +1,6 @@
 """Preemption and crashes: a signalled run checkpoints and stops; a killed run resumes; both end exactly
 as the uninterrupted run does."""
 
-import json
 import os
 import signal
 import subprocess
@@ -18,13 +17,9 @@ from drl.preemption import Preempted
 from drl.rewards.base import Reward
 from drl.train import train
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, read_records
 
 COMMON = ["train.epochs=4", "algorithm.lr=1e-3", "hardware.num_threads=1"]
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _final_weights(run_dir):
@@ -32,7 +27,7 @@ def _final_weights(run_dir):
 
 
 def _assert_same_run(a, b, epochs):
-    ra, rb = _records(a), _records(b)
+    ra, rb = read_records(a), read_records(b)
     assert [r["epoch"] for r in rb] == [r["epoch"] for r in ra] == list(range(epochs))
     for x, y in zip(ra, rb):
         assert (x["reward_mean"], x["train/loss"], x["train/grad_norm"]) == (y["reward_mean"], y["train/loss"], y["train/grad_norm"])
@@ -78,7 +73,7 @@ def test_signal_checkpoints_at_the_epoch_end_and_the_rerun_continues_exactly(tmp
     assert not stop.value.requeued  # not inside a SLURM job
     assert load_checkpoint(stopped / "checkpoints" / "last.pt")["epoch"] == 1  # written although save_every=100
     assert signal.getsignal(signum) is not None and signal.getsignal(signum) != signal.SIG_IGN
-    assert train(compose_config(overrides), stopped) == _records(straight)[-1]["reward_mean"]
+    assert train(compose_config(overrides), stopped) == read_records(straight)[-1]["reward_mean"]
     _assert_same_run(straight, stopped, epochs=4)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, TINY, compose_config
+from conftest import SMALL, TINY, compose_config, read_records
 from conftest import tiny_model_overrides as _overrides
 from test_cli import drl_train
 
@@ -18,10 +18,6 @@ from drl.config import ConfigError
 from drl.models.loading import load_t2i
 from drl.sampling import denoising_step
 from drl.train import build_context, train
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_saved_directories_are_diffusers_pipelines_and_load_as_their_family(tiny_dirs):
@@ -42,7 +38,7 @@ def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
         [*TINY, *_overrides("sd15", tiny_dirs), "logger=none", "hardware.num_threads=1", f"hydra.run.dir={tmp_path}"], tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert [r["epoch"] for r in _records(tmp_path)] == [0, 1]
+    assert [r["epoch"] for r in read_records(tmp_path)] == [0, 1]
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
 
 
@@ -53,7 +49,7 @@ def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
 )  # fmt: skip
 def test_every_family_trains_with_every_algorithm(tmp_path, tiny_dirs, name, algorithm):
     final = train(compose_config(_overrides(name, tiny_dirs, f"algorithm={algorithm}", "algorithm.lr=1e-2")), tmp_path)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert len(records) == 2 and math.isfinite(final)
     assert all(math.isfinite(r["train/loss"]) and math.isfinite(r["reward_mean"]) for r in records)
     assert records[-1]["drift_from_base"] > 0  # the LoRA weights moved
@@ -143,7 +139,7 @@ def test_alignprop_backpropagates_the_clip_aesthetic_reward_into_sd15(tmp_path, 
     head = save_tiny_aesthetic_head(tmp_path / "head.pth")
     reward = ["reward=aesthetic", f"reward.aesthetic_clip_path={clip}", f"reward.aesthetic_head_path={head}"]
     train(compose_config(_overrides("sd15", tiny_dirs, "algorithm=alignprop", "train.epochs=1", *reward)), tmp_path / "run")
-    record = _records(tmp_path / "run")[0]
+    record = read_records(tmp_path / "run")[0]
     assert math.isfinite(record["reward_mean"]) and record["train/grad_norm"] > 0 and record["drift_from_base"] > 0
 
 
@@ -155,4 +151,4 @@ def test_mixed_precision_stores_frozen_parts_in_bf16_and_trains_float32_lora(tmp
     frozen = [p for p in ctx.model.denoiser.parameters() if not p.requires_grad]
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
     train(cfg, tmp_path)
-    assert all(r["train/ratio_dev_first"] <= 1e-5 and math.isfinite(r["train/loss"]) for r in _records(tmp_path))
+    assert all(r["train/ratio_dev_first"] <= 1e-5 and math.isfinite(r["train/loss"]) for r in read_records(tmp_path))

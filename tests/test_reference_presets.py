@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import compose_config, tiny_model_overrides
+from conftest import compose_config, read_records, tiny_model_overrides
 from PIL import Image
 
 from drl.train import train
@@ -27,10 +27,6 @@ T2I = {  # preset -> (family, overrides that make it fit 4 samples)
     "ref_diffusion_nft_sd35": ("sd3", ["algorithm.group_size=2"]),
     "ref_diffusion_dpo_sd15": ("sd15", []),
 }
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _pairs_file(root) -> str:
@@ -55,7 +51,7 @@ def test_t2i_preset_runs_one_epoch_on_its_tiny_family(tmp_path, tiny_dirs, prese
     overrides = [f"experiment={preset}", *tiny_model_overrides(family, tiny_dirs, *ONE_EPOCH, *fit, *extra)]
     cfg = compose_config(overrides, tiny=False)
     final = train(cfg, tmp_path / "run")
-    records = _records(tmp_path / "run")
+    records = read_records(tmp_path / "run")
     assert len(records) == 1 and math.isfinite(records[0]["train/loss"])
     assert math.isfinite(final) or preset == "ref_diffusion_dpo_sd15"  # offline DPO samples nothing to score
     assert records[0]["drift_from_base"] > 0  # the preset's update moved the weights
@@ -76,5 +72,5 @@ def test_diffusion_ql_hopper_preset_runs_one_epoch(tmp_path):
     cfg = compose_config(overrides, tiny=False)
     assert cfg.algorithm.ema_warmup == "initial" and cfg.algorithm.ema_start == 1000
     train(cfg, tmp_path / "run")
-    records = _records(tmp_path / "run")
+    records = read_records(tmp_path / "run")
     assert len(records) == 1 and math.isfinite(records[0]["train/critic_loss"])

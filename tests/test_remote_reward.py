@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, read_records
 
 import drl.train
 from drl.checkpoint import load_checkpoint
@@ -106,10 +106,6 @@ def test_remote_rewards_equal_in_process_rewards_and_several_urls_share_the_load
         remote(dead, retries=1, backoff_s=0.01)(torch.rand(2, 3, 8, 8), ["a", "b"], [{}, {}])
 
 
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_a_dead_server_stops_the_run_with_its_checkpoint_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path, servers, monkeypatch):
     port = free_port()
@@ -134,10 +130,10 @@ def test_a_dead_server_stops_the_run_with_its_checkpoint_and_the_rerun_ends_as_a
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["epoch"] == 1
     servers(port, "reward=toy_aesthetic")  # back on the same address
     train(compose_config(overrides), tmp_path / "stopped")
-    straight, resumed = _records(tmp_path / "straight"), _records(tmp_path / "stopped")
+    straight, resumed = read_records(tmp_path / "straight"), read_records(tmp_path / "stopped")
     assert [r["epoch"] for r in resumed] == [0, 1, 2, 3]
     for x, y in zip(straight, resumed):
         assert (x["reward_mean"], x["train/loss"], x["train/grad_norm"]) == (y["reward_mean"], y["train/loss"], y["train/grad_norm"])
     local = compose_config(["train.epochs=4", "train.batch_size=4", "hardware.num_threads=1"])  # toy_aesthetic in-process
     train(local, tmp_path / "local")
-    assert [r["reward_mean"] for r in _records(tmp_path / "local")] == pytest.approx([r["reward_mean"] for r in straight], abs=1e-6)
+    assert [r["reward_mean"] for r in read_records(tmp_path / "local")] == pytest.approx([r["reward_mean"] for r in straight], abs=1e-6)

@@ -1,12 +1,11 @@
 """Scoring that overlaps sampling: chunk k is scored in a worker thread while chunk k+1 denoises,
 with the same scores, in the same order, as scoring the whole batch afterwards."""
 
-import json
 import threading
 import time
 
 import torch
-from conftest import compose_config
+from conftest import compose_config, read_records
 
 from drl import rewards as reward_registry
 from drl.rewards import WeightedReward
@@ -14,10 +13,6 @@ from drl.rewards.base import Reward
 from drl.rewards.overlap import ChunkScorer, can_overlap
 from drl.rewards.video import frame_subset
 from drl.train import train
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _spy(monkeypatch, name: str) -> list:
@@ -48,7 +43,7 @@ def test_overlapped_scoring_trains_exactly_as_sequential_scoring(tmp_path, monke
     assert sequential_calls == [(6, "MainThread"), (12, "MainThread"), (12, "MainThread"), (6, "MainThread")]
     assert [n for n, _ in calls] == [6, 4, 4, 4, 4, 4, 4, 6] and all(t.startswith("drl-reward") for _, t in calls[1:-1])
     keys = ["reward_mean", "reward_std", "reward/toy_alignment", "reward/jpeg_compressibility", "train/loss", "train/grad_norm"]
-    for a, b in zip(_records(tmp_path / "sequential"), _records(tmp_path / "overlapped"), strict=True):
+    for a, b in zip(read_records(tmp_path / "sequential"), read_records(tmp_path / "overlapped"), strict=True):
         assert [a[k] for k in keys] == [b[k] for k in keys]
 
 

@@ -36,7 +36,7 @@ from drl.runlock import LOCK_NAME, RunDirLocked, RunLock
 from drl.schema_checks import non_finite
 from drl.train import train
 
-from conftest import TINY, compose_config, compose_raw
+from conftest import TINY, compose_config, compose_raw, read_records
 from test_cli import drl_train
 
 MARKER = "pwned"
@@ -57,10 +57,6 @@ def crafted_checkpoint(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"epoch": 0, "weights": {}, "algorithm": _Payload(path.parent / MARKER)}, path)
     return path
-
-
-def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _one_sentence_error(result, code: int = 2) -> str:
@@ -246,7 +242,7 @@ def test_resume_refuses_a_changed_config_then_applies_allowed_changes_and_surviv
     for changed in (["algorithm=rwr"], ["model.finetune=lora"], ["seed=1"], ["algorithm.lr=1e-3"]):
         with pytest.raises(ResumeRefused):
             run("train.epochs=3", *changed)
-    assert [r["epoch"] for r in _records(tmp_path)] == [0, 1]
+    assert [r["epoch"] for r in read_records(tmp_path)] == [0, 1]
     run("train.epochs=3", "algorithm.lr=1e-3", "resume_changes=allow")
     assert json.loads((tmp_path / "resume_changes.jsonl").read_text())["changes"] == {"algorithm.lr": {"old": 3e-4, "new": 1e-3}}
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["algorithm"]["optimizer"]["param_groups"][0]["lr"] == 1e-3
@@ -255,14 +251,14 @@ def test_resume_refuses_a_changed_config_then_applies_allowed_changes_and_surviv
         run("train.epochs=4", "algorithm.lr=1e-3")
     assert (tmp_path / "checkpoints" / "last.pt.damaged").is_file()
     run("train.epochs=4", "algorithm.lr=1e-3", "resume_changes=allow")  # from previous.pt (epoch 1): redoes 2, then 3
-    assert [r["epoch"] for r in _records(tmp_path)] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in read_records(tmp_path)] == [0, 1, 2, 3]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 3
 
 
 def test_a_run_that_never_checkpointed_restarts_without_duplicating_epochs(tmp_path, random_toy_model):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "reward_mean": 0.5}\n{"epoch": 1, "reward_mean": 0.6}\n')  # killed before its first save
     train(compose_config([f"model.path={random_toy_model}", "hardware.num_threads=1", "train.epochs=1"]), tmp_path)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert [r["epoch"] for r in records] == [0] and records[0]["reward_mean"] != 0.5
 
 
@@ -272,7 +268,7 @@ def test_same_seed_and_threads_give_identical_metrics(tmp_path, random_toy_model
     runs = []
     for name in ("a", "b"):
         train(compose_config(overrides), tmp_path / name)
-        runs.append([{k: v for k, v in r.items() if k not in timing} for r in _records(tmp_path / name)])
+        runs.append([{k: v for k, v in r.items() if k not in timing} for r in read_records(tmp_path / name)])
     assert len(runs[0]) == 2 and runs[0] == runs[1]
 
 
@@ -329,7 +325,7 @@ def test_two_drl_train_on_one_run_dir_and_a_refused_rerun(tmp_path, random_toy_m
     assert first.returncode == 0, err[-2000:]
     assert "lock of process 999999 on gone was stale" in out and "Removed 1 half-written" in out
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
-    assert [r["epoch"] for r in _records(run_dir)] == [0, 1, 2]
+    assert [r["epoch"] for r in read_records(run_dir)] == [0, 1, 2]
     assert (run_dir / LOCK_NAME).read_text() == ""  # released
     line = _one_sentence_error(drl_train([*args, "algorithm.lr=1e-3"], tmp_path))
     assert "algorithm.lr (0.0003 -> 0.001)" in line and "resume_changes=allow" in line
@@ -347,7 +343,7 @@ def test_an_accepted_rerun_keeps_its_overrides_beside_the_first(tmp_path, random
     assert "with new settings: algorithm.lr (0.0003 -> 0.001)" in accepted.stdout
     assert "algorithm.lr=1e-3" in (run_dir / ".hydra" / "rerun-1" / "overrides.yaml").read_text()
     assert (run_dir / ".hydra" / "overrides.yaml").read_text() == first_overrides
-    assert [r["epoch"] for r in _records(run_dir)] == [0, 1]
+    assert [r["epoch"] for r in read_records(run_dir)] == [0, 1]
 
 
 # ------------------------------------------------------------ one error path

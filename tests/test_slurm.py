@@ -5,13 +5,14 @@ and a job sent SLURM's pre-timeout signal that checkpoints, requeues itself and 
 the uninterrupted sweep point with the same seed.
 """
 
-import json
 import shutil
 import subprocess
 import sys
 import time
 
 import pytest
+
+from conftest import read_records
 
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(shutil.which("sbatch") is None, reason="no SLURM here (sbatch not found)")]
 
@@ -30,10 +31,6 @@ def _sweep(sweep_dir, *overrides, wait=True):
     return done
 
 
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def _slurm(*args):
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -44,19 +41,19 @@ def test_sweep_two_tasks_and_a_pre_timeout_signal_requeue_on_a_real_cluster(tmp_
     runs = sorted((tmp_path / "sweep").glob("*-toy_t2i-ddpo"))
     assert len(runs) == 2
     for run in runs:
-        assert [r["epoch"] for r in _records(run)] == list(range(6)) and (run / "model" / "unet").is_dir()
-    reference = _records(runs[0])  # seed=0, uninterrupted
+        assert [r["epoch"] for r in read_records(run)] == list(range(6)) and (run / "model" / "unet").is_dir()
+    reference = read_records(runs[0])  # seed=0, uninterrupted
 
     # A 2-task job: two ranks set up from srun's variables, one run dir written by rank 0.
     _sweep(tmp_path / "tasks", "hydra.launcher.tasks_per_node=2", "train.epochs=2")
     (run,) = (tmp_path / "tasks").glob("*-toy_t2i-ddpo")
-    assert [r["samples"] for r in _records(run)] == [16, 16]
+    assert [r["samples"] for r in read_records(run)] == [16, 16]
 
     # The pre-timeout signal: checkpoint at the end of the epoch, requeue, resume, same final metrics.
     sweep = _sweep(tmp_path / "signal", "seed=0", wait=False)
     run = tmp_path / "signal" / "0-toy_t2i-ddpo"
     deadline = time.monotonic() + 300
-    while not ((run / "metrics.jsonl").is_file() and len(_records(run)) >= 2):
+    while not ((run / "metrics.jsonl").is_file() and len(read_records(run)) >= 2):
         assert sweep.poll() is None and time.monotonic() < deadline, "the job ended or never started"
         time.sleep(0.3)
     job = _slurm("squeue", "-h", "-o", "%i", "-n", "cli").splitlines()[0]
@@ -74,7 +71,7 @@ def test_sweep_two_tasks_and_a_pre_timeout_signal_requeue_on_a_real_cluster(tmp_
     assert sweep.returncode == 0, out[-3000:]
     logs = "".join(p.read_text() for p in (tmp_path / "signal").glob(".submitit/*/*_log.out"))
     assert "Resuming from" in logs  # continued from the checkpoint, not started over
-    resumed = _records(run)
+    resumed = read_records(run)
     assert [r["epoch"] for r in resumed] == list(range(6))
     for a, b in zip(reference, resumed):
         assert (a["reward_mean"], a["train/loss"]) == (b["reward_mean"], b["train/loss"])

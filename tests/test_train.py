@@ -11,11 +11,7 @@ from drl.checkpoint import load_checkpoint
 from drl.rewards.base import Reward
 from drl.train import NonFiniteError, train
 
-from conftest import compose_config
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from conftest import compose_config, read_records
 
 
 def _run(run_dir, random_toy_model, *overrides):
@@ -25,7 +21,7 @@ def _run(run_dir, random_toy_model, *overrides):
 
 def test_ddpo_run_leaves_everything_a_person_looks_at(tmp_path, random_toy_model):
     final = _run(tmp_path, random_toy_model)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert [r["epoch"] for r in records] == [0, 1]
     for key in ("reward_mean", "reward_std", "samples_per_s", "train/loss", "train/approx_kl", "train/clipfrac", "train/ratio_dev_first", "reward/toy_aesthetic"):
         assert math.isfinite(records[-1][key]), key
@@ -51,7 +47,7 @@ def test_ddpo_run_leaves_everything_a_person_looks_at(tmp_path, random_toy_model
 def test_other_algorithms_run(tmp_path, random_toy_model, algorithm):
     extra = ["algorithm.steps_per_epoch=2"] if algorithm == "pretrain" else []
     _run(tmp_path, random_toy_model, f"algorithm={algorithm}", *extra)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert len(records) == 2 and all(math.isfinite(r["train/loss"]) for r in records)
     assert all(math.isfinite(r["drift_from_base"]) for r in records) and records[-1]["drift_from_base"] > 0
     if algorithm != "pretrain":
@@ -73,7 +69,7 @@ def test_resume_continues_exactly(tmp_path, random_toy_model):
     interrupted = tmp_path / "interrupted"
     _run(interrupted, random_toy_model, "train.epochs=2", *common)
     _run(interrupted, random_toy_model, "train.epochs=3", *common)  # same run dir: resumes at epoch 2
-    a, b = _records(straight), _records(interrupted)
+    a, b = read_records(straight), read_records(interrupted)
     assert [r["epoch"] for r in b] == [0, 1, 2]
     for ra, rb in zip(a, b):
         assert ra["reward_mean"] == rb["reward_mean"] and ra["train/loss"] == rb["train/loss"]
@@ -97,7 +93,7 @@ def test_nan_reward_is_skipped_then_stops_and_keeps_the_good_checkpoint(tmp_path
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["weights"]["unet"].values())
-    assert sum(r.get("skipped_nonfinite", 0) for r in _records(tmp_path)) == 2
+    assert sum(r.get("skipped_nonfinite", 0) for r in read_records(tmp_path)) == 2
 
 
 def test_wandb_offline_run_is_written_into_the_run_dir(tmp_path, random_toy_model):
@@ -119,7 +115,7 @@ def test_wandb_offline_run_is_written_into_the_run_dir(tmp_path, random_toy_mode
 )
 def test_ddpo_variants_run_on_policy(tmp_path, random_toy_model, variant):
     _run(tmp_path, random_toy_model, *variant)
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert records[0]["train/ratio_dev_first"] < 1e-3  # float32, identical inputs: ~0
     if "algorithm.kl_coef=0.1" in variant:
         assert records[0]["train/kl_to_base"] > 0 and math.isfinite(records[1]["train/kl_to_base"])
@@ -133,7 +129,7 @@ def test_alignprop_accumulates_gradients_and_trains_lora(tmp_path, random_toy_mo
         "train.samples_per_epoch=8", "train.batch_size=4", "algorithm.gradient_accumulation=2",
         "algorithm.truncation=last", "algorithm.truncation_steps=2",
     )
-    records = _records(tmp_path)
+    records = read_records(tmp_path)
     assert all(r["train/optimizer_steps"] == 1 and r["train/steps_with_grad"] == 2 for r in records)
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
 
