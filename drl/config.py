@@ -724,7 +724,7 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "algorithm.warmup_steps", a.warmup_steps, allow_zero=True)
     _positive(p, "algorithm.kl_coef", a.kl_coef, allow_zero=True)
     _fraction(p, "algorithm.ema_decay", a.ema_decay, closed_low=True)
-    if a.kl_coef > 0 and isinstance(a, (PretrainConfig, BCConfig)):
+    if a.kl_coef > 0 and isinstance(a, (PretrainConfig, BCConfig, DiffusionQLConfig, DSRLConfig, DPPOConfig)):
         p.append(f"algorithm.kl_coef is not supported by algorithm={a.name} (it is by ddpo, rwr, alignprop, nft and dpo).")
     if isinstance(a, (DDPOConfig, NFTConfig, DPOConfig)):
         _positive(p, "algorithm.group_size", a.group_size)

@@ -66,6 +66,9 @@ def test_new_options_compose_and_validate():
         (["algorithm=nft", "algorithm.group_size=3"], "not a multiple of algorithm.group_size=3"),
         (["algorithm=dpo", "algorithm.group_size=1"], "needs algorithm.group_size >= 2"),
         (["algorithm=pretrain", "algorithm.kl_coef=0.1"], "kl_coef is not supported by algorithm=pretrain"),
+        (["experiment=bandit_dsrl", "algorithm.kl_coef=0.1"], "kl_coef is not supported by algorithm=dsrl"),
+        (["experiment=bandit_diffusion_ql", "algorithm.kl_coef=0.1"], "kl_coef is not supported by algorithm=diffusion_ql"),
+        (["experiment=bandit_dppo", "algorithm.kl_coef=0.1"], "kl_coef is not supported by algorithm=dppo"),
         (["algorithm=nft", "algorithm.ema_decay=1.5"], "algorithm.ema_decay=1.5 must be in [0, 1]"),
     ],
 )
