@@ -312,7 +312,9 @@ ONE_TINY_EPOCH = [
 ]
 
 
-@pytest.mark.parametrize("algorithm", ["alignprop", "ddpo"])
+# DDPO on this layout shares its loading and LoRA path with the AlignProp case and its update with the toy video
+# tests: the slow suite only (pytest -m slow tests/test_video.py).
+@pytest.mark.parametrize("algorithm", ["alignprop", pytest.param("ddpo", marks=pytest.mark.slow)])
 def test_modelscope_layout_loads_with_lora_and_trains(tmp_path, algorithm):
     path = _tiny_modelscope_layout(tmp_path / "modelscope")
     cfg = compose_config(
@@ -397,7 +399,9 @@ def test_wan_layout_encodes_and_decodes_as_diffusers_wan_pipeline(tiny_wan):
         assert model.decode(latents, frames=torch.tensor([4, 0])).shape == (2, 2, 3, 32, 32)
 
 
-@pytest.mark.parametrize("algorithm", ["alignprop", "ddpo"])
+# DDPO on this layout shares its loading and LoRA path with the AlignProp case and its update with the toy video
+# tests: the slow suite only (pytest -m slow tests/test_video.py).
+@pytest.mark.parametrize("algorithm", ["alignprop", pytest.param("ddpo", marks=pytest.mark.slow)])
 def test_wan_layout_loads_with_lora_and_trains(tiny_wan, algorithm, tmp_path):
     cfg = compose_config(
         [
