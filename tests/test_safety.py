@@ -311,7 +311,7 @@ def test_two_drl_train_on_one_run_dir_and_a_refused_rerun(tmp_path, random_toy_m
     env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([cli_path(), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (run_dir / ".hydra" / "config.yaml").is_file():  # written once the lock is held and the run accepted
+    while not (run_dir / "metrics.jsonl").is_file():  # epoch 0 logged: the lock is held and .hydra/ written whole
         assert first.poll() is None and time.monotonic() < deadline, "the first run ended early"
         time.sleep(0.1)
     hydra_files = {p.name: p.read_text() for p in (run_dir / ".hydra").iterdir()}
