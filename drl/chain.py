@@ -9,7 +9,6 @@ early stop; nothing recorded) and a diffusion policy's actions (gradients as the
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Callable
@@ -46,6 +45,7 @@ def run_chain(
     record: bool = True,
     grad_steps: torch.Tensor | None = None,
     checkpoint_steps: bool = False,
+    reentrant: bool = True,
     stop_step: int | None = None,
     min_std: float = 0.0,
 ) -> Chain:
@@ -54,23 +54,29 @@ def run_chain(
     ``denoise(x_t, t [B])`` is the model's output; ``noise(shape)`` draws each step's z (reparameterised:
     x_{t-1} = mu_theta + sigma_t * z, so gradients flow through mu_theta).
     ``grad_steps`` [S] bool: gradients on at those steps only (elsewhere the step runs without a graph,
-    which cuts the gradient path); None leaves the caller's grad mode. ``checkpoint_steps``: recompute
-    each step with gradients in the backward pass (only x_t is kept per step). ``stop_step`` (ReFL): stop
-    at that step and return its x̂_0. ``min_std``: floor of every step's std (DPPO's exploration noise).
+    which cuts the gradient path); None leaves the caller's grad mode. [B, S]: each row its own steps
+    (AlignProp's micro-batches sharing a call); a step where rows differ runs as two calls, the rows with
+    gradient and the rest, so ``denoise`` must then also take ``rows`` (an index tensor of the rows in x_t).
+    ``checkpoint_steps``: recompute each step with gradients in the backward pass (only x_t is kept per
+    step); ``reentrant=False`` for an FSDP-sharded denoiser (FSDP2 supports non-reentrant checkpoints).
+    ``stop_step`` (ReFL): stop at that step and return its x̂_0. ``min_std``: floor of every step's std
+    (DPPO's exploration noise).
     """
     n = x.shape[0]
     timesteps = schedule.timesteps.to(x.device)
     latents, log_probs, stochastic = [x], [], []
+    checkpointed = (False, "reentrant" if reentrant else "non_reentrant")[checkpoint_steps]
     for i, t in enumerate(timesteps):
         t_batch = t.expand(n)
         z = noise(x.shape)  # [B, *D]
-        with torch.set_grad_enabled(bool(grad_steps[i])) if grad_steps is not None else contextlib.nullcontext():
-            # partial binds this step's t and z now: a checkpointed step is recomputed later, in backward.
-            step = functools.partial(_step, schedule, denoise, t=t_batch, noise=z, eta=eta, min_std=min_std)
-            if checkpoint_steps and grad_steps is not None and bool(grad_steps[i]):
-                x_prev, x0, log_prob, step_stochastic = checkpoint(step, x, use_reentrant=False)
-            else:
-                x_prev, x0, log_prob, step_stochastic = step(x)
+        # partial binds this step's t and z now: a checkpointed step is recomputed later, in backward.
+        step = functools.partial(_step, schedule, t=t_batch, noise=z, eta=eta, min_std=min_std)
+        grad = None if grad_steps is None else grad_steps[..., i]  # [] or [B]
+        if grad is None or grad.dim() == 0 or bool(grad.all()) or not bool(grad.any()):
+            with_grad = None if grad is None else bool(grad.flatten()[0])
+            x_prev, x0, log_prob, step_stochastic = _run_step(step, denoise, x, with_grad, checkpointed)
+        else:
+            x_prev, x0, log_prob, step_stochastic = _run_step_split(step, denoise, x, grad, checkpointed)
         if i == stop_step:
             break
         x = x_prev
@@ -90,7 +96,35 @@ def run_chain(
     )
 
 
-def _step(schedule, denoise, x, t, noise, eta, min_std):
-    """x_t -> (x_{t-1}, x̂_0, log-prob [B], stochastic [B])."""
+def _step(schedule, denoise, x, t, noise, eta, min_std, rows=None):
+    """x_t -> (x_{t-1}, x̂_0, log-prob [B], stochastic [B]); ``rows`` [b]: only those rows of the batch."""
+    if rows is not None:
+        t, noise, denoise = t[rows], noise[rows], functools.partial(denoise, rows=rows)
     out = denoising_step(schedule, denoise(x, t), t, x, eta=eta, noise=noise, min_std=min_std)
     return out.prev_sample, out.pred_original_sample, out.log_prob, out.stochastic
+
+
+def _run_step(step, denoise, x, with_grad: bool | None, checkpointed: str | bool, rows=None) -> tuple:
+    """One step with gradients on (True), off (False) or as the caller has them (None); ``checkpointed``:
+    False, "reentrant" or "non_reentrant"."""
+    if with_grad is None:
+        return step(denoise, x, rows=rows)
+    with torch.set_grad_enabled(with_grad):
+        if not (with_grad and checkpointed):
+            return step(denoise, x, rows=rows)
+        step = functools.partial(step, denoise, rows=rows)
+        if checkpointed == "non_reentrant":
+            return checkpoint(step, x, use_reentrant=False)
+        # Reentrant: the first pass runs without a graph and the backward re-runs the step, which costs less
+        # than the non-reentrant saved-tensor hooks, one per saved activation (docs/results/2026-12-03-speed.md).
+        # It needs an input that requires grad, so the chain's first step with gradient gets a leaf.
+        return checkpoint(step, x if x.requires_grad else x.detach().requires_grad_(), use_reentrant=True)
+
+
+def _run_step_split(step, denoise, x, grad: torch.Tensor, checkpointed: str | bool) -> tuple:
+    """A step whose rows differ in ``grad`` [B]: the rows with gradient and the rest as two calls, put back in order."""
+    on, off = grad.nonzero().flatten(), (~grad).nonzero().flatten()
+    with_grad = _run_step(step, denoise, x[on], True, checkpointed, rows=on)
+    without = _run_step(step, denoise, x[off], False, checkpointed, rows=off)
+    order = torch.argsort(torch.cat([on, off]))  # row r of the batch is row order[r] of the two calls' rows
+    return tuple(torch.cat([a, b])[order] for a, b in zip(with_grad, without))

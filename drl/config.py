@@ -270,6 +270,8 @@ class AlignPropConfig(AlgorithmConfig):
     """Recompute each denoiser call's activations in the backward pass (memory for compute)."""
     gradient_accumulation: int = 1
     """Batches of train.batch_size samples per optimizer step."""
+    batches_per_call: int = 1
+    """Batches of train.batch_size samples whose chains run together as one batch of denoiser calls, each with its own truncation draw (the same gradient; speed for memory); divides gradient_accumulation."""
     refl: bool = False
     """ReFL instead of the full chain: stop at a random one of the last truncation_steps steps and score its x̂_0."""
 
@@ -757,6 +759,12 @@ def find_problems(cfg: Config) -> list[str]:
         _choice(p, "algorithm.truncation", a.truncation, ("all", "last", "random"))
         _positive(p, "algorithm.truncation_steps", a.truncation_steps)
         _positive(p, "algorithm.gradient_accumulation", a.gradient_accumulation)
+        _positive(p, "algorithm.batches_per_call", a.batches_per_call)
+        if a.batches_per_call > 0 and a.gradient_accumulation > 0 and a.gradient_accumulation % a.batches_per_call:
+            p.append(f"algorithm.batches_per_call ({a.batches_per_call}) must divide algorithm.gradient_accumulation "
+                     f"({a.gradient_accumulation}): the batches sharing a call belong to one optimizer step.")
+        if a.refl and a.batches_per_call > 1:
+            p.append("algorithm.refl=true stops each batch at its own step, so it takes algorithm.batches_per_call=1.")
     if isinstance(a, (PretrainConfig, BCConfig)):
         _positive(p, "algorithm.steps_per_epoch", a.steps_per_epoch)
     if isinstance(a, PretrainConfig):

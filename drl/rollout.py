@@ -17,6 +17,7 @@ import torch
 from drl.models.t2i import T2IModel
 from drl.chain import gaussian_noise, run_chain
 from drl.sampling import NoiseSchedule
+from drl.sharding import is_sharded
 from drl.types import Conditioning, Rollout
 
 
@@ -106,11 +107,13 @@ class RolloutCollector:
         }
 
     def _denoiser(self, cond: Conditioning, uncond: Conditioning | None):
-        """(x_t, t) -> the (guided) denoiser output under the run's autocast."""
+        """(x_t, t, rows=None) -> the (guided) denoiser output under the run's autocast; ``rows`` [b]: x_t holds
+        only those rows of the batch (drl.chain splits a step whose rows differ in gradient)."""
 
-        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def denoise(x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+            c, u = (cond, uncond) if rows is None else (cond[rows], None if uncond is None else uncond[rows])
             with self.autocast():
-                return self.model.denoise(x, t, cond, uncond, self.guidance_scale)
+                return self.model.denoise(x, t, c, u, self.guidance_scale)
 
         return denoise
 
@@ -124,7 +127,8 @@ class RolloutCollector:
         decode_frames: torch.Tensor | None = None,
         with_latents: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, Conditioning]:
-        """Run the chain with gradients through the steps where ``grad_steps`` [S] is True.
+        """Run the chain with gradients through the steps where ``grad_steps`` [S] is True
+        ([B, S]: each sample its own steps).
 
         Returns the decoded samples [B, 3, H, W] in [0, 1], differentiable w.r.t. the
         trainable weights through every step in ``grad_steps`` (AlignProp, DRaFT-K). The
@@ -149,5 +153,6 @@ class RolloutCollector:
         chain = run_chain(
             self.schedule, x, self._denoiser(cond, uncond), noise, eta=self.eta, record=False,
             grad_steps=grad_steps, checkpoint_steps=checkpoint_denoiser, stop_step=stop_step,
+            reentrant=not is_sharded(self.model.denoiser),
         )  # fmt: skip
         return (decode(chain.sample), chain.sample.detach(), cond) if with_latents else decode(chain.sample)

@@ -8,6 +8,8 @@ each in a fresh process; every run reports
              (the first epoch is a warm-up: allocator, caches, torch.compile)
   process s  wall time of the whole drl-train process (imports, loading, evaluation, teardown)
   cpu s      the process's user + system CPU time (steadier than wall time on a shared machine)
+  grad steps AlignProp only: the mean train/steps_with_grad of those epochs (with random truncation
+             the two sides' draws can differ, and the epoch time grows with them)
 
 and the script prints each side's medians over --repeats runs and the ratios A / B.
 
@@ -33,10 +35,10 @@ import time
 from pathlib import Path
 
 
-def run_once(src: Path, overrides: list[str], epochs_needed: bool = True) -> tuple[float, float, float]:
-    """(median epoch seconds after the first, whole-process wall seconds, its CPU seconds) of one
-    drl-train run; the epoch figure is NaN when not epochs_needed (--process-only: a 1-epoch run
-    has no epoch after the first)."""
+def run_once(src: Path, overrides: list[str], epochs_needed: bool = True) -> tuple[float, float, float, float]:
+    """(median epoch seconds after the first, whole-process wall seconds, its CPU seconds, mean steps with
+    gradient of those epochs or NaN) of one drl-train run; the epoch figures are NaN when not epochs_needed
+    (--process-only: a 1-epoch run has no epoch after the first)."""
     with tempfile.TemporaryDirectory() as run_dir:
         env = {**os.environ, "PYTHONPATH": str(src.resolve()), "WANDB_SILENT": "true"}
         command = [sys.executable, "-m", "drl.cli", *overrides, f"hydra.run.dir={run_dir}"]
@@ -46,12 +48,14 @@ def run_once(src: Path, overrides: list[str], epochs_needed: bool = True) -> tup
         if done.returncode != 0:
             raise SystemExit(f"bench_epoch: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
         records = [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines() if line.strip()]
-        epochs = [r["sample_time_s"] + r["update_time_s"] for r in records if "update_time_s" in r]
+        records = [r for r in records if "update_time_s" in r]
+        epochs = [r["sample_time_s"] + r["update_time_s"] for r in records]
         if not epochs_needed:
-            return float("nan"), seconds, cpu
+            return float("nan"), seconds, cpu, float("nan")
         if len(epochs) < 2:
             raise SystemExit("bench_epoch: give train.epochs >= 2 (the first epoch is a warm-up).")
-        return statistics.median(epochs[1:]), seconds, cpu
+        grad_steps = [r["train/steps_with_grad"] for r in records[1:] if "train/steps_with_grad" in r]
+        return statistics.median(epochs[1:]), seconds, cpu, statistics.mean(grad_steps) if grad_steps else float("nan")
 
 
 def _children_cpu() -> float:
@@ -72,17 +76,18 @@ def main() -> None:
     args = parser.parse_args()
 
     sides = {"A": (args.a_src, [*args.common, *args.a]), "B": (args.b_src, [*args.common, *args.b])}
-    figures: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+    figures: dict[str, list[tuple[float, float, float, float]]] = {"A": [], "B": []}
     for k in range(args.repeats):
         for name, (src, overrides) in sides.items():
             figures[name].append(run_once(src, overrides, epochs_needed=not args.process_only))
-            epoch, process, cpu = figures[name][-1]
-            print(f"run {k + 1} {name}: epoch {epoch:.3f} s, process {process:.1f} s, cpu {cpu:.1f} s", flush=True)
+            epoch, process, cpu, grad_steps = figures[name][-1]
+            grad = "" if grad_steps != grad_steps else f", grad steps {grad_steps:.1f}"  # NaN: not AlignProp
+            print(f"run {k + 1} {name}: epoch {epoch:.3f} s, process {process:.1f} s, cpu {cpu:.1f} s{grad}", flush=True)
     medians = {name: [statistics.median(column) for column in zip(*runs)] for name, runs in figures.items()}
     for name, (src, overrides) in sides.items():
-        epoch, process, cpu = medians[name]
+        epoch, process, cpu, _ = medians[name]
         print(f"{name} ({src}; {' '.join(overrides)}): epoch {epoch:.3f} s, process {process:.1f} s, cpu {cpu:.1f} s (medians of {args.repeats})")
-    (ea, pa, ca), (eb, pb, cb) = medians["A"], medians["B"]
+    (ea, pa, ca, _), (eb, pb, cb, _) = medians["A"], medians["B"]
     print(f"A / B: epoch throughput of B is {ea / eb:.2f}x A's; whole process {pa / pb:.2f}x (wall), {ca / cb:.2f}x (cpu)")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

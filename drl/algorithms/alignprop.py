@@ -69,31 +69,37 @@ class AlignProp(Algorithm):
         return torch.randperm(num_frames, generator=self.generator)[:k].sort().values
 
     def update(self, batch: PromptBatch) -> dict[str, float]:
+        """Batches of train.batch_size samples, each with its own truncation draw and gradient_accumulation to an
+        optimizer step; batches_per_call of them share the chain's denoiser calls (and, on video, the frames decoded)."""
         ctx, cfg = self.ctx, self.cfg
         size = ctx.cfg.train.batch_size
         rewards, grad_norms, steps_with_grad, kls, terms = [], [], [], [], {}
         ctx.model.denoiser.train()
-        starts = list(range(0, len(batch.prompts), size))
-        for k, start in enumerate(starts):
-            prompts = batch.prompts[start : start + size]
-            metadata = batch.metadata[start : start + size]
-            mask, stop = self._grad_steps()
+        num_batches, batches_done = -(-len(batch.prompts) // size), 0
+        for start in range(0, len(batch.prompts), size * cfg.batches_per_call):
+            prompts = batch.prompts[start : start + size * cfg.batches_per_call]
+            metadata = batch.metadata[start : start + size * cfg.batches_per_call]
+            sizes = [len(prompts[i : i + size]) for i in range(0, len(prompts), size)]  # the batches in this call
+            draws = [self._grad_steps() for _ in sizes]  # (mask [S], ReFL stop) per batch; ReFL: one batch per call
+            masks, stop = [mask for mask, _ in draws], draws[0][1]
+            mask = masks[0] if len(masks) == 1 else torch.cat([m.expand(b, -1) for m, b in zip(masks, sizes)])  # [S] or [n, S]
             frames = self._decode_frames()
             samples, x0, cond = ctx.collector.sample_with_grad(
                 prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True
-            )  # samples [b, ...] in [0, 1]; x0 [b, *latent_shape] detached
-            scores, batch_terms = ctx.reward(samples, prompts, metadata)  # [b], name -> [b]
-            for name, values in batch_terms.items():
+            )  # samples [n, ...] in [0, 1]; x0 [n, *latent_shape] detached
+            scores, call_terms = ctx.reward(samples, prompts, metadata)  # [n], name -> [n]
+            for name, values in call_terms.items():
                 terms.setdefault(name, []).append(values.detach())
-            loss = -scores.mean()
+            loss = -sum(batch_scores.mean() for batch_scores in scores.split(sizes))  # each batch's mean, as in turn
             if cfg.kl_coef > 0:  # shared KL-to-reference at the samples' own latents (see the module docstring)
-                kl = denoising_kl(ctx, self.reference, x0, cond, self.generator)  # [b]
-                loss = loss + cfg.kl_coef * kl.mean()
+                kl = denoising_kl(ctx, self.reference, x0, cond, self.generator)  # [n]
+                loss = loss + cfg.kl_coef * sum(batch_kl.mean() for batch_kl in kl.split(sizes))
                 kls.append(kl.detach())
             (loss / cfg.gradient_accumulation).backward()
             rewards.append(scores.detach())
-            steps_with_grad.append(int(mask.sum()))
-            if (k + 1) % cfg.gradient_accumulation == 0 or k + 1 == len(starts):
+            steps_with_grad.extend(int(m.sum()) for m in masks)
+            batches_done += len(sizes)  # batches_per_call divides gradient_accumulation: steps fall between calls
+            if batches_done % cfg.gradient_accumulation == 0 or batches_done == num_batches:
                 grad_norm, _ = self.optimizer_step()
                 grad_norms.append(grad_norm)
         ctx.model.denoiser.eval()
