@@ -65,7 +65,7 @@ def run_chain(
     n = x.shape[0]
     timesteps = schedule.timesteps.to(x.device)
     latents, log_probs, stochastic = [x], [], []
-    checkpointed = (False, "reentrant" if reentrant else "non_reentrant")[checkpoint_steps]
+    checkpointed = ("reentrant" if reentrant else "non_reentrant") if checkpoint_steps else False
     for i, t in enumerate(timesteps):
         t_batch = t.expand(n)
         z = noise(x.shape)  # [B, *D]
