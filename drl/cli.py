@@ -25,6 +25,23 @@ def config_dir() -> str:
     raise SystemExit("drl-train: cannot find the config directory (conf/); reinstall drl.")
 
 
+def compose_config(overrides: list[str]):
+    """The checked Config that ``drl-train <overrides>`` would run, composed outside a Hydra job
+    (scripts, the reward server): no run directory, no multirun, no launcher."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    register_configs()
+    GlobalHydra.instance().clear()  # a second call in one process (tests, benchmarks) starts afresh
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        try:
+            composed = compose(config_name="config", overrides=list(overrides))
+        except HydraException as e:  # an unknown key or group option: Hydra's own words, as one sentence
+            raise ConfigError(" ".join(str(e).split())) from None
+    return validate(composed)
+
+
 PREEMPTED_EXIT_CODE = 143  # like a process ended by SIGTERM; stopped on a signal after checkpointing: rerun (or the requeued job) resumes
 INTERRUPTED_EXIT_CODE = 130  # like a process ended by SIGINT: Ctrl-C twice
 NONFINITE_EXIT_CODE = 3

@@ -43,13 +43,9 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, video: dict | Non
     video=None: the toy image model; else {"frames", "frame_subset" (0: all), "model_path" (None: toy_t2v)}.
     """
     import torch
-    from hydra import compose, initialize_config_dir
-
-    from drl.cli import config_dir
-    from drl.config import register_configs, validate
+    from drl.cli import compose_config
     from drl.train import build_context
 
-    register_configs()
     base = [
         "logger=none", "algorithm=alignprop", "reward=toy_alignment", "algorithm.truncation=all",
         f"algorithm.checkpoint_denoiser={str(checkpoint).lower()}", f"scheduler.num_steps={num_steps}",
@@ -61,8 +57,7 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, video: dict | Non
         else:
             base += ["model=modelscope_t2v", f"model.path={video['model_path']}", "reward=frames_aesthetic"]
         base += [f"model.num_frames={video['frames']}", f"reward.frame_subset={video['frame_subset']}"]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=base + overrides))
+    cfg = compose_config(base + overrides)
     ctx, _, algorithm = build_context(cfg)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # warm-up: allocator pools and lazy inits happen before the baseline

@@ -39,14 +39,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="drl-train overrides (default config otherwise)")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
-    from drl.cli import config_dir
-    from drl.config import register_configs, validate
+    from drl.cli import compose_config
     from drl.train import build_context
 
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=["logger=none", *args.overrides]))
+    cfg = compose_config(["logger=none", *args.overrides])
     if cfg.hardware.num_threads > 0:
         torch.set_num_threads(cfg.hardware.num_threads)
     ctx, reward, algorithm = build_context(cfg)

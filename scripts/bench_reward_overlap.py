@@ -26,19 +26,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="drl-train overrides")
     args = parser.parse_args()
 
-    from hydra import compose, initialize_config_dir
-
-    from drl.cli import config_dir
-    from drl.config import register_configs, validate
+    from drl.cli import compose_config
     from drl.rewards import WeightedReward
     from drl.rewards.base import Reward
     from drl.rewards.overlap import collect_and_score
     from drl.train import build_context, seed_everything
 
-    register_configs()
     defaults = ["logger=none", "train.samples_per_epoch=32", "train.batch_size=8", "scheduler.num_steps=10", "hardware.num_threads=1"]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=[*defaults, *args.overrides]))
+    cfg = compose_config([*defaults, *args.overrides])
     if cfg.hardware.num_threads > 0:
         torch.set_num_threads(cfg.hardware.num_threads)
     seed_everything(cfg.seed)

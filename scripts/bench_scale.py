@@ -10,8 +10,8 @@ puts LoRA on the denoiser as the model configs do, and measures through drl.trai
   alignprop     one AlignProp update with gradients through every step (truncation=all), with and
                 without checkpointing each denoiser call, for each of --alignprop-steps
 
-Each figure is the median of --repeats timed runs after a warm-up. FLOPs are counted once per
-operation with torch.utils.flop_counter (same shapes, untimed), so the MFU column is
+Each figure is the median of --repeats timed runs after a warm-up. FLOPs are counted in that
+warm-up with torch.utils.flop_counter (the same call, untimed), so the MFU column is
 achieved FLOP/s over the device's dense bf16 peak (known GPUs, or --peak-tflops; blank on a CPU).
 Peak memory is torch.cuda.max_memory_allocated (GPU only). SD3.5 runs without its T5 encoder
 (drl feeds zeros in its place, as diffusers does when it is dropped): it only conditions.
@@ -29,7 +29,9 @@ import argparse
 import copy
 import dataclasses
 import json
+import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -105,9 +107,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, repeats: int, device: torch.device) -> tuple[float, object]:
-    """(median seconds of ``repeats`` calls after one warm-up, the last call's result)."""
-    result = fn()
+def timed(fn, repeats: int, device: torch.device) -> tuple[float, object, float]:
+    """(median seconds of ``repeats`` calls after one warm-up, the last call's result, the FLOPs of one call).
+
+    The FLOPs (forward and backward) are counted by torch.utils.flop_counter during the untimed warm-up,
+    which runs the same kernels: at full size on a CPU a call takes minutes, and counting costs no extra one.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -115,16 +124,7 @@ def timed(fn, repeats: int, device: torch.device) -> tuple[float, object]:
         result = fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
-
-
-def count_flops(fn) -> float:
-    """FLOPs of one call of ``fn`` (forward and backward), untimed."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return float(counter.get_total_flops())
+    return statistics.median(times), result, float(counter.get_total_flops())
 
 
 def peak_tflops(device: torch.device, override: float | None) -> float | None:
@@ -142,20 +142,9 @@ def throughput(seconds: float, flops: float, peak: float | None) -> dict:
 
 
 # ------------------------------------------------------------------------- one family
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from drl.cli import config_dir
-    from drl.config import register_configs, validate
-
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return validate(hydra_compose(config_name="config", overrides=overrides))
-
-
 def bench_family(family: str, args: argparse.Namespace) -> dict:
     from drl.algorithms import IMAGES, algorithm_class
+    from drl.cli import compose_config as compose
     from drl.testing.tiny import BUILDERS
     from drl.rewards import build_reward
     from drl.sampling import make_schedule
@@ -188,8 +177,9 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
     def sample():
         return ctx.collector.collect(*ctx.prompts.sample(args.samples, torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
 
-    seconds, batch = timed(sample, args.repeats, device)
-    result["ddpo_sample"] = {**throughput(seconds, count_flops(sample), peak), "samples_per_s": args.samples / seconds}
+    seconds, batch, flops = timed(sample, args.repeats, device)
+    result["ddpo_sample"] = {**throughput(seconds, flops, peak), "samples_per_s": args.samples / seconds}
+    progress(family, "DDPO sampling", seconds)
     batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
     weights = {k: v.clone() for k, v in model.denoiser.state_dict().items() if "lora" in k}
     optimizer_state = copy.deepcopy(ddpo.optimizer.state_dict())
@@ -199,9 +189,10 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
         model.denoiser.load_state_dict(weights, strict=False)  # every repeat starts from the same adapters
         ddpo.optimizer.load_state_dict(optimizer_state)
 
-    seconds, _ = timed(update, args.repeats, device)
+    seconds, _, flops = timed(update, args.repeats, device)
     pairs = args.samples * int(batch.stochastic.sum())
-    result["ddpo_update"] = {**throughput(seconds, count_flops(update), peak), "pairs_per_s": pairs / seconds}
+    result["ddpo_update"] = {**throughput(seconds, flops, peak), "pairs_per_s": pairs / seconds}
+    progress(family, "DDPO update", seconds)
 
     # ---------------------------------------------- AlignProp: full backprop through S steps
     result["alignprop"] = []
@@ -222,15 +213,23 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds, _ = timed(lambda: alignprop.update(prompts), args.repeats, device)
+                seconds, _, _ = timed(lambda: alignprop.update(prompts), args.repeats, device)
                 row.update(seconds=seconds)
+                progress(family, f"AlignProp {steps} steps, checkpointing {checkpointing}", seconds)
                 if device.type == "cuda":
                     row["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             except torch.OutOfMemoryError:
                 row["oom"] = True
             model.denoiser.load_state_dict(weights, strict=False)
             result["alignprop"].append(row)
+    # The process's peak resident memory so far (on a CPU the only memory figure; it includes earlier families).
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def progress(family: str, what: str, seconds: float) -> None:
+    """A line on stderr as each figure is taken (a CPU run at full size takes hours)."""
+    print(f"{family}: {what}: {seconds:.2f} s", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------- report
@@ -239,14 +238,14 @@ def markdown(results: list[dict]) -> str:
         return "" if x is None else format(x, spec)
 
     lines = [
-        "| family | px | denoiser M | DDPO sample/s | DDPO pairs/s | sample TFLOP/s (MFU) | update TFLOP/s (MFU) |",
-        "|---|---|---|---|---|---|---|",
+        "| family | px | denoiser M | DDPO sample/s | DDPO pairs/s | sample TFLOP/s (MFU) | update TFLOP/s (MFU) | process peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s, u = r["ddpo_sample"], r["ddpo_update"]
         lines.append(
             f"| {r['family']} | {r['resolution']} | {r['denoiser_params_m']:.0f} | {s['samples_per_s']:.3g} | {u['pairs_per_s']:.3g} "
-            f"| {s['tflops_per_s']:.3g} ({fmt(s['mfu'], '.1%')}) | {u['tflops_per_s']:.3g} ({fmt(u['mfu'], '.1%')}) |"
+            f"| {s['tflops_per_s']:.3g} ({fmt(s['mfu'], '.1%')}) | {u['tflops_per_s']:.3g} ({fmt(u['mfu'], '.1%')}) | {r['peak_rss_mib']:.0f} |"
         )
     lines += ["", "| family | AlignProp steps | checkpointing | update s | peak MiB |", "|---|---|---|---|---|"]
     for r in results:

@@ -37,18 +37,6 @@ METHODS = {
 FRACTIONS = (0.25, 0.5, 1.0)
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from drl.cli import config_dir
-    from drl.config import register_configs, validate
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return validate(hydra_compose(config_name="config", overrides=overrides))
 
 
 def reward_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +52,7 @@ def reward_at(samples: np.ndarray, rewards: np.ndarray, count: float) -> float:
 
 
 def run_all(args, extra: list[str]) -> dict[str, list[dict]]:
+    from drl.cli import compose_config
     from drl.train import train
 
     epochs = max(1, args.budget // args.samples_per_epoch)
@@ -84,7 +73,7 @@ def run_all(args, extra: list[str]) -> dict[str, list[dict]]:
             done = run_dir / "bench.json"
             if not done.is_file():
                 start = time.perf_counter()
-                train(compose(overrides), run_dir)
+                train(compose_config(overrides), run_dir)
                 done.write_text(json.dumps({"wall_s": time.perf_counter() - start, "overrides": overrides}) + "\n")
             wall = json.loads(done.read_text())["wall_s"]
             samples, rewards = reward_curve(run_dir)

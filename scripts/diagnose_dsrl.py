@@ -25,10 +25,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-
-from drl.cli import config_dir
-from drl.config import register_configs, validate
+from drl.cli import compose_config
 from drl.train import build_context, seed_everything
 
 NOISE_GRID = torch.tensor([-1.5, -0.75, 0.0, 0.75, 1.5])
@@ -220,7 +217,6 @@ def measure(alg, probe: Probe, epoch: int, bound: float) -> dict[str, float]:
 def main() -> None:
     args = parse()
     torch.set_num_threads(1)
-    register_configs()
     overrides = [
         "experiment=pendulum_dsrl",
         f"model.path={args.policy}",
@@ -232,8 +228,7 @@ def main() -> None:
         "hardware.num_threads=1",
         *args.overrides,
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=overrides))
+    cfg = compose_config(overrides)
     seed_everything(cfg.seed)
     _, _, alg = build_context(cfg)
     if (

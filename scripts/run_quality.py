@@ -13,11 +13,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from drl.cli import config_dir
-from drl.config import register_configs, validate
+from drl.cli import compose_config
 from drl.evaluation.hacking import QualityProbe
 from drl.evaluation.models import load_spec
 from drl.images import evaluation_batch
@@ -29,9 +27,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
     overrides = [o for o in OmegaConf.load(args.run_dir / ".hydra" / "overrides.yaml") if not o.startswith("hydra.")]
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=[*overrides, "logger=none"]))
+    cfg = compose_config([*overrides, "logger=none"])
     seed_everything(cfg.seed)
     ctx, reward, _ = build_context(cfg)
     probe = QualityProbe.for_run(cfg, ctx.model, ctx.device)

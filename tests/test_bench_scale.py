@@ -50,6 +50,7 @@ def test_smoke_run_reports_throughput_flops_and_alignprop_rows(bench, family):
     rows = result["alignprop"]
     assert [(r["steps"], r["checkpoint_denoiser"]) for r in rows] == [(2, True), (2, False)]
     assert all(r["seconds"] > 0 and "peak_mib" not in r for r in rows)  # no CUDA: no GPU memory figure
+    assert result["peak_rss_mib"] > 100  # the process holds torch and the models at least
     table = bench.markdown([result])
     assert f"| {family} | 16 |" in table and "| 2 | True |" in table
 

@@ -134,18 +134,11 @@ def make_app(reward: WeightedReward, device: torch.device, max_batch: int = 64, 
 
 def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedReward, bool]:
     """The weighted reward that drl-train would build from ``overrides``, and whether it scores clips."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from drl.cli import config_dir
-    from drl.config import register_configs, validate
+    from drl.cli import compose_config
     from drl.rewards import build_reward
     from drl.rewards.plugin import dry_call_plugins
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = validate(compose(config_name="config", overrides=[*overrides, "logger=none"]))
+    cfg = compose_config([*overrides, "logger=none"])
     video = cfg.model.kind == "t2v"
     reward = build_reward(cfg.reward, device, video=video, group_size=0)  # the group layout comes with each request
     shape = (3, cfg.model.resolution, cfg.model.resolution)
