@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,14 @@ def compose_raw(overrides: list[str] | None = None):
 def compose_config(overrides: list[str] | None = None, tiny: bool = True) -> Config:
     return validate(compose_raw((TINY if tiny else []) + list(overrides or [])))
 
+
+
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_records(run_dir: Path) -> list[dict]:

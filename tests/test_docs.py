@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -82,9 +83,7 @@ def test_relative_links_resolve(page):
 
 
 def test_configuration_reference_is_generated_from_the_code():
-    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "scripts" / "config_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("config_reference")
     page = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     assert page.count(module.MARKER) == 1
     assert page.split(module.MARKER)[1] == module.render().split(module.MARKER)[1] + "\n", (
