@@ -49,7 +49,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
     compile: bool = False
-    """torch.compile the denoiser (after the reference copy is taken): the first epoch pays the compilation; measured in docs/results before turning it on."""
+    """torch.compile the denoiser (after the reference copy is taken): the first epoch pays the compilation. On a CPU it did not pay (toy run: 0.92x epoch throughput, docs/results/2026-12-03-speed.md); try it on a GPU."""
     vae_decode_chunk: int = 8
     """Images per VAE decode call (bounds the decoder's peak memory; gradients flow through every chunk)."""
     kind: str = "t2i"
