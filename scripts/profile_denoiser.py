@@ -19,12 +19,17 @@ import time
 import torch
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: lazy inits and allocator pools
+def median_seconds(fn, repeats: int, device: torch.device) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up (lazy inits, allocator pools); on a GPU each
+    call is timed to the end of its kernels, not of their launch."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -82,18 +87,21 @@ def main() -> None:
     passes = 1 if uncond is None else 2
     print(f"denoiser {type(model.denoiser).__name__}, latents {tuple(x.shape)}, {passes} pass(es) a call, "
           f"{torch.get_num_threads()} thread(s), attention kernel {args.sdpa_backend}, mixed precision {cfg.hardware.mixed_precision}")
-    seconds = {grad: median_seconds(lambda: forward(grad), args.repeats) for grad in (False, True)}
+    seconds = {grad: median_seconds(lambda: forward(grad), args.repeats, ctx.device) for grad in (False, True)}
     print(f"call: {seconds[False]:.3f} s forward, {seconds[True]:.3f} s forward + backward (median of {args.repeats})")
 
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.device.type == "cuda" else [])) as prof:
         forward(True)
+    # On a GPU the kernels' own time, not the CPU's time launching them, says where the call goes.
+    clock, label = ("self_device_time_total", "GPU") if ctx.device.type == "cuda" else ("self_cpu_time_total", "CPU")
     events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    print(f"\nforward + backward, operators by own CPU time (total {total / 1e6:.3f} s):")
-    for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.rows]:
-        print(f"{100 * e.self_cpu_time_total / total:6.2f}%  {e.self_cpu_time_total / 1e6:8.3f} s  {e.count:5d} calls  {e.key}")
+    own = {e.key: getattr(e, clock) for e in events}  # microseconds
+    total = sum(own.values())
+    print(f"\nforward + backward, operators by own {label} time (total {total / 1e6:.3f} s):")
+    for e in sorted(events, key=lambda e: own[e.key], reverse=True)[: args.rows]:
+        print(f"{100 * own[e.key] / total:6.2f}%  {own[e.key] / 1e6:8.3f} s  {e.count:5d} calls  {e.key}")
 
 
 if __name__ == "__main__":
