@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drl.algorithms import ALGORITHMS, CONTROL, algorithm_class
+from drl.algorithms import CONTROL, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.config import Config, ConfigError
 from drl.envs.chunking import Horizons
@@ -60,13 +60,13 @@ def build_control_context(
     """A control run's pieces (``policy``: an already built one instead of cfg.model's)."""
     policy = build_policy(cfg, device) if policy is None else policy.to(device)
     schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
-    dataset = load_dataset(cfg) if ALGORITHMS[cfg.algorithm.name].offline else None
+    dataset = load_dataset(cfg) if cfg.algorithm.offline else None
     horizons = Horizons.of(cfg.model)
     if dataset is not None:
         collector = DatasetReader(dataset, device, horizons)
     else:
         collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device, horizons, **vector_options(cfg.env))
-    trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
+    trains_policy = cfg.algorithm.trains_denoiser  # False: DSRL steers a frozen policy through its noise
     policy.denoiser.requires_grad_(trains_policy)
     params = list(policy.denoiser.parameters()) if trains_policy else []
     reward = build_reward(cfg.reward, device)
@@ -127,7 +127,7 @@ class ControlHooks:
             logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed, horizons=horizons), epoch)
 
     def before(self, logger) -> None:
-        if not ALGORITHMS[self.ctx.cfg.algorithm.name].offline:  # offline methods start from noise: nothing to show
+        if not self.ctx.cfg.algorithm.offline:  # offline methods start from noise: nothing to show
             self._show(logger, "before", 0)
 
     def after(self, logger) -> None:

@@ -92,12 +92,12 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
         device=device,
         autocast=autocast,
     )
-    reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v", group_size=getattr(cfg.algorithm, "group_size", 1))
+    reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v", group_size=cfg.algorithm.samples_per_group)
     distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
     prompts = build_prompt_source(cfg.prompts, video=cfg.model.kind == "t2v")
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
-    dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.name == "alignprop")
+    dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.needs_differentiable_reward)
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original

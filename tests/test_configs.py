@@ -3,11 +3,12 @@
 from pathlib import Path
 
 import pytest
-
-from drl.cli import config_dir
-from drl.config import ConfigError, DDPOConfig, RWRConfig
-
 from conftest import compose_config, compose_raw
+
+from drl.algorithms.schemas.ddpo import DDPOConfig
+from drl.algorithms.schemas.rwr import RWRConfig
+from drl.cli import config_dir
+from drl.config import ConfigError
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
 # A control option only validates inside a control run (drl/config.py control_problems says why otherwise).
@@ -98,7 +99,13 @@ def test_type_and_key_errors_fail_while_composing(override):
 
 
 def test_the_registry_says_which_algorithm_runs_on_which_domain():
-    from drl.algorithms import ALGORITHMS, CONTROL, IMAGES, algorithm_class, algorithms_on
+    from drl.algorithms import (
+        ALGORITHMS,
+        CONTROL,
+        IMAGES,
+        algorithm_class,
+        algorithms_on,
+    )
 
     assert algorithms_on(CONTROL) == [name for name, entry in ALGORITHMS.items() if entry.control is not None]
     assert "rwr" in algorithms_on(IMAGES) and "rwr" not in algorithms_on(CONTROL) and "dsrl" not in algorithms_on(IMAGES)
@@ -109,20 +116,14 @@ def test_the_registry_says_which_algorithm_runs_on_which_domain():
         compose_config(["algorithm=dsrl"])
 
 
-def test_old_option_names_still_work_with_a_one_line_notice(capsys):
-    from drl.config import BCConfig
+def test_pre_release_spellings_are_refused_with_one_sentence():
+    from drl.cli import compose_config as compose_checked
 
-    cfg = compose_config(["experiment=bandit_diffusion_ql", "algorithm.eta=0.5"], tiny=False)
-    assert cfg.algorithm.q_weight == 0.5 and cfg.algorithm.eta is None
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "algorithm.eta is now algorithm.q_weight" in err
-    cfg = compose_config(CONTROL[:-1] + ["algorithm=pretrain", "algorithm.lr=0.002"])
-    assert isinstance(cfg.algorithm, BCConfig) and cfg.algorithm.name == "bc"
-    assert (cfg.algorithm.lr, cfg.algorithm.ema_decay, cfg.algorithm.warmup_steps) == (0.002, 0.999, 200)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "algorithm=pretrain on a control task is now algorithm=bc" in err
-    assert compose_config(["algorithm=pretrain"]).algorithm.name == "pretrain"  # pretraining an image model: no notice
-    assert capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match="algorithm.eta"):  # q_weight's old name
+        compose_checked(["experiment=bandit_diffusion_ql", "algorithm.eta=0.5"])
+    with pytest.raises(ConfigError, match="algorithm=pretrain does not run on a control task; use one of bc, ddpo"):
+        compose_config(CONTROL[:-1] + ["algorithm=pretrain"])
+    assert compose_config(["algorithm=pretrain"]).algorithm.name == "pretrain"  # pretraining an image model
 
 
 def _experiment_parts(path):

@@ -9,11 +9,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config, read_records
 from diffusers import DDPMScheduler
 
-from drl.algorithms.control_losses import diffusion_ql_q_loss, sac_critic_target, td_target
+from drl.algorithms.control_losses import (
+    diffusion_ql_q_loss,
+    sac_critic_target,
+    td_target,
+)
 from drl.algorithms.dsrl import ReplayBuffer
-from drl.config import ConfigError, DiffusionQLConfig, PolicyModelConfig
+from drl.algorithms.schemas.diffusion_ql import DiffusionQLConfig
+from drl.config import ConfigError, PolicyModelConfig
 from drl.envs.bandit import MODE_CENTRES, MODE_REWARDS, bandit_reward
 from drl.envs.dataset import OfflineDataset, bandit_dataset, generate_dataset
 from drl.models.critic import TanhGaussianActor
@@ -21,8 +27,6 @@ from drl.models.policy import DiffusionPolicy, load_policy, vp_betas
 from drl.sampling import denoising_step, make_schedule
 from drl.train import build_context, train
 from drl.types import TransitionBatch
-
-from conftest import compose_config, read_records
 
 BANDIT = [
     "logger=none",
@@ -187,12 +191,6 @@ def test_unchunked_runs_give_the_metrics_of_before_chunks(bandit_runs):
     _, bc, dql = bandit_runs
     assert math.isclose(bc, BEFORE_CHUNKS["bc"], rel_tol=1e-9) and math.isclose(dql, BEFORE_CHUNKS["dql"], rel_tol=1e-9)
 
-
-def test_the_old_behaviour_cloning_spelling_still_runs(tmp_path, capsys):
-    cfg = compose_config(["experiment=bandit_bc", "algorithm=pretrain", *BANDIT, "train.epochs=1", "algorithm.steps_per_epoch=5", "env.eval_episodes=20"], tiny=False)
-    assert "algorithm=pretrain on a control task is now algorithm=bc" in capsys.readouterr().err
-    train(cfg, tmp_path)
-    assert (tmp_path / "policy" / "policy.safetensors").is_file() and read_records(tmp_path)[-1]["train/loss"] > 0
 
 def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
     root, bc, dql = bandit_runs

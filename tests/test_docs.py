@@ -94,16 +94,18 @@ def test_configuration_reference_is_generated_from_the_code():
 def test_configuration_reference_lists_every_key_and_option():
     from dataclasses import MISSING, fields
 
-    from drl.config import ALGORITHM_SCHEMAS, Config, EnvConfig, PolicyModelConfig
+    from drl.algorithms import ALGORITHMS
+    from drl.config import Config, EnvConfig, PolicyModelConfig
 
     page = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     nested = {f.name: f.default_factory() for f in fields(Config) if f.default_factory is not MISSING}
     for section, obj in nested.items():
         for f in fields(obj):
             assert f"`{section}.{f.name}`" in page
-    for schema in [*ALGORITHM_SCHEMAS.values()]:
-        for f in fields(schema):
-            assert f"`algorithm.{f.name}`" in page
+    for name, entry in ALGORITHMS.items():
+        section = page.split(f"### algorithm={name}\n")[1].split("###")[0]
+        for f in fields(entry.schema):
+            assert f"`algorithm.{f.name}`" in section or f"`algorithm.{f.name}`" in page.split("### algorithm (every algorithm)")[1].split("###")[0]
     for f in fields(EnvConfig):
         assert f"`env.{f.name}`" in page
     for f in fields(PolicyModelConfig):

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-
-from drl.config import ConfigError, DPOConfig, NFTConfig
-
 from conftest import compose_config
+
+from drl.algorithms.schemas.dpo import DPOConfig
+from drl.algorithms.schemas.nft import NFTConfig
+from drl.config import ConfigError
 
 
 def test_weight_ema_swaps_in_and_restores():

@@ -15,7 +15,8 @@ import torch
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.regularization import denoising_kl
-from drl.config import AlignPropConfig, ConfigError
+from drl.algorithms.schemas.alignprop import AlignPropConfig
+from drl.config import ConfigError
 from drl.types import PromptBatch
 
 

@@ -15,7 +15,7 @@ import torch
 
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
-from drl.config import DDPOConfig
+from drl.algorithms.schemas.ddpo import DDPOConfig
 from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
 from drl.sampling import denoising_step
 from drl.sampling_flow import flow_diffusion_coefficient

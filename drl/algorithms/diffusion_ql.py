@@ -27,7 +27,7 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import diffusion_ql_q_loss, policy_bc_loss, td_target
-from drl.config import DiffusionQLConfig
+from drl.algorithms.schemas.diffusion_ql import DiffusionQLConfig
 from drl.models.critic import TwinQ, soft_update
 from drl.types import TransitionBatch
 

@@ -15,7 +15,7 @@ import torch
 
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.regularization import prediction_kl
-from drl.config import DPOConfig
+from drl.algorithms.schemas.dpo import DPOConfig
 from drl.losses import diffusion_dpo_loss
 from drl.preference_data import load_image, load_pairs
 from drl.sampling import add_noise, sample_training_timesteps, training_target

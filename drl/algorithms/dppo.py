@@ -30,7 +30,7 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import generalized_advantages
-from drl.config import DPPOConfig
+from drl.algorithms.schemas.dppo import DPPOConfig
 from drl.envs.episodes import Episode
 from drl.losses import ppo_clip_loss
 from drl.models.critic import ValueFunction

@@ -28,7 +28,7 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import sac_critic_target, td_target
-from drl.config import DSRLConfig
+from drl.algorithms.schemas.dsrl import DSRLConfig
 from drl.envs.chunking import Horizons
 from drl.envs.collector import episodes_to_transitions, horizon
 from drl.envs.episodes import run_episodes, vector_options

@@ -16,7 +16,7 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.ddpo import group_advantages, select_train_steps
 from drl.algorithms.regularization import prediction_kl
-from drl.config import NFTConfig
+from drl.algorithms.schemas.nft import NFTConfig
 from drl.losses import nft_loss
 from drl.sampling import add_noise, training_target, x0_error_scale
 from drl.types import Conditioning, Rollout

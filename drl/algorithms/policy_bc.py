@@ -12,7 +12,7 @@ import torch
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import Evaluates
 from drl.algorithms.control_losses import policy_bc_loss
-from drl.config import BCConfig
+from drl.algorithms.schemas.bc import BCConfig
 from drl.envs.collector import policy_actor
 from drl.models.policy import DiffusionPolicy
 from drl.types import TransitionBatch

@@ -13,7 +13,7 @@ import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.denoising import denoising_loss
-from drl.config import PretrainConfig
+from drl.algorithms.schemas.pretrain import PretrainConfig
 from drl.toyworld import ATTRIBUTES, corrupt_caption, sample_images
 from drl.toyworld.video import VIDEO_ATTRIBUTES, sample_clips
 from drl.types import DataBatch

@@ -14,7 +14,7 @@ from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks
 from drl.algorithms.denoising import denoising_loss, trajectory_denoising_loss
 from drl.algorithms.regularization import denoising_kl
-from drl.config import RWRConfig
+from drl.algorithms.schemas.rwr import RWRConfig
 from drl.losses import rwr_weights
 from drl.sampling import step_mean_std
 from drl.types import Rollout
