@@ -1,13 +1,20 @@
-"""Check that a change left training bit-identical: six short seeded runs, compared key by key.
+"""Check that a change left training bit-identical: ten short seeded runs, compared key by key.
 
-    python scripts/check_identical_metrics.py run OUT_DIR           # the six runs into OUT_DIR/<name>/
+    python scripts/check_identical_metrics.py run OUT_DIR           # the ten runs into OUT_DIR/<name>/
     python scripts/check_identical_metrics.py compare BASE_DIR OUT_DIR
     python scripts/check_identical_metrics.py run OUT_DIR --against BASE_DIR   # both
 
+The runs: image DDPO (the default), RWR, AlignProp, NFT, toy-video AlignProp, and on the bandit Diffusion-QL,
+behaviour cloning, and DDPO, DSRL and DPPO fine-tuning that behaviour-cloned policy. An override may name
+another run's directory as {run:NAME} (the control fine-tunes: model.path={run:bandit_bc}); runs go in the
+order listed, so NAME must come earlier. A difference in bandit_bc therefore shows in the three runs that
+load it too.
+
 Each run is cut to 3 epochs (and small batches) with a fixed seed, one torch thread and no W&B.
-Every key of every metrics.jsonl record, and every value in eval.json / eval_after.json, must be
-equal bit for bit, except timings (wall times and throughput differ from run to run). One line
-per run: identical, or the first key that differs with both values; exit status 1 on any difference.
+Every key of every metrics.jsonl record, and every value in eval.json / eval_before.json / eval_after.json,
+must be equal bit for bit, except timings (wall times and throughput differ from run to run). `run` prints
+each run's wall time; `compare` prints one line per run: identical, or the first key that differs with both
+values; exit status 1 on any difference.
 """
 
 from __future__ import annotations
@@ -15,20 +22,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SMALL = ["train.epochs=3", "train.samples_per_epoch=8", "train.batch_size=8", "train.grid_size=4", "train.eval_size=8"]
 COMMON = ["seed=7", "hardware=cpu", "hardware.num_threads=1", "logger=none"]
+BANDIT_SMALL = ["train.epochs=3", "env.eval_episodes=50"]
+# The control fine-tunes: a small batch of rollouts per epoch from the bandit_bc run's policy.
+FINETUNE_SMALL = [*BANDIT_SMALL, "model.path={run:bandit_bc}", "train.samples_per_epoch=64", "train.batch_size=64"]
 RUNS: dict[str, list[str]] = {
     "default": SMALL,
     "rwr": ["algorithm=rwr", *SMALL],
     "alignprop": ["algorithm=alignprop", "reward=toy_alignment", *SMALL],
     "nft": ["algorithm=nft", "reward=toy_alignment", *SMALL],
-    "bandit_diffusion_ql": ["experiment=bandit_diffusion_ql", "train.epochs=3", "algorithm.steps_per_epoch=20", "env.eval_episodes=50"],
+    "bandit_diffusion_ql": ["experiment=bandit_diffusion_ql", *BANDIT_SMALL, "algorithm.steps_per_epoch=20"],
     "t2v_alignprop": ["model=toy_t2v", "algorithm=alignprop", "reward=toy_motion", *SMALL],
+    "bandit_bc": ["experiment=bandit_bc", *BANDIT_SMALL, "algorithm.steps_per_epoch=20"],
+    "bandit_ddpo": ["experiment=bandit_ddpo", *FINETUNE_SMALL],
+    "bandit_dsrl": ["experiment=bandit_dsrl", *FINETUNE_SMALL, "algorithm.updates_per_epoch=20"],
+    "bandit_dppo": ["experiment=bandit_dppo", *FINETUNE_SMALL],
 }
+RUN_DIR = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
 COMPARED_FILES = ("metrics.jsonl", "eval.json", "eval_before.json", "eval_after.json")
 
 
@@ -38,15 +55,29 @@ def is_timing(key: str) -> bool:
     return leaf.endswith(("_time_s", "_per_s", "_seconds")) or leaf in {"time_s", "seconds", "wall_time"}
 
 
+def resolve_overrides(name: str, out: Path) -> list[str]:
+    """RUNS[name] with each {run:OTHER} replaced by OTHER's directory under out; OTHER must run before name."""
+    earlier = list(RUNS)[: list(RUNS).index(name)]
+
+    def run_dir(match: re.Match) -> str:
+        other = match.group(1)
+        if other not in earlier:
+            raise SystemExit(f"{name}: {match.group(0)} must name a run listed before it in RUNS (earlier: {', '.join(earlier) or 'none'})")
+        return str(out / other)
+
+    return [RUN_DIR.sub(run_dir, override) for override in RUNS[name]]
+
+
 def run_all(out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    for name, overrides in RUNS.items():
-        run_dir = out / name
-        cmd = [sys.executable, "-m", "drl.cli", *COMMON, *overrides, f"hydra.run.dir={run_dir}"]
+    commands = {name: [sys.executable, "-m", "drl.cli", *COMMON, *resolve_overrides(name, out), f"hydra.run.dir={out / name}"] for name in RUNS}
+    for name, cmd in commands.items():  # every placeholder resolved before the first run starts
+        start = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-4000:])
             raise SystemExit(f"{name}: drl-train exited with status {done.returncode}: {' '.join(cmd)}")
+        print(f"{name}: ran in {time.perf_counter() - start:.1f} s", flush=True)
 
 
 def read_records(path: Path) -> list:
@@ -103,7 +134,7 @@ def compare(base: Path, out: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the six short runs into OUT_DIR")
+    run = sub.add_parser("run", help="run the ten short runs into OUT_DIR")
     run.add_argument("out", type=Path)
     run.add_argument("--against", type=Path, help="then compare with this earlier OUT_DIR")
     cmp = sub.add_parser("compare", help="compare two OUT_DIRs")
