@@ -208,10 +208,10 @@ _BASES: dict = {}  # (config name, the overrides that choose config files) -> th
 
 
 def _chooses_configs(override) -> bool:
-    """Does the override take part in choosing config files (a group option, hydra's own settings), as
-    opposed to setting a key of the composed config?"""
+    """Does the override take part in choosing config files (a group option, Hydra's search path), as
+    opposed to setting a key of the composed config (hydra.run.dir, hydra.launcher.* included)?"""
     key = override.key_or_group
-    return key.startswith("hydra") or key.split("/")[0] in CONFIG_GROUPS
+    return key == "hydra.searchpath" or key.split("/")[0] in CONFIG_GROUPS | {"hydra"}
 
 
 def compose(config_name: str, overrides: list[str]):
@@ -223,6 +223,7 @@ def compose(config_name: str, overrides: list[str]):
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException
+    from omegaconf import open_dict
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     for o in parsed:  # Hydra's check outside -m (ConfigLoaderImpl.validate_sweep_overrides_legal)
@@ -231,9 +232,11 @@ def compose(config_name: str, overrides: list[str]):
     choose = [o.input_line for o in parsed if _chooses_configs(o)]
     key = (config_name, tuple(sorted(choose)))  # one option per group: their order does not matter
     if key not in _BASES:
-        _BASES[key] = hydra_compose(config_name=config_name, overrides=choose)
+        _BASES[key] = hydra_compose(config_name=config_name, overrides=choose, return_hydra_config=True)
     cfg = copy.deepcopy(_BASES[key])
     ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not _chooses_configs(o)], cfg)
+    with open_dict(cfg):  # as hydra.compose returns it
+        del cfg["hydra"]
     return cfg
 
 
@@ -472,6 +475,7 @@ def test_documented_command_composes_and_validates(command, docs_home, hydra_con
     [
         ["algorithm=rwr", "seed=3", "+reward.terms.jpeg_compressibility=0.2", "reward.terms.toy_aesthetic=0"],
         ["experiment=hopper_dppo", "model.path=/tmp/p", "env.num_envs=4", "hydra.run.dir=/tmp/r"],
+        ["+launcher=slurm", "hydra.launcher.partition=gpu", "hardware=gpu", "seed=2"],
         ["model=sd15", "model.path=/tmp/sd15", "prompts=file", "prompts.path=/tmp/p.txt", "reward.monitor=[toy_alignment]"],
     ],
 )
