@@ -97,7 +97,7 @@ def test_configuration_reference_is_generated_from_the_code():
 def test_configuration_reference_lists_every_key_and_option():
     from dataclasses import MISSING, fields
 
-    from drl.config import ALGORITHM_SCHEMAS, Config, EnvConfig, PolicyModelConfig
+    from drl.config import ALGORITHM_SCHEMAS, Config, EnvConfig, EvalConfig, PolicyModelConfig
 
     page = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     nested = {f.name: f.default_factory() for f in fields(Config) if f.default_factory is not MISSING}
@@ -111,6 +111,9 @@ def test_configuration_reference_lists_every_key_and_option():
         assert f"`env.{f.name}`" in page
     for f in fields(PolicyModelConfig):
         assert f"`model.{f.name}`" in page
+    drl_eval = page.split("### drl-eval")[1]  # drl-eval's own keys (the rest are drl-train's sections)
+    for f in fields(EvalConfig):
+        assert f.name in nested or f"| `{f.name}` |" in drl_eval
     for yaml in (ROOT / "conf").glob("*/*.yaml"):
         assert f"| `{yaml.parent.name}` | `{yaml.stem}` |" in page
 
