@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -18,8 +19,9 @@ from drl import distributed, sharding
 from drl.algorithms import IMAGES, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.checkpoint import load_trainable_state, trainable_state
-from drl.config import Config
+from drl.config import Config, PromptsConfig
 from drl.diagnostics import DriftProbe
+from drl.evaluation.features import is_toy_model
 from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
 from drl.models.finetune import has_lora, setup_trainable
@@ -61,6 +63,17 @@ def build_model(cfg: Config) -> T2IModel:
     return model
 
 
+def toy_prompts_warning(model: T2IModel, prompts: PromptsConfig) -> str | None:
+    """One line when a real model (a latent one: anything but the toy world's pixel-space models) is given the
+    toy world's prompts, the default prompts=toy; None otherwise."""
+    if prompts.source != "toy" or is_toy_model(model):
+        return None
+    return (
+        "drl-train: warning: prompts=toy gives this real model the toy world's prompts (\"a small red circle at "
+        "the top left\"); choose prompts=animals, simple, complex or file (prompts.path=your_prompts.txt)."
+    )
+
+
 def make_trainable(model: T2IModel, cfg: Config) -> list[torch.nn.Parameter]:
     """Freeze the model but for what model.finetune trains (all denoiser weights, or LoRA adapters)."""
     return setup_trainable(model.denoiser, cfg.model.finetune, cfg.model.lora_rank, cfg.model.lora_alpha, cfg.model.lora_targets)
@@ -95,6 +108,9 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v", group_size=cfg.algorithm.samples_per_group)
     distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
     prompts = build_prompt_source(cfg.prompts, video=cfg.model.kind == "t2v")
+    warning = toy_prompts_warning(model, cfg.prompts)
+    if warning and distributed.is_main():
+        print(warning, file=sys.stderr, flush=True)
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
     dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.needs_differentiable_reward)

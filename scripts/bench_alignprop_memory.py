@@ -55,7 +55,7 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, video: dict | Non
         if video["model_path"] is None:
             base += ["model=toy_t2v", "reward=frames_object"]
         else:
-            base += ["model=modelscope_t2v", f"model.path={video['model_path']}", "reward=frames_aesthetic"]
+            base += ["model=modelscope_t2v", f"model.path={video['model_path']}", "reward=frames_toy_aesthetic"]
         base += [f"model.num_frames={video['frames']}", f"reward.frame_subset={video['frame_subset']}"]
     cfg = compose_config(base + overrides)
     ctx, _, algorithm = build_context(cfg)

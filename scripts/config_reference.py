@@ -4,7 +4,7 @@ The reference is generated so that it cannot drift from the code: every key come
 drl/config.py or an algorithm's schema in drl/algorithms/schemas/ (its type, its default and the one-line
 docstring under it, read with ``ast`` because field docstrings do not survive to runtime), each algorithm's
 facts from the registry (drl/algorithms/__init__.py), every group option from a yaml file under conf/ (its
-first comment line).
+first comment line). drl-eval's own keys (EvalConfig) come last.
 
     python scripts/config_reference.py            # print the generated part
     python scripts/config_reference.py --write    # replace it in docs/guide/configuration.md
@@ -35,7 +35,7 @@ SECTIONS = [
     ("SchedulerConfig", "scheduler.", "scheduler", None),
     ("RewardConfig", "reward.", "reward", None),
     ("AlgorithmConfig", "algorithm.", "algorithm (every algorithm)", None),
-    ALGORITHM_SECTIONS := None,  # one section per registry entry, in registry order (algorithm_sections)
+    None,  # one section per registry entry, in registry order (algorithm_sections)
     ("PromptsConfig", "prompts.", "prompts", None),
     ("EnvConfig", "env.", "env", "env=bandit (or pendulum, hopper, halfcheetah)"),
     ("TrainConfig", "train.", "train", None),
@@ -43,7 +43,10 @@ SECTIONS = [
     ("PreemptionConfig", "preemption.", "preemption", None),
     ("LoggerConfig", "logger.", "logger", None),
     ("QualityConfig", "quality.", "quality", None),
+    ("EvalConfig", "", "drl-eval", None),
 ]
+# Fields that are whole sections of their own (listed under their section, not as keys of their parent).
+NESTED = {"model", "scheduler", "reward", "algorithm", "env", "prompts", "train", "hardware", "logger", "preemption", "quality"}
 
 
 class Field(NamedTuple):
@@ -108,7 +111,7 @@ def read_schemas(paths: list[Path] | None = None) -> tuple[dict[str, list[Field]
 
 def _read_module(source: str, fields: dict, bases: dict, class_docs: dict) -> None:
     for node in ast.parse(source).body:
-        if not isinstance(node, ast.ClassDef):
+        if not isinstance(node, ast.ClassDef) or node.name in fields:
             continue
         bases[node.name] = node.bases[0].id if node.bases and isinstance(node.bases[0], ast.Name) else ""
         class_docs[node.name] = _one_line((ast.get_docstring(node) or "").split("\n\n")[0])
@@ -210,12 +213,18 @@ def render() -> str:
             intro.append("Also takes every key of *algorithm (every algorithm)*; a default listed here overrides that one.")
         if cls == "PolicyModelConfig":
             intro.append("Also takes every key of *model*; a default listed here overrides that one.")
+        if cls == "EvalConfig":
+            intro.append(
+                "Set them as overrides (`drl-eval num_prompts=64`); the `model.*`, `scheduler.*`, `reward.*`, "
+                "`prompts.*`, `logger.*`, `hardware.*` and `quality.*` keys are drl-train's (above), and so are the "
+                "options of those groups (`drl-eval model=toy_t2v reward=toy_motion`). `conf/eval.yaml` chooses "
+                "`reward=aligned_and_aesthetic`."
+            )
         if intro:
             out += [" ".join(intro), ""]
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
         for f in _own_and_group_fields(cls, fields, bases) if is_algorithm else fields[cls]:
-            if cls == "Config" and f.name in {"model", "scheduler", "reward", "algorithm", "env", "prompts",
-                                              "train", "hardware", "logger", "preemption", "quality"}:
+            if cls in ("Config", "EvalConfig") and f.name in NESTED:
                 continue
             doc = f.doc or _inherited_doc(f.name, cls, fields, bases)
             default = f"`{_one_line(f.default)}`" if f.default else ""

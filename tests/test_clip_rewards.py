@@ -85,6 +85,23 @@ def test_aesthetic_loads_laions_head_format_and_is_differentiable(clip_dir):
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
 
 
+def test_reward_frames_aesthetic_is_the_laion_aesthetic_on_frames(clip_dir):
+    """reward=frames_aesthetic (VADER's reward for real video models) scores frames with the LAION aesthetic,
+    not the toy one: with every frame scored (frame_subset=0) it is the mean of the image reward over frames."""
+    from conftest import compose_config
+
+    paths = [f"reward.aesthetic_clip_path={clip_dir}", f"reward.aesthetic_head_path={clip_dir / 'aesthetic_head.pth'}"]
+    cfg = compose_config(["model=toy_t2v", "reward=frames_aesthetic", "reward.frame_subset=0", *paths])
+    assert cfg.reward.terms == {"frames_aesthetic": 1.0}
+    clips = torch.rand(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))  # [B, F, 3, H, W]
+    scores, terms = build_reward(cfg.reward, "cpu", video=True)(clips, PROMPTS, [{}, {}])
+    image = build_reward(RewardConfig(terms={"aesthetic": 1.0}, aesthetic_clip_path=str(clip_dir),
+                                      aesthetic_head_path=str(clip_dir / "aesthetic_head.pth")), "cpu")  # fmt: skip
+    per_frame, _ = image(clips.flatten(0, 1), [p for p in PROMPTS for _ in range(3)], [{}] * 6)
+    torch.testing.assert_close(scores, per_frame.view(2, 3).mean(1), atol=1e-6, rtol=1e-6)
+    assert list(terms) == ["frames_aesthetic"]
+
+
 @pytest.mark.parametrize(
     "terms, key, command",
     [

@@ -26,8 +26,9 @@ def _prose(text: str) -> str:
 
 
 def github_anchor(heading: str) -> str:
-    """The id GitHub gives a heading: lowercase, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_]|\[|\]\([^)]*\)", "", heading).strip().lower()
+    """The id GitHub gives a heading: lowercase, punctuation dropped (an underscore inside a word is kept,
+    emphasis markers are not), spaces to hyphens."""
+    text = re.sub(r"[`*]|(?<!\w)_|_(?!\w)|\[|\]\([^)]*\)", "", heading).strip().lower()
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
@@ -49,6 +50,8 @@ def test_github_anchor_matches_githubs_rule():
     assert github_anchor("The default run (`drl-train`)") == "the-default-run-drl-train"
     assert github_anchor("Scaling out: multi-GPU, multi-node, SLURM") == "scaling-out-multi-gpu-multi-node-slurm"
     assert github_anchor("DSRL on Pendulum-v1") == "dsrl-on-pendulum-v1"
+    assert github_anchor("AlignProp on toy_alignment") == "alignprop-on-toy_alignment"
+    assert github_anchor("_Emphasis_ and `code`") == "emphasis-and-code"
 
 
 def test_relative_links_finds_links_outside_code_only(tmp_path):
@@ -95,7 +98,7 @@ def test_configuration_reference_lists_every_key_and_option():
     from dataclasses import MISSING, fields
 
     from drl.algorithms import ALGORITHMS
-    from drl.config import Config, EnvConfig, PolicyModelConfig
+    from drl.config import Config, EnvConfig, EvalConfig, PolicyModelConfig
 
     page = (ROOT / "docs" / "guide" / "configuration.md").read_text()
     nested = {f.name: f.default_factory() for f in fields(Config) if f.default_factory is not MISSING}
@@ -110,6 +113,9 @@ def test_configuration_reference_lists_every_key_and_option():
         assert f"`env.{f.name}`" in page
     for f in fields(PolicyModelConfig):
         assert f"`model.{f.name}`" in page
+    drl_eval = page.split("### drl-eval")[1]  # drl-eval's own keys (the rest are drl-train's sections)
+    for f in fields(EvalConfig):
+        assert f.name in nested or f"| `{f.name}` |" in drl_eval
     for yaml in (ROOT / "conf").glob("*/*.yaml"):
         assert f"| `{yaml.parent.name}` | `{yaml.stem}` |" in page
 

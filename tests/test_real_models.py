@@ -40,6 +40,20 @@ def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
     assert result.returncode == 0, result.stderr[-2000:]
     assert [r["epoch"] for r in read_records(tmp_path)] == [0, 1]
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("drl-train: warning: prompts=toy")]
+    assert len(warnings) == 1  # a real model on the default prompts=toy: one line, once
+
+
+def test_toy_prompts_warn_only_for_a_real_model():
+    from drl.config import PromptsConfig
+    from drl.images import toy_prompts_warning
+    from drl.models.toy import build_toy_t2i
+    from drl.testing.tiny import build_tiny_sd
+
+    real, toy = build_tiny_sd(), build_toy_t2i(8)
+    assert "choose prompts=animals" in toy_prompts_warning(real, PromptsConfig(source="toy"))
+    assert toy_prompts_warning(real, PromptsConfig(source="file", path="prompts.txt")) is None
+    assert toy_prompts_warning(toy, PromptsConfig(source="toy")) is None
 
 
 @pytest.mark.parametrize(

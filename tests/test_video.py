@@ -303,7 +303,7 @@ def _tiny_modelscope_layout(directory) -> str:
 
 # One epoch of two clips on a tiny layout: enough to load, sample, score, update and export.
 ONE_TINY_EPOCH = [
-    "reward=frames_aesthetic",
+    "reward=frames_toy_aesthetic",
     "train.samples_per_epoch=2",
     "train.batch_size=2",
     "train.epochs=1",
@@ -343,7 +343,7 @@ def test_missing_video_model_path_is_one_sentence(tmp_path):
 def test_alignprop_decodes_only_the_frames_the_reward_reads(tiny_t2v, random_video_classifier):
     base = ["model=toy_t2v", f"model.path={tiny_t2v}", f"model.resolution={RES}", f"model.num_frames={FRAMES}"]
     base += ["algorithm=alignprop", "train.samples_per_epoch=2", "train.batch_size=2", "scheduler.num_steps=2"]
-    ctx, _, algorithm = build_context(compose_config(base + ["reward=frames_aesthetic", "reward.frame_subset=2"]))
+    ctx, _, algorithm = build_context(compose_config(base + ["reward=frames_toy_aesthetic", "reward.frame_subset=2"]))
     decoded = []
     decode = ctx.model.decode
     ctx.model.decode = lambda latents, frames=None: decoded.append(frames) or decode(latents, frames)

@@ -44,7 +44,7 @@ class CogVideoXTransformer3DModel(diffusers.CogVideoXTransformer3DModel):
     The toy base uses it for its absolute 3D positional embedding: the prompted direction of motion sets where
     the object is in each frame, which a denoiser can only learn if it knows the frame and the position. The
     UNets (translation-equivariant convolutions) and Wan's transformer (relative RoPE positions) never learned
-    it from correctly captioned clips; this one does (README, Video)."""
+    it from correctly captioned clips; this one does (docs/results/2026-11-26-video.md)."""
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, **kwargs):
         frames_first = sample.transpose(1, 2)  # CogVideoX's layout: [B, F, C, h, w]

@@ -146,7 +146,8 @@ def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedRew
     return reward, video
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """drl-reward-server's command line: drl-train overrides that choose the reward, then the server's flags."""
     parser = argparse.ArgumentParser(prog="drl-reward-server", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="drl-train config overrides that choose the reward, e.g. reward=toy_alignment")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -154,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     parser.add_argument("--max-batch", type=int, default=64, help="most samples scored in one reward call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device {args.device} but no CUDA device is visible; use --device cpu.")

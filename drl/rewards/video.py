@@ -72,7 +72,7 @@ def toy_motion(
     the shipped toy video classifier (0 is perfect; about -4.5 is chance for all three).
 
     ``attributes=("motion",)`` is ``toy_motion_only``: colour is the easiest term to raise, and in the
-    full sum it soaks up most of the gradient (README, Video); the motion term alone asks only for motion.
+    full sum it soaks up most of the gradient (docs/results/2026-11-26-video.md); the motion term alone asks only for motion.
     """
     from drl.models.t2i import resolve_path
     from drl.toyworld.classifier import alignment_log_prob
