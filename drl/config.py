@@ -36,7 +36,7 @@ class ModelConfig:
     name: str = "toy_t2i"
     """Short name used in run names and logs."""
     path: str = "drl:toy_t2i"
-    """Diffusers save_pretrained directory, a hub id, or drl:<name> for a model shipped with drl."""
+    """Diffusers save_pretrained directory, a hub id (diffusers downloads it into its cache), or drl:<name> for a model shipped with drl."""
     family: str = "auto"
     """Model layout: sd (1.x/2.x), sdxl, sd3 (flow matching; needs scheduler=flow) or auto (from the directory)."""
     from_scratch: bool = False
@@ -73,6 +73,7 @@ class PolicyModelConfig(ModelConfig):
 
     name: str = "diffusion_policy"
     path: str = ""
+    """A policy/ directory written by a drl-train run (e.g. of algorithm=bc) to start from; empty with from_scratch=true."""
     from_scratch: bool = True
     hidden_dim: int = 256
     """Width of each hidden layer of the MLP denoiser."""
@@ -184,7 +185,7 @@ class EnvConfig:
     video: bool = False
     """Render one evaluation episode to <run dir>/rollout.gif after training (MuJoCo: MUJOCO_GL=egl)."""
     num_envs: int = 1
-    """Environments stepped at once by online rollouts (DSRL, ddpo) and evaluation, as a gymnasium vector env; 1: every episode in this process, all stepped together."""
+    """Environments stepped at once by online rollouts (DSRL, DDPO, DPPO) and evaluation, as a gymnasium vector env; 1: every episode in this process, all stepped together."""
     vector_mode: str = "async"
     """How num_envs > 1 environments run: async (a subprocess each) or sync (one after another in this process)."""
 

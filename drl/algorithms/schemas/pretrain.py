@@ -13,6 +13,8 @@ CAPTION_ATTRIBUTES = ("colour", "shape", "position", "size", "motion")
 
 @dataclass
 class PretrainConfig(AlgorithmConfig):
+    """Pretraining of an image or video model on the toy world's procedural data (control policies use algorithm=bc)."""
+
     name: str = "pretrain"
     lr: float = 1e-3
     steps_per_epoch: int = 50
