@@ -132,8 +132,6 @@ class ControlHooks:
 
     def after(self, logger) -> None:
         self._show(logger, "after", self.ctx.cfg.train.epochs)
-        if logger.enabled:
-            self.export(logger.run_dir)
 
     def export(self, run_dir: Path) -> None:
         self.algorithm.export_policy().save_pretrained(run_dir / "policy")

@@ -7,6 +7,7 @@ Each has a builder ``build(cfg, device, model) -> (TrainContext, reward, algorit
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union
 
 import torch
@@ -37,5 +38,8 @@ class DomainHooks(Protocol):
     def before(self, logger: RunLogger) -> None:
         """What the run shows before training (evaluation, sample grids, plots)."""
 
+    def export(self, run_dir: Path) -> None:
+        """Save the trained result in ``run_dir`` (called before ``after``, so a failing probe cannot lose it)."""
+
     def after(self, logger: RunLogger) -> None:
-        """What the run shows after training, and the trained result it exports."""
+        """What the run shows after training, once its result is exported."""

@@ -1,5 +1,8 @@
 """Build an image or video run (text-to-image, text-to-video) for the one loop in drl/train.py,
-and what it shows and saves: fixed-noise grids and paired rewards before and after, the model.
+and what it shows and saves: the model, then fixed-noise grids and paired rewards before and after.
+
+The evaluation's probes (the grid, the evaluation-only reward terms, the quality probe) never end a
+run: one that raises is said in one line and recorded in eval.json under "probe_failures".
 
 The control side's twin is drl/control.py; both implement drl.domain.DomainHooks.
 """
@@ -11,6 +14,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -144,21 +148,46 @@ class ImageHooks:
         return self.drift_probe()
 
     def before(self, logger: RunLogger) -> None:
-        cfg = self.ctx.cfg
-        batch, prompts = evaluation_batch(self.ctx, self.reward, cfg.seed)
-        log_evaluation(logger, logger.run_dir, "samples_before", batch, prompts, 0, cfg.train.grid_size, self.quality)
+        cfg, failures = self.ctx.cfg, ProbeFailures("before")
+        batch, prompts = evaluation_batch(self.ctx, self.reward, cfg.seed, failures)
+        log_evaluation(logger, logger.run_dir, "samples_before", batch, prompts, 0, cfg.train.grid_size, self.quality, failures)
+
+    def export(self, run_dir: Path) -> None:
+        export_final(self.algorithm, self.ctx, run_dir)
 
     def after(self, logger: RunLogger) -> None:
-        cfg = self.ctx.cfg
+        cfg, failures = self.ctx.cfg, ProbeFailures("after")
         with self.algorithm.sampling_weights():  # the EMA weights when algorithm.ema_decay > 0
-            batch, prompts = evaluation_batch(self.ctx, self.reward, cfg.seed)
-        log_evaluation(logger, logger.run_dir, "samples_after", batch, prompts, cfg.train.epochs, cfg.train.grid_size, self.quality)
-        export_final(self.algorithm, self.ctx, logger.run_dir)
+            batch, prompts = evaluation_batch(self.ctx, self.reward, cfg.seed, failures)
+        log_evaluation(logger, logger.run_dir, "samples_after", batch, prompts, cfg.train.epochs, cfg.train.grid_size, self.quality, failures)
 
 
-def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tuple[Rollout, list[str]]:
+class ProbeFailures(dict):
+    """The probes of one evaluation stage (before | after) that raised: {probe: "ErrorType: message"}.
+
+    A probe looks at samples that are already there (a grid, an evaluation-only reward, the quality
+    probe); its failure says nothing about the training, so it never ends the run: ``run`` says it
+    in one line on stderr, keeps it here for eval.json, and the evaluation goes on without it.
+    """
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def run(self, probe: str, fn: Callable[..., Any], *args, default: Any = None) -> Any:
+        """fn(*args), or ``default`` if it raised."""
+        try:
+            return fn(*args)
+        except Exception as error:  # whatever a probe raises, the run's result stands
+            self[probe] = f"{type(error).__name__}: {' '.join(str(error).split())}"
+            tqdm.write(f"drl-train: warning: the {probe} probe of the {self.stage} evaluation failed and was skipped ({self[probe]})", file=sys.stderr)
+            return default
+
+
+def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int, failures: ProbeFailures | None = None) -> tuple[Rollout, list[str]]:
     """Fixed prompts and noise, identical before and after training: max(grid_size, eval_size) samples
-    whose first grid_size tiles form the image grid."""
+    whose first grid_size tiles form the image grid. ``failures``: where an evaluation-only reward term
+    that raises goes (None: it raises)."""
     cfg = ctx.cfg
     n = max(cfg.train.grid_size, cfg.train.eval_size)
     pool = list(cfg.prompts.grid_prompts) or ctx.prompts.first(n)
@@ -167,28 +196,34 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int) -> tu
     batch = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
     with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
         batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0)
-        batch.reward_terms.update(reward.evaluate(batch.samples, batch.prompts, batch.metadata))  # reward.eval_terms
+        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata)  # noqa: E731 (reward.eval_terms)
+        batch.reward_terms.update(evaluate() if failures is None else failures.run("eval_terms", evaluate, default={}))
     return batch, prompts
 
 
 def log_evaluation(
     logger: RunLogger, run_dir: Path, name: str, batch: Rollout, prompts: list[str], epoch: int, grid_size: int,
-    quality: QualityProbe | None = None,
+    quality: QualityProbe | None = None, failures: ProbeFailures | None = None,
 ) -> None:  # fmt: skip
     """The grid of the first grid_size samples, and every reward in eval.json. After training, the
     paired gain (same prompts, same noise) and its standard error: far less noisy than comparing
-    two epochs' means, whose prompts and noise differ; and ``quality``'s diversity and distance to base."""
-    logger.log_grid(name, batch.samples[:grid_size], prompts[:grid_size], batch.rewards[:grid_size], epoch=epoch)
+    two epochs' means, whose prompts and noise differ; and ``quality``'s diversity and distance to base.
+    The probes run through ``failures``: one that raises is skipped and listed in eval.json."""
+    stage = name.removeprefix("samples_")
+    failures = ProbeFailures(stage) if failures is None else failures
+    failures.run("grid", logger.log_grid, name, batch.samples[:grid_size], prompts[:grid_size], batch.rewards[:grid_size], epoch)
     if not logger.enabled:  # another rank under FSDP: it sampled with the shards, rank 0 writes
         return
     path = run_dir / EVAL_FILE
     record = nan_for_null(json.loads(path.read_text())) if path.is_file() and name == "samples_after" else {}
-    record[name.removeprefix("samples_")] = [float(r) for r in batch.rewards]
+    record[stage] = [float(r) for r in batch.rewards]
     # Each term and monitor's mean on the same clips, e.g. whether a guard held while the reward rose.
-    record.setdefault("terms", {})[name.removeprefix("samples_")] = {k: float(v.float().mean()) for k, v in batch.reward_terms.items()}
-    record_eval_terms(record, name.removeprefix("samples_"), batch.reward_terms, logger, epoch)  # their own paired gains
+    record.setdefault("terms", {})[stage] = {k: float(v.float().mean()) for k, v in batch.reward_terms.items()}
+    failures.run("eval_terms", record_eval_terms, record, stage, batch.reward_terms, logger, epoch)  # their own paired gains
     if quality is not None:
-        record.setdefault("quality", {})[name.removeprefix("samples_")] = quality.observe(run_dir, name.removeprefix("samples_"), batch.samples)
+        observed = failures.run("quality", quality.observe, run_dir, stage, batch.samples)
+        if observed is not None:
+            record.setdefault("quality", {})[stage] = observed
     if "before" in record and "after" in record and len(record["before"]) == len(record["after"]) > 1:
         gain = torch.tensor(record["after"]) - torch.tensor(record["before"])  # [N], paired
         summary = {
@@ -204,9 +239,11 @@ def log_evaluation(
             f"{summary['eval/reward_after']:.4g} (gain {summary['eval/gain']:+.3g} ± {summary['eval/gain_se']:.2g} s.e.)"
         )
         if quality is not None:  # diversity and distance to the base model; warns once on a collapse
-            summary.update(quality.conclude(record, summary))
+            summary.update(failures.run("quality", quality.conclude, record, summary, default={}))
         record["summary"] = summary
         logger.log_summary(summary, epoch)
+    if failures:
+        record.setdefault("probe_failures", {})[stage] = dict(failures)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)

@@ -5,7 +5,7 @@
                 rewards = reward(batch.samples, prompts, meta)   #   (rollouts only)
                 metrics = algorithm.update(batch)                # UPDATE
                 log(metrics, hooks.drift()); checkpoint(hooks.trainable_modules())
-    hooks.after()                                                # evaluation again, and the export
+    hooks.export(); hooks.after()                                # the trained result, then evaluation again
 
 What differs by domain (images/video, control tasks) is behind drl.domain.DomainHooks.
 """
@@ -190,7 +190,8 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
                 raise watch.stop(epoch)
 
         if probes:
-            ctx.hooks.after(logger)  # shows the trained model and exports it
+            ctx.hooks.export(run_dir)  # the trained result first: nothing that looks at it afterwards can lose it
+            ctx.hooks.after(logger)  # shows the trained model; a probe that fails there is reported, not raised
         return last_reward
     finally:
         watch.uninstall()

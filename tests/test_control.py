@@ -185,11 +185,17 @@ def bandit_runs(tmp_path_factory):
 # What these seeded runs gave at 64d961f, before action chunks existed (the same overrides; scripted in the
 # dppo25 branch's report): To = Ta = 1, the default, must leave every number as it was.
 BEFORE_CHUNKS = {"bc": 0.08190124230946821, "dql": 0.4860487858826491, "ddpo": 0.11303059665584442}
+# Recorded on one CPU: float32 kernels round differently on another (ISA, blocking), and 200 training steps
+# carry that into the return: 4e-8 and 1.3e-7 relative with ATEN_CPU_CAPABILITY=default. 1e-5 is 100 times
+# that; any change of behaviour (another random draw, another action, another observation) moves these
+# 200-episode means by percents.
+RECORDED_ON_ANOTHER_CPU = 1e-5
 
 
 def test_unchunked_runs_give_the_metrics_of_before_chunks(bandit_runs):
     _, bc, dql = bandit_runs
-    assert math.isclose(bc, BEFORE_CHUNKS["bc"], rel_tol=1e-9) and math.isclose(dql, BEFORE_CHUNKS["dql"], rel_tol=1e-9)
+    assert bc == pytest.approx(BEFORE_CHUNKS["bc"], rel=RECORDED_ON_ANOTHER_CPU)
+    assert dql == pytest.approx(BEFORE_CHUNKS["dql"], rel=RECORDED_ON_ANOTHER_CPU)
 
 
 def test_bc_learns_the_data_and_diffusion_ql_beats_it(bandit_runs):
@@ -320,7 +326,7 @@ def test_ddpo_on_the_policy_runs_on_policy_with_env_rewards(bandit_runs, tmp_pat
     records = read_records(tmp_path)
     assert records[0]["train/ratio_dev_first"] < 1e-4  # re-scored with the same step function
     assert all(0 <= r["reward_mean"] <= 1 and math.isfinite(r["train/loss"]) for r in records)
-    assert math.isclose(records[-1]["eval/return_mean"], BEFORE_CHUNKS["ddpo"], rel_tol=1e-9)  # To = Ta = 1: as before
+    assert records[-1]["eval/return_mean"] == pytest.approx(BEFORE_CHUNKS["ddpo"], rel=RECORDED_ON_ANOTHER_CPU)  # To = Ta = 1: as before
 
 
 def test_dppo_raises_the_bc_policys_return_on_the_bandit(bandit_runs, tmp_path):

@@ -84,6 +84,10 @@ def test_the_protocol_round_trips_samples_prompts_and_metadata_exactly():
         decode_request(b"not a tensor")
 
 
+FLOAT32_BATCHES = 1e-5
+"""Relative tolerance between scores of the same images computed in batches of other sizes (float32 rounding)."""
+
+
 def test_remote_rewards_equal_in_process_rewards_and_several_urls_share_the_load(servers):
     reward = ["reward=toy_alignment", "+reward.terms.toy_aesthetic=0.5"]  # a weighted sum, prompts matter
     a, b = servers(None, *reward, wait=False), servers(None, *reward, wait=False)  # both start at once
@@ -95,8 +99,14 @@ def test_remote_rewards_equal_in_process_rewards_and_several_urls_share_the_load
     expected, terms = local(samples, prompts, [{}] * 12)
     scores, info = remote([a.url, b.url], batch_size=2, concurrency=3)(samples, prompts, [{}] * 12)
     assert scores.shape == (12,) and scores.dtype == torch.float32
-    assert torch.allclose(scores, expected, atol=1e-6, rtol=0)
-    assert torch.allclose(torch.tensor(info["toy_aesthetic"]), terms["toy_aesthetic"], atol=1e-6, rtol=0)
+    # The servers score batches of 2, in-process one batch of 12: kernels round those shapes differently on some
+    # CPUs (~1e-7 relative; a float32 step at 25 is 2e-6), relative to the largest score near 0.
+    def assert_scores_close(actual, wanted):
+        torch.testing.assert_close(actual, wanted, rtol=FLOAT32_BATCHES, atol=FLOAT32_BATCHES * float(wanted.abs().max()))
+
+    assert_scores_close(scores, expected)
+    assert_scores_close(torch.tensor(info["toy_aesthetic"]), terms["toy_aesthetic"])
+    assert (expected[:, None] - expected[None]).abs().add(torch.eye(12) * 1e3).min() > 1e3 * FLOAT32_BATCHES  # a mix-up would show
     assert a.health()["served"] == b.health()["served"] == 6  # 6 requests of 2, alternating over the URLs
     # What goes wrong is one sentence: a request the server refuses, and a server that does not answer.
     with pytest.raises(RewardError, match=f"the reward server at {a.url} refused the request: this server scores images"):
@@ -136,4 +146,6 @@ def test_a_dead_server_stops_the_run_with_its_checkpoint_and_the_rerun_ends_as_a
         assert (x["reward_mean"], x["train/loss"], x["train/grad_norm"]) == (y["reward_mean"], y["train/loss"], y["train/grad_norm"])
     local = compose_config(["train.epochs=4", "train.batch_size=4", "hardware.num_threads=1"])  # toy_aesthetic in-process
     train(local, tmp_path / "local")
-    assert [r["reward_mean"] for r in read_records(tmp_path / "local")] == pytest.approx([r["reward_mean"] for r in straight], abs=1e-6)
+    # Remote batches of 3, in-process batches of 4: equal up to float32 rounding, carried through 4 epochs of updates.
+    local_means = [r["reward_mean"] for r in read_records(tmp_path / "local")]
+    assert local_means == pytest.approx([r["reward_mean"] for r in straight], rel=10 * FLOAT32_BATCHES)

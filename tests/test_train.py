@@ -147,7 +147,7 @@ def test_both_domains_implement_the_loops_interfaces_and_the_loop_asks_no_domain
     from drl.models.t2v import T2VModel
 
     steps = {name for name in vars(DomainHooks) if not name.startswith("_")}
-    assert steps == {"start", "trainable_modules", "drift", "before", "after"}
+    assert steps == {"start", "trainable_modules", "drift", "before", "export", "after"}
     for hooks in (ImageHooks, ControlHooks):
         assert all(callable(getattr(hooks, name, None)) for name in steps), hooks
     assert all(issubclass(model, DenoiserModel) for model in (T2IModel, T2VModel, DiffusionPolicy))

@@ -26,13 +26,19 @@ from conftest import compose_config
 FIELDS = ("observations", "actions", "rewards", "terminations", "truncations", "next_observations")
 
 
+def row_by_row(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """x [n, K] @ weights [K, M], one row at a time: a row's product is computed the same way whatever n is
+    (one matrix product of n rows may round a row differently than of 1 row), so episodes can be compared exactly."""
+    return np.stack([row @ weights for row in x]) if len(x) else x @ weights
+
+
 def wobbly_actor(obs_dim: int, act_dim: int, seed: int = 0):
     """obs [n, O] -> sin(10 obs W) [n, A]: deterministic row by row, and erratic enough that Hopper's
     episodes differ in length; each row's obs kept as an extra."""
     weights = np.random.default_rng(seed).normal(0, 1, (obs_dim, act_dim))
 
     def act(obs: np.ndarray):
-        return np.sin(10 * obs @ weights).astype(np.float32), {"seen": torch.as_tensor(obs)}
+        return np.sin(10 * row_by_row(obs, weights)).astype(np.float32), {"seen": torch.as_tensor(obs)}
 
     return act
 
@@ -64,7 +70,7 @@ def test_chunked_envs_give_the_same_episodes_in_vector_envs():
 
     def act(obs):  # obs [n, To=2, O=11] -> chunks [n, Ta=4, A=3]
         flat = obs.reshape(len(obs), -1)
-        return np.sin(10 * flat @ weights).reshape(len(obs), 4, 3).astype(np.float32), {"seen": torch.as_tensor(obs)}
+        return np.sin(10 * row_by_row(flat, weights)).reshape(len(obs), 4, 3).astype(np.float32), {"seen": torch.as_tensor(obs)}
 
     horizons = Horizons(obs=2, action=4)
     one = run_episodes("Hopper-v5", act, 5, seed=3, horizons=horizons)

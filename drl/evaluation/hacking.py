@@ -8,13 +8,16 @@ This probe turns the two sample sets into:
     distance_to_base            mean feature distance between each sample and the base model's for the same input
     fid_to_base, kid_to_base    FID and KID of the after-set against the before-set (the base model's samples)
 
-and, once, one sentence when diversity fell by more than ``quality.max_diversity_drop`` while the reward rose
-(its paired gain above two standard errors): the model may be pleasing the reward by collapsing, as the default
-run's yellow blobs do. The before-features are kept in the run dir, so a resumed run still compares with them.
+FID and KID need at least MIN_SAMPLES samples in each set (a covariance, a kernel mean over pairs): with fewer,
+they are skipped and ``fid_skipped`` says why. And, once, one sentence when diversity fell by more than
+``quality.max_diversity_drop`` while the reward rose (its paired gain above two standard errors): the model may be
+pleasing the reward by collapsing, as the default run's yellow blobs do. The before-features are kept in the run
+dir, so a resumed run still compares with them.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -27,6 +30,7 @@ from drl.evaluation.metrics import diversity, frechet_distance, kernel_distance,
 
 FEATURES_FILE = "eval_features.safetensors"  # the before/after samples' features, beside eval.json
 REWARD_ROSE_IN_SE = 2.0  # the paired reward gain counts as a rise above this many standard errors
+MIN_SAMPLES = 2  # FID estimates a covariance and KID averages over pairs: neither is defined for one sample
 
 
 def hacking_warning(quality: dict, gain: float, gain_se: float, max_drop: float) -> str | None:
@@ -75,12 +79,19 @@ class QualityProbe:
         base = stored.get("before")
         if stage == "after" and base is not None and base.shape == features.shape:
             distances = paired_distance(features, base)  # [N]
+            n = len(distances)
             result.update(
                 distance_to_base=float(distances.mean()),
-                distance_to_base_se=float(distances.std() / len(distances) ** 0.5),
-                fid_to_base=frechet_distance(base, features),
-                kid_to_base=kernel_distance(base, features, self.seed)[0],
+                distance_to_base_se=float(distances.std() / n**0.5) if n > 1 else float("nan"),
             )
+            if n >= MIN_SAMPLES:
+                result.update(fid_to_base=frechet_distance(base, features), kid_to_base=kernel_distance(base, features, self.seed)[0])
+            else:
+                result["fid_skipped"] = (
+                    f"FID and KID to the base model were skipped: they need at least {MIN_SAMPLES} evaluation samples and "
+                    f"this run has {n} (max(train.eval_size, train.grid_size)); raise train.eval_size to measure them."
+                )
+                tqdm.write(f"drl-train: note: {result['fid_skipped']}", file=sys.stderr)
         return result
 
     def conclude(self, record: dict, summary: dict) -> dict:
@@ -107,7 +118,7 @@ class QualityProbe:
             "eval/diversity_before": before["diversity"],
             "eval/diversity_after": after["diversity"],
             "eval/diversity_change": after["diversity"] / max(before["diversity"], 1e-12) - 1,
-            **{f"eval/{k}": after[k] for k in ("distance_to_base", "distance_to_base_se", "fid_to_base", "kid_to_base")},
+            **{f"eval/{k}": after.get(k, float("nan")) for k in ("distance_to_base", "distance_to_base_se", "fid_to_base", "kid_to_base")},
         }
         warning = hacking_warning({"diversity_change": summary["eval/diversity_change"]}, gain, gain_se, self.cfg.max_diversity_drop)
         summary["eval/hacking_warning"] = int(warning is not None)
