@@ -49,7 +49,7 @@ def test_a_probe_that_raises_is_reported_and_the_exported_model_stays(tmp_path, 
     }
     assert len(evaluation["after"]) == 3 and "after" not in evaluation["quality"]  # the rest of the evaluation is there
     assert evaluation["summary"]["eval/n"] == 3 and "eval/fid_to_base" not in evaluation["summary"]
-    warnings = [line for line in capfd.readouterr().err.splitlines() if "warning" in line]
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "probe of the" in line]
     assert warnings == [
         "drl-train: warning: the grid probe of the after evaluation failed and was skipped (ZeroDivisionError: division by zero)",
         "drl-train: warning: the quality probe of the after evaluation failed and was skipped (RuntimeError: the feature extractor broke on two lines)",
