@@ -12,8 +12,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from drl.config import ConfigError, register_configs, validate
-from drl.errors import RunError, user_message
+from drl.config import register_configs, validate
+from drl.errors import ConfigError, NonFiniteError, Preempted, RunError, fail, user_message
 
 
 def config_dir() -> str:
@@ -47,11 +47,6 @@ INTERRUPTED_EXIT_CODE = 130  # like a process ended by SIGINT: Ctrl-C twice
 NONFINITE_EXIT_CODE = 3
 
 
-def _fail(message: str, code: int = 2, program: str = "drl-train") -> None:
-    print(f"{program}: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 def run(cfg: DictConfig) -> float:
     """The Hydra task: returns the final mean reward, the objective of sweeps.
 
@@ -61,25 +56,23 @@ def run(cfg: DictConfig) -> float:
     try:
         config = validate(cfg)
     except ConfigError as e:
-        _fail(f"invalid config: {e}")
+        fail(f"invalid config: {e}")
     try:
         return _run(cfg, config)
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        _fail("interrupted (Ctrl-C twice): stopped at once; the last checkpoint written is kept, rerun the same command to resume.", INTERRUPTED_EXIT_CODE)
+        fail("interrupted (Ctrl-C twice): stopped at once; the last checkpoint written is kept, rerun the same command to resume.", INTERRUPTED_EXIT_CODE)
+    except Preempted as e:
+        fail(str(e), code=PREEMPTED_EXIT_CODE)
+    except NonFiniteError as e:
+        fail(str(e), code=NONFINITE_EXIT_CODE)
     except Exception as e:
-        from drl.preemption import Preempted
-
-        if isinstance(e, Preempted):
-            _fail(str(e), code=PREEMPTED_EXIT_CODE)
-        if type(e).__name__ == "NonFiniteError":  # drl.train's; not imported here, it is heavy
-            _fail(str(e), code=NONFINITE_EXIT_CODE)
         message = user_message(e)
         if message is None:
             traceback.print_exc()
-            _fail("this is a bug in drl, not a mistake in your input: please report it with the traceback above.", code=1)
-        _fail(message)
+            fail("this is a bug in drl, not a mistake in your input: please report it with the traceback above.", code=1)
+        fail(message)
 
 
 def _run(cfg: DictConfig, config) -> float:
@@ -156,7 +149,7 @@ def relaunched(config, run_dir: Path) -> float:
 
     code = distributed.relaunch(config.hardware, list(HydraConfig.get().overrides.task), run_dir)
     if code != 0:
-        _fail(f"the {config.hardware.num_processes} ranks under torchrun exited with status {code}.", code=code)
+        fail(f"the {config.hardware.num_processes} ranks under torchrun exited with status {code}.", code=code)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return next((r["reward_mean"] for r in reversed(records) if "reward_mean" in r), float("nan"))
 

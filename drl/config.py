@@ -19,10 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from drl.algorithms import ALGORITHMS, domain_of, domain_problem
-
-
-class ConfigError(ValueError):
-    """A user's config is wrong; the message says what and how to fix it."""
+from drl.errors import ConfigError
 
 
 # --------------------------------------------------------------------------- model

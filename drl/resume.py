@@ -28,13 +28,11 @@ from drl import distributed
 from drl.checkpoint import (
     CHECKPOINT_NAME,
     PREVIOUS_NAME,
-    CheckpointError,
-    UnsafeCheckpointError,
     find_checkpoint,
     load_checkpoint,
 )
 from drl.config import Config
-from drl.errors import RunError
+from drl.errors import CheckpointError, ResumeRefused, RunError, UnsafeCheckpointError
 
 FIXED = (
     "algorithm.name",
@@ -51,10 +49,6 @@ FIXED = (
 )
 FIND = "find"  # train(resume_point=FIND): look for the checkpoint itself
 CHANGES_LOG = "resume_changes.jsonl"  # one line per accepted resume_changes=allow rerun
-
-
-class ResumeRefused(RunError):
-    """The checkpoint belongs to a run with other settings."""
 
 
 def fingerprint(cfg: Config, world_size: int) -> dict:

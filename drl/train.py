@@ -27,17 +27,14 @@ from drl import distributed, sharding
 from drl.algorithms import CONTROL, IMAGES, domain_of
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.checkpoint import load_trainable_state, save_checkpoint, trainable_state
-from drl.config import Config, ConfigError
+from drl.config import Config
+from drl.errors import ConfigError, NonFiniteError
 from drl.logging import RunLogger
 from drl.models.base import DenoiserModel
 from drl.preemption import PreemptionWatch
 from drl.resume import FIND, apply_optimizer_settings, find_resume_point, fingerprint, log_changes, optimizer_settings
 from drl.rewards import WeightedReward
 from drl.rewards.overlap import collect_and_score
-
-
-class NonFiniteError(RuntimeError):
-    """Rewards or losses stayed NaN/inf for too many epochs; the last good checkpoint is kept."""
 
 
 def pick_device(name: str) -> torch.device:

@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from drl.cli import compose_config
-    from drl.config import ConfigError
+    from drl.errors import ConfigError
     from drl.train import build_context, seed_everything
 
     try:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from drl.cli import config_dir
-from drl.config import ConfigError, DDPOConfig, RWRConfig
+from drl.compose import config_dir
+from drl.config import DDPOConfig, RWRConfig
+from drl.errors import ConfigError
 
 from conftest import compose_config, compose_raw
 

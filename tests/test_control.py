@@ -13,9 +13,10 @@ from diffusers import DDPMScheduler
 
 from drl.algorithms.control_losses import diffusion_ql_q_loss, sac_critic_target, td_target
 from drl.algorithms.dsrl import ReplayBuffer
-from drl.config import ConfigError, DiffusionQLConfig, PolicyModelConfig
+from drl.config import DiffusionQLConfig, PolicyModelConfig
 from drl.envs.bandit import MODE_CENTRES, MODE_REWARDS, bandit_reward
 from drl.envs.dataset import OfflineDataset, bandit_dataset, generate_dataset
+from drl.errors import ConfigError
 from drl.models.critic import TanhGaussianActor
 from drl.models.policy import DiffusionPolicy, load_policy, vp_betas
 from drl.sampling import denoising_step, make_schedule

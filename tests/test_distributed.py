@@ -10,7 +10,8 @@ import torch
 
 from drl import distributed
 from drl.checkpoint import load_checkpoint
-from drl.config import ConfigError, HardwareConfig
+from drl.config import HardwareConfig
+from drl.errors import ConfigError
 
 from conftest import read_records
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from drl.config import ConfigError, DPOConfig, NFTConfig
+from drl.config import DPOConfig, NFTConfig
+from drl.errors import ConfigError
 
 from conftest import compose_config
 

@@ -9,7 +9,8 @@ import torch
 from drl import rewards as reward_registry
 from drl.checkpoint import load_checkpoint
 from drl.rewards.base import Reward
-from drl.train import NonFiniteError, train
+from drl.errors import NonFiniteError
+from drl.train import train
 
 from conftest import compose_config, read_records
 

@@ -8,7 +8,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from drl.config import ConfigError, EvalConfig, eval_problems, register_configs
+from drl.config import EvalConfig, eval_problems, register_configs
+from drl.errors import ConfigError, RewardError, fail
 
 PROGRAM = "drl-eval"
 
@@ -26,12 +27,10 @@ def validate_eval(cfg: DictConfig) -> EvalConfig:
 
 
 def run(cfg: DictConfig) -> None:
-    from drl.cli import _fail
-
     try:
         config = validate_eval(cfg)
     except ConfigError as e:
-        _fail(f"invalid config: {e}", program=PROGRAM)
+        fail(f"invalid config: {e}", program=PROGRAM)
     from drl.evaluation.compare import TABLE_MD, compare  # heavy imports after the config is known to be good
     from drl.train import pick_device
 
@@ -42,8 +41,8 @@ def run(cfg: DictConfig) -> None:
 
             torch.set_num_threads(config.hardware.num_threads)
         compare(config, out_dir, pick_device(config.hardware.device))
-    except (ConfigError, FileNotFoundError) as e:
-        _fail(str(e), program=PROGRAM)
+    except (ConfigError, RewardError, FileNotFoundError) as e:  # the user's input: one sentence
+        fail(str(e), program=PROGRAM)
     print((out_dir / TABLE_MD).read_text())
     print(f"(also {out_dir}/comparison.json and comparison.png)")
 
