@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import importlib
 import math
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -35,21 +33,7 @@ from drl.preemption import PreemptionWatch
 from drl.resume import FIND, apply_optimizer_settings, find_resume_point, fingerprint, log_changes, optimizer_settings
 from drl.rewards import WeightedReward
 from drl.rewards.overlap import collect_and_score
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("hardware.device=cuda but no CUDA device is visible; use hardware=cpu.")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
+from drl.runtime import pick_device, seed_everything
 
 DOMAIN_BUILDERS = {IMAGES: "drl.images:build_image_context", CONTROL: "drl.control:build_control_context"}
 """Each domain's builder (module:function), imported on first use: control tasks load gymnasium."""

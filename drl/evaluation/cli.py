@@ -8,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from drl.compose import config_dir
 from drl.config import EvalConfig, eval_problems, register_configs
 from drl.errors import ConfigError, RewardError, fail
 
@@ -32,7 +33,7 @@ def run(cfg: DictConfig) -> None:
     except ConfigError as e:
         fail(f"invalid config: {e}", program=PROGRAM)
     from drl.evaluation.compare import TABLE_MD, compare  # heavy imports after the config is known to be good
-    from drl.train import pick_device
+    from drl.runtime import pick_device
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -48,8 +49,6 @@ def run(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from drl.cli import config_dir
-
     register_configs()
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")(run)()
 

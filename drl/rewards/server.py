@@ -134,7 +134,7 @@ def make_app(reward: WeightedReward, device: torch.device, max_batch: int = 64, 
 
 def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedReward, bool]:
     """The weighted reward that drl-train would build from ``overrides``, and whether it scores clips."""
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.rewards import build_reward
     from drl.rewards.plugin import dry_call_plugins
 
