@@ -1,4 +1,4 @@
-"""Atomic checkpoints, resume, and the exported final model.
+"""Checkpoint files (atomic saves, safe loads, the last two kept) and the exported LoRA; what a checkpoint holds is drl.resume's.
 
 The last two checkpoints are kept (last.pt and previous.pt), so a damaged last one never ends a run;
 both load with ``torch.load(weights_only=True)``: tensors and plain containers, never code.

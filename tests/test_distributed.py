@@ -91,7 +91,8 @@ def test_multi_node_without_a_launcher_is_a_config_error(tmp_path):
 
 
 def test_a_checkpoint_of_two_ranks_does_not_resume_in_one_process(tmp_path, random_toy_model):
-    from drl.train import build_context, restore_rank_rng
+    from drl.resume import restore_rank_rng
+    from drl.train import build_context
 
     from conftest import compose_config
 
