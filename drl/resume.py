@@ -8,7 +8,7 @@ train() builds the run, then asks ``start_run`` once for the state its loop star
     restore   every rank's random streams (a new seed starts new ones)
     truncate  metrics.jsonl after the checkpoint's epoch (all of it for a new run)
 
-and ``save_run`` writes that state at the end of an epoch: the checkpoint's contents are
+and ``save_run`` writes that state at the end of an epoch: the checkpoint's contents (CONTENTS) are
 written and read here alone; drl.checkpoint only stores and loads the file.
 
 A checkpoint records the run's *fingerprint*: the settings that continuing depends on. Resuming
@@ -69,6 +69,9 @@ FIXED = (
 )
 FIND = "find"  # train(resume_point=FIND): look for the checkpoint itself
 CHANGES_LOG = "resume_changes.jsonl"  # one line per accepted resume_changes=allow rerun
+CONTENTS = ("epoch", "weights", "algorithm", "ranks", "nonfinite_in_a_row", "config")
+"""What a checkpoint holds (save_run): the last epoch done, the trained weights by module, the algorithm's
+state_dict, each rank's random streams, the non-finite epochs in a row, and the fingerprint."""
 
 
 def fingerprint(cfg: Config, world_size: int) -> dict:
@@ -105,10 +108,8 @@ def _listed(diffs) -> str:
     return ", ".join(f"{k} ({old!r} -> {new!r})" for k, old, new in diffs)
 
 
-def check_changes(saved: dict | None, current: dict, allow: bool, path: Path) -> list[tuple[str, object, object]]:
+def check_changes(saved: dict, current: dict, allow: bool, path: Path) -> list[tuple[str, object, object]]:
     """The accepted changes (empty without resume_changes=allow); ResumeRefused when they may not be made."""
-    if saved is None:  # a checkpoint from before drl recorded its config: nothing to compare
-        return []
     diffs = differences(saved, current)
     fixed = [d for d in diffs if d[0] in FIXED]
     if fixed:
@@ -189,8 +190,14 @@ def find_resume_point(cfg: Config, run_dir: Path) -> ResumePoint | None:
     if path is None:
         return None
     state = state if state is not None else load_checkpoint(path)
+    missing = [key for key in CONTENTS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} cannot be continued: it lacks {', '.join(missing)} (a checkpoint of another drl version); "
+            "start a new run (hydra.run.dir=...), or load its weights with drl-eval or scripts/sample_grid.py."
+        )
     allow = cfg.resume_changes == "allow"
-    changes = check_changes(state.get("config"), fingerprint(cfg, distributed.world_size()), allow, path)
+    changes = check_changes(state["config"], fingerprint(cfg, distributed.world_size()), allow, path)
     return ResumePoint(Path(path), state, changes, notes)
 
 
@@ -249,13 +256,12 @@ def save_run(
     generator: torch.Generator,
     nonfinite_in_a_row: int,
 ) -> None:
-    """Every rank, after ``epoch``: the checkpoint start_run continues from; rank 0 writes it."""
+    """Every rank, after ``epoch``: the checkpoint start_run continues from (CONTENTS); rank 0 writes it."""
     ranks = distributed.gather_objects(rank_rng_state(generator, algorithm))  # collective: every rank calls it
     state = {
         "epoch": epoch,
         "weights": trainable_state(modules),
         "algorithm": algorithm.state_dict(),
-        "generator": generator.get_state(),
         "ranks": ranks,
         "nonfinite_in_a_row": nonfinite_in_a_row,
         "config": fingerprint(cfg, distributed.world_size()),  # what resuming must match
@@ -271,7 +277,7 @@ def rank_rng_state(generator: torch.Generator, algorithm: Algorithm) -> dict:
 
 def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorithm) -> None:
     """Each rank continues its own streams; a checkpoint of another world size cannot be continued exactly."""
-    ranks = state["ranks"] if "ranks" in state else [{"generator": state["generator"]}]  # older: one process
+    ranks = state["ranks"]
     if len(ranks) != distributed.world_size():
         raise ConfigError(
             f"The checkpoint was written by {len(ranks)} process(es) and this run has {distributed.world_size()}: "
@@ -279,9 +285,8 @@ def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorit
         )
     mine = ranks[distributed.rank()]
     generator.set_state(mine["generator"])
-    if "algorithm" in mine:
-        algorithm.generator.set_state(mine["algorithm"])
-        torch.set_rng_state(mine["torch"])
+    algorithm.generator.set_state(mine["algorithm"])
+    torch.set_rng_state(mine["torch"])
 
 
 def log_changes(run_dir: Path, point: ResumePoint) -> None:

@@ -39,7 +39,7 @@ from drl.errors import (
     user_message,
 )
 from drl.preemption import PreemptionWatch
-from drl.resume import apply_optimizer_settings, check_changes, choose_checkpoint, optimizer_settings
+from drl.resume import apply_optimizer_settings, check_changes, choose_checkpoint, find_resume_point, optimizer_settings
 from drl.runlock import LOCK_NAME, RunLock
 from drl.schema_checks import non_finite
 from drl.train import train
@@ -152,6 +152,12 @@ def test_no_usable_checkpoint_says_what_to_do_instead_of_failing_forever(tmp_pat
     with pytest.raises(CheckpointError, match="No usable checkpoint is left: move .* aside to start the run over"):
         choose_checkpoint(tmp_path, None)
     assert (directory / "last.pt").is_file()  # nothing renamed: a rerun does not silently start over
+
+
+def test_a_checkpoint_without_the_resume_state_is_refused_with_the_way_out(tmp_path):
+    save_checkpoint(tmp_path / "checkpoints", _state(0))  # weights only: drl-eval can load it, a run cannot go on from it
+    with pytest.raises(CheckpointError, match="cannot be continued: it lacks algorithm, ranks, nonfinite_in_a_row, config .*hydra.run.dir"):
+        find_resume_point(compose_config([]), tmp_path)
 
 
 def test_stale_temporaries_are_removed(tmp_path):
