@@ -1,4 +1,4 @@
-"""Atomic checkpoints, resume, and the exported final model.
+"""Checkpoint files (atomic saves, safe loads, the last two kept) and the exported LoRA; what a checkpoint holds is drl.resume's.
 
 The last two checkpoints are kept (last.pt and previous.pt), so a damaged last one never ends a run;
 both load with ``torch.load(weights_only=True)``: tensors and plain containers, never code.
@@ -14,19 +14,11 @@ from pathlib import Path
 import torch
 
 from drl import sharding
-from drl.errors import RunError
+from drl.errors import CheckpointError, UnsafeCheckpointError
 
 CHECKPOINT_NAME = "last.pt"
 PREVIOUS_NAME = "previous.pt"  # the checkpoint before last.pt: the fallback when last.pt is damaged
 TEMPORARY_GLOB = ".tmp-*.pt"  # a save in progress; left behind only by a killed process
-
-
-class CheckpointError(RunError):
-    """A checkpoint cannot be used: unreadable, not drl's, or made by another kind of run."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The file needs pickle's arbitrary-object loading, which can run code: never loaded."""
 
 
 def trainable_state(modules: dict[str, torch.nn.Module]) -> dict[str, dict[str, torch.Tensor]]:

@@ -12,44 +12,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from drl.config import ConfigError, register_configs, validate
-from drl.errors import RunError, user_message
-
-
-def config_dir() -> str:
-    """conf/ beside the package in a source checkout, drl/conf in an installed wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "conf", here / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise SystemExit("drl-train: cannot find the config directory (conf/); reinstall drl.")
-
-
-def compose_config(overrides: list[str]):
-    """The checked Config that ``drl-train <overrides>`` would run, composed outside a Hydra job
-    (scripts, the reward server): no run directory, no multirun, no launcher."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
-    register_configs()
-    GlobalHydra.instance().clear()  # a second call in one process (tests, benchmarks) starts afresh
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        try:
-            composed = compose(config_name="config", overrides=list(overrides))
-        except HydraException as e:  # an unknown key or group option: Hydra's own words, as one sentence
-            raise ConfigError(" ".join(str(e).split())) from None
-    return validate(composed)
+from drl.compose import config_dir
+from drl.config import register_configs, validate
+from drl.errors import ConfigError, NonFiniteError, Preempted, RunError, fail, user_message
 
 
 PREEMPTED_EXIT_CODE = 143  # like a process ended by SIGTERM; stopped on a signal after checkpointing: rerun (or the requeued job) resumes
 INTERRUPTED_EXIT_CODE = 130  # like a process ended by SIGINT: Ctrl-C twice
 NONFINITE_EXIT_CODE = 3
-
-
-def _fail(message: str, code: int = 2, program: str = "drl-train") -> None:
-    print(f"{program}: error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 def run(cfg: DictConfig) -> float:
@@ -61,25 +31,23 @@ def run(cfg: DictConfig) -> float:
     try:
         config = validate(cfg)
     except ConfigError as e:
-        _fail(f"invalid config: {e}")
+        fail(f"invalid config: {e}")
     try:
         return _run(cfg, config)
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        _fail("interrupted (Ctrl-C twice): stopped at once; the last checkpoint written is kept, rerun the same command to resume.", INTERRUPTED_EXIT_CODE)
+        fail("interrupted (Ctrl-C twice): stopped at once; the last checkpoint written is kept, rerun the same command to resume.", INTERRUPTED_EXIT_CODE)
+    except Preempted as e:
+        fail(str(e), code=PREEMPTED_EXIT_CODE)
+    except NonFiniteError as e:
+        fail(str(e), code=NONFINITE_EXIT_CODE)
     except Exception as e:
-        from drl.preemption import Preempted
-
-        if isinstance(e, Preempted):
-            _fail(str(e), code=PREEMPTED_EXIT_CODE)
-        if type(e).__name__ == "NonFiniteError":  # drl.train's; not imported here, it is heavy
-            _fail(str(e), code=NONFINITE_EXIT_CODE)
         message = user_message(e)
         if message is None:
             traceback.print_exc()
-            _fail("this is a bug in drl, not a mistake in your input: please report it with the traceback above.", code=1)
-        _fail(message)
+            fail("this is a bug in drl, not a mistake in your input: please report it with the traceback above.", code=1)
+        fail(message)
 
 
 def _run(cfg: DictConfig, config) -> float:
@@ -156,7 +124,7 @@ def relaunched(config, run_dir: Path) -> float:
 
     code = distributed.relaunch(config.hardware, list(HydraConfig.get().overrides.task), run_dir)
     if code != 0:
-        _fail(f"the {config.hardware.num_processes} ranks under torchrun exited with status {code}.", code=code)
+        fail(f"the {config.hardware.num_processes} ranks under torchrun exited with status {code}.", code=code)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return next((r["reward_mean"] for r in reversed(records) if "reward_mean" in r), float("nan"))
 

@@ -24,10 +24,7 @@ from drl.algorithms.schemas.base import AlgorithmConfig
 from drl.checks import choice as _choice
 from drl.checks import fraction as _fraction
 from drl.checks import positive as _positive
-
-
-class ConfigError(ValueError):
-    """A user's config is wrong; the message says what and how to fix it."""
+from drl.errors import ConfigError
 
 
 # --------------------------------------------------------------------------- model

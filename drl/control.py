@@ -16,7 +16,7 @@ import torch
 
 from drl.algorithms import CONTROL, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.config import Config, ConfigError
+from drl.config import Config
 from drl.envs.chunking import Horizons
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, bandit_dataset
@@ -24,6 +24,7 @@ from drl.envs.dataset_files import read_dataset
 from drl.envs.episodes import vector_options
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
 from drl.envs.make import BANDIT_ID, space_shapes
+from drl.errors import ConfigError
 from drl.models.policy import DiffusionPolicy, load_policy
 from drl.rewards import WeightedReward, build_reward
 from drl.sampling import make_schedule

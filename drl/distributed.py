@@ -30,7 +30,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from drl.config import ConfigError, HardwareConfig
+from drl.config import HardwareConfig
+from drl.errors import ConfigError
 
 RANK_SEED_STRIDE = 100_003  # rank r samples with seed + r * stride: different noise and prompts per rank
 SUMMED_METRICS = {"samples", "samples_per_s", "train/pairs"}  # totals over ranks

@@ -18,15 +18,7 @@ import subprocess
 import sys
 
 from drl import distributed
-
-
-class Preempted(RuntimeError):
-    """The run stopped on a signal after writing its checkpoint."""
-
-    def __init__(self, signame: str, epoch: int, requeued: bool):
-        self.signame, self.epoch, self.requeued = signame, epoch, requeued
-        then = "requeued the SLURM job" if requeued else "rerun the same command to resume"
-        super().__init__(f"Stopped by {signame} after epoch {epoch}; checkpoint written, {then}.")
+from drl.errors import Preempted
 
 
 def parse_signals(names: list[str]) -> list[signal.Signals]:

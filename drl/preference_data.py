@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 
 COLUMNS = ("prompt", "chosen", "rejected")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from drl.config import ConfigError, PromptsConfig
+from drl.config import PromptsConfig
+from drl.errors import ConfigError
 
 
 class PromptSource:

@@ -1,4 +1,15 @@
-"""Which checkpoint a run continues from, and whether it may: the config that matters travels with it.
+"""The start of a run: which checkpoint it continues from, whether it may, and the state it continues with.
+
+train() builds the run, then asks ``start_run`` once for the state its loop starts from:
+
+    find      the checkpoint (rank 0 chooses; a damaged last.pt is set aside for previous.pt)
+    check     its fingerprint against this config (refused, or changes accepted with resume_changes=allow)
+    load      the trained weights and the algorithm's state, then this config's optimizer settings
+    restore   every rank's random streams (a new seed starts new ones)
+    truncate  metrics.jsonl after the checkpoint's epoch (all of it for a new run)
+
+and ``save_run`` writes that state at the end of an epoch: the checkpoint's contents (CONTENTS) are
+written and read here alone; drl.checkpoint only stores and loads the file.
 
 A checkpoint records the run's *fingerprint*: the settings that continuing depends on. Resuming
 compares it with the new config:
@@ -21,20 +32,27 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from drl import distributed
 from drl.checkpoint import (
     CHECKPOINT_NAME,
     PREVIOUS_NAME,
-    CheckpointError,
-    UnsafeCheckpointError,
     find_checkpoint,
     load_checkpoint,
+    load_trainable_state,
+    save_checkpoint,
+    trainable_state,
 )
 from drl.config import Config
-from drl.errors import RunError
+from drl.errors import CheckpointError, ConfigError, ResumeRefused, RunError, UnsafeCheckpointError
+
+if TYPE_CHECKING:
+    from drl.algorithms.base import Algorithm
+    from drl.logging import RunLogger
 
 FIXED = (
     "algorithm.name",
@@ -51,10 +69,9 @@ FIXED = (
 )
 FIND = "find"  # train(resume_point=FIND): look for the checkpoint itself
 CHANGES_LOG = "resume_changes.jsonl"  # one line per accepted resume_changes=allow rerun
-
-
-class ResumeRefused(RunError):
-    """The checkpoint belongs to a run with other settings."""
+CONTENTS = ("epoch", "weights", "algorithm", "ranks", "nonfinite_in_a_row", "config")
+"""What a checkpoint holds (save_run): the last epoch done, the trained weights by module, the algorithm's
+state_dict, each rank's random streams, the non-finite epochs in a row, and the fingerprint."""
 
 
 def fingerprint(cfg: Config, world_size: int) -> dict:
@@ -91,10 +108,8 @@ def _listed(diffs) -> str:
     return ", ".join(f"{k} ({old!r} -> {new!r})" for k, old, new in diffs)
 
 
-def check_changes(saved: dict | None, current: dict, allow: bool, path: Path) -> list[tuple[str, object, object]]:
+def check_changes(saved: dict, current: dict, allow: bool, path: Path) -> list[tuple[str, object, object]]:
     """The accepted changes (empty without resume_changes=allow); ResumeRefused when they may not be made."""
-    if saved is None:  # a checkpoint from before drl recorded its config: nothing to compare
-        return []
     diffs = differences(saved, current)
     fixed = [d for d in diffs if d[0] in FIXED]
     if fixed:
@@ -175,9 +190,103 @@ def find_resume_point(cfg: Config, run_dir: Path) -> ResumePoint | None:
     if path is None:
         return None
     state = state if state is not None else load_checkpoint(path)
+    missing = [key for key in CONTENTS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} cannot be continued: it lacks {', '.join(missing)} (a checkpoint of another drl version); "
+            "start a new run (hydra.run.dir=...), or load its weights with drl-eval or scripts/sample_grid.py."
+        )
     allow = cfg.resume_changes == "allow"
-    changes = check_changes(state.get("config"), fingerprint(cfg, distributed.world_size()), allow, path)
+    changes = check_changes(state["config"], fingerprint(cfg, distributed.world_size()), allow, path)
     return ResumePoint(Path(path), state, changes, notes)
+
+
+@dataclass
+class StartState:
+    """What train()'s loop starts from (start_run)."""
+
+    epoch: int
+    """The first epoch to run: 0 for a new run, the checkpoint's epoch + 1 for a resumed one."""
+    nonfinite_in_a_row: int
+    """Epochs in a row with NaN/inf rewards or loss, as the checkpoint left the count."""
+
+
+def start_run(
+    cfg: Config,
+    run_dir: Path,
+    modules: dict[str, torch.nn.Module],
+    algorithm: Algorithm,
+    generator: torch.Generator,
+    logger: RunLogger,
+    point: ResumePoint | None | str = FIND,
+) -> StartState:
+    """Every rank, once the run is built: find -> check -> load -> restore RNGs -> truncate metrics.
+
+    ``modules``: the trained modules by name (the domain hooks' trainable_modules()). ``point``: the
+    checkpoint drl-train found before writing anything (None: start afresh), or FIND it here.
+    """
+    if point is FIND:
+        point = find_resume_point(cfg, run_dir)
+    if point is None:
+        logger.truncate_after(-1)  # a new run keeps no epoch of an earlier one
+        return StartState(0, 0)
+    state = point.state
+    load_trainable_state(modules, state["weights"])
+    settings = optimizer_settings(algorithm)  # this config's lr etc. (the same unless resume_changes=allow)
+    algorithm.load_state_dict(state["algorithm"])
+    apply_optimizer_settings(algorithm, settings)
+    if not point.reseeded:  # a new seed (resume_changes=allow) starts new random streams
+        restore_rank_rng(state, generator, algorithm)
+    start = StartState(state["epoch"] + 1, state["nonfinite_in_a_row"])
+    if distributed.is_main():
+        for note in point.notes:
+            tqdm.write(note)
+        log_changes(run_dir, point)
+        tqdm.write(f"Resuming from {point.path} at epoch {start.epoch}.")
+    logger.truncate_after(state["epoch"])  # no epoch past the checkpoint: they are run again
+    return start
+
+
+def save_run(
+    cfg: Config,
+    run_dir: Path,
+    epoch: int,
+    modules: dict[str, torch.nn.Module],
+    algorithm: Algorithm,
+    generator: torch.Generator,
+    nonfinite_in_a_row: int,
+) -> None:
+    """Every rank, after ``epoch``: the checkpoint start_run continues from (CONTENTS); rank 0 writes it."""
+    ranks = distributed.gather_objects(rank_rng_state(generator, algorithm))  # collective: every rank calls it
+    state = {
+        "epoch": epoch,
+        "weights": trainable_state(modules),
+        "algorithm": algorithm.state_dict(),
+        "ranks": ranks,
+        "nonfinite_in_a_row": nonfinite_in_a_row,
+        "config": fingerprint(cfg, distributed.world_size()),  # what resuming must match
+    }
+    if distributed.is_main():
+        save_checkpoint(run_dir / "checkpoints", state)
+
+
+def rank_rng_state(generator: torch.Generator, algorithm: Algorithm) -> dict:
+    """This rank's random streams: sampling (prompts, noise), the update's, and torch's global one."""
+    return {"generator": generator.get_state(), "algorithm": algorithm.generator.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorithm) -> None:
+    """Each rank continues its own streams; a checkpoint of another world size cannot be continued exactly."""
+    ranks = state["ranks"]
+    if len(ranks) != distributed.world_size():
+        raise ConfigError(
+            f"The checkpoint was written by {len(ranks)} process(es) and this run has {distributed.world_size()}: "
+            f"resume with hardware.num_processes={len(ranks)} (per-rank random streams cannot be split or merged)."
+        )
+    mine = ranks[distributed.rank()]
+    generator.set_state(mine["generator"])
+    algorithm.generator.set_state(mine["algorithm"])
+    torch.set_rng_state(mine["torch"])
 
 
 def log_changes(run_dir: Path, point: ResumePoint) -> None:

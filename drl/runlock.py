@@ -16,13 +16,9 @@ import socket
 import time
 from pathlib import Path
 
-from drl.errors import RunError
+from drl.errors import RunDirLocked
 
 LOCK_NAME = ".drl.lock"
-
-
-class RunDirLocked(RunError):
-    """Another live process owns this run directory."""
 
 
 class RunLock:

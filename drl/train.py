@@ -14,45 +14,25 @@ from __future__ import annotations
 
 import importlib
 import math
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from drl import distributed, sharding
 from drl.algorithms import CONTROL, IMAGES, domain_of
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.checkpoint import load_trainable_state, save_checkpoint, trainable_state
-from drl.config import Config, ConfigError
+from drl.config import Config
+from drl.errors import NonFiniteError
 from drl.logging import RunLogger
 from drl.models.base import DenoiserModel
 from drl.preemption import PreemptionWatch
-from drl.resume import FIND, apply_optimizer_settings, find_resume_point, fingerprint, log_changes, optimizer_settings
+from drl.resume import FIND, save_run, start_run
 from drl.rewards import WeightedReward
 from drl.rewards.overlap import collect_and_score
-
-
-class NonFiniteError(RuntimeError):
-    """Rewards or losses stayed NaN/inf for too many epochs; the last good checkpoint is kept."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("hardware.device=cuda but no CUDA device is visible; use hardware=cpu.")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
+from drl.runtime import pick_device, seed_everything
 
 DOMAIN_BUILDERS = {IMAGES: "drl.images:build_image_context", CONTROL: "drl.control:build_control_context"}
 """Each domain's builder (module:function), imported on first use: control tasks load gymnasium."""
@@ -71,7 +51,7 @@ def build_context(cfg: Config, model: DenoiserModel | None = None) -> tuple[Trai
 def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_point=FIND) -> float:
     """Run ``cfg`` in ``run_dir``; returns the last epoch's mean reward (the sweep objective).
 
-    ``resume_point``: the checkpoint to continue from (drl.resume; None: start afresh), or FIND it here.
+    ``resume_point``: the checkpoint to continue from (drl.resume; None: start afresh), or FIND it at the start.
     """
     if cfg.hardware.num_threads > 0:
         torch.set_num_threads(cfg.hardware.num_threads)
@@ -84,40 +64,13 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
     probes = main or sharding.is_sharded(ctx.model.denoiser)
     generator = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed))  # each rank: own prompts, noise
     logger = RunLogger(run_dir, cfg.logger, config_dict or asdict(cfg), cfg.run_name, enabled=main)
-    start_epoch, nonfinite_in_a_row = 0, 0
     ctx.hooks.start(main)  # the base model's reference points, taken before any weights are loaded or trained
+    # The run's start, in one step (drl.resume): find -> check -> load -> restore RNGs -> truncate metrics.
+    start = start_run(cfg, run_dir, ctx.hooks.trainable_modules(), algorithm, generator, logger, resume_point)
+    start_epoch, nonfinite_in_a_row = start.epoch, start.nonfinite_in_a_row
 
-    point = find_resume_point(cfg, run_dir) if resume_point is FIND else resume_point
-    if point is not None:
-        state = point.state
-        load_trainable_state(ctx.hooks.trainable_modules(), state["weights"])
-        settings = optimizer_settings(algorithm)  # this config's lr etc. (the same unless resume_changes=allow)
-        algorithm.load_state_dict(state["algorithm"])
-        apply_optimizer_settings(algorithm, settings)
-        if not point.reseeded:  # a new seed (resume_changes=allow) starts new random streams
-            restore_rank_rng(state, generator, algorithm)
-        start_epoch = state["epoch"] + 1
-        nonfinite_in_a_row = state["nonfinite_in_a_row"]
-        if main:
-            for note in point.notes:
-                tqdm.write(note)
-            log_changes(run_dir, point)
-            tqdm.write(f"Resuming from {point.path} at epoch {start_epoch}.")
-    logger.truncate_after(point.state["epoch"] if point is not None else -1)  # no epoch past the checkpoint (none without one)
-
-    def checkpoint(epoch: int) -> None:
-        ranks = distributed.gather_objects(rank_rng_state(generator, algorithm))  # collective: every rank calls it
-        state = {
-            "epoch": epoch,
-            "weights": trainable_state(ctx.hooks.trainable_modules()),
-            "algorithm": algorithm.state_dict(),
-            "generator": generator.get_state(),
-            "ranks": ranks,
-            "nonfinite_in_a_row": nonfinite_in_a_row,
-            "config": fingerprint(cfg, distributed.world_size()),  # what resuming must match (drl.resume)
-        }
-        if main:
-            save_checkpoint(run_dir / "checkpoints", state)
+    def checkpoint(epoch: int) -> None:  # collective: every rank calls it, rank 0 writes
+        save_run(cfg, run_dir, epoch, ctx.hooks.trainable_modules(), algorithm, generator, nonfinite_in_a_row)
 
     watch = PreemptionWatch(cfg.preemption.requeue_signals, cfg.preemption.stop_signals)
     watch.install()
@@ -196,25 +149,3 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
     finally:
         watch.uninstall()
         logger.finish()
-
-
-def rank_rng_state(generator: torch.Generator, algorithm: Algorithm) -> dict:
-    """This rank's random streams: sampling (prompts, noise), the update's, and torch's global one."""
-    return {"generator": generator.get_state(), "algorithm": algorithm.generator.get_state(), "torch": torch.get_rng_state()}
-
-
-def restore_rank_rng(state: dict, generator: torch.Generator, algorithm: Algorithm) -> None:
-    """Each rank continues its own streams; a checkpoint of another world size cannot be continued exactly."""
-    ranks = state["ranks"] if "ranks" in state else [{"generator": state["generator"]}]  # older: one process
-    if len(ranks) != distributed.world_size():
-        raise ConfigError(
-            f"The checkpoint was written by {len(ranks)} process(es) and this run has {distributed.world_size()}: "
-            f"resume with hardware.num_processes={len(ranks)} (per-rank random streams cannot be split or merged)."
-        )
-    mine = ranks[distributed.rank()]
-    generator.set_state(mine["generator"])
-    if "algorithm" in mine:
-        algorithm.generator.set_state(mine["algorithm"])
-        torch.set_rng_state(mine["torch"])
-
-

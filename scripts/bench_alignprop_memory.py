@@ -43,7 +43,7 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, video: dict | Non
     video=None: the toy image model; else {"frames", "frame_subset" (0: all), "model_path" (None: toy_t2v)}.
     """
     import torch
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.train import build_context
 
     base = [

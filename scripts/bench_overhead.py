@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="drl-train overrides (default config otherwise)")
     args = parser.parse_args()
 
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.train import build_context
 
     cfg = compose_config(["logger=none", *args.overrides])

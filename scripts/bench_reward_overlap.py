@@ -26,11 +26,12 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="drl-train overrides")
     args = parser.parse_args()
 
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.rewards import WeightedReward
     from drl.rewards.base import Reward
     from drl.rewards.overlap import collect_and_score
-    from drl.train import build_context, seed_everything
+    from drl.runtime import seed_everything
+    from drl.train import build_context
 
     defaults = ["logger=none", "train.samples_per_epoch=32", "train.batch_size=8", "scheduler.num_steps=10", "hardware.num_threads=1"]
     cfg = compose_config([*defaults, *args.overrides])

@@ -144,11 +144,12 @@ def throughput(seconds: float, flops: float, peak: float | None) -> dict:
 # ------------------------------------------------------------------------- one family
 def bench_family(family: str, args: argparse.Namespace) -> dict:
     from drl.algorithms import IMAGES, algorithm_class
-    from drl.cli import compose_config as compose
+    from drl.compose import compose_config as compose
     from drl.testing.tiny import BUILDERS
     from drl.rewards import build_reward
     from drl.sampling import make_schedule
-    from drl.train import build_context, seed_everything
+    from drl.runtime import seed_everything
+    from drl.train import build_context
 
     device = torch.device(args.device)
     resolution = args.resolution or (16 if args.smoke else FULL_RESOLUTION[family])

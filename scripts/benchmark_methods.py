@@ -52,7 +52,7 @@ def reward_at(samples: np.ndarray, rewards: np.ndarray, count: float) -> float:
 
 
 def run_all(args, extra: list[str]) -> dict[str, list[dict]]:
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.train import train
 
     epochs = max(1, args.budget // args.samples_per_epoch)

@@ -25,8 +25,9 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
-from drl.cli import compose_config
-from drl.train import build_context, seed_everything
+from drl.compose import compose_config
+from drl.runtime import seed_everything
+from drl.train import build_context
 
 NOISE_GRID = torch.tensor([-1.5, -0.75, 0.0, 0.75, 1.5])
 

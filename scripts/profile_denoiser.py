@@ -55,9 +55,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="drl-train overrides")
     args = parser.parse_args()
 
-    from drl.cli import compose_config
-    from drl.config import ConfigError
-    from drl.train import build_context, seed_everything
+    from drl.compose import compose_config
+    from drl.errors import ConfigError
+    from drl.runtime import seed_everything
+    from drl.train import build_context
 
     try:
         cfg = compose_config(["logger=none", *args.overrides])

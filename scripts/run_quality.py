@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from drl.cli import compose_config
+from drl.compose import compose_config
 from drl.evaluation.hacking import QualityProbe
 from drl.evaluation.models import load_spec
 from drl.images import evaluation_batch
-from drl.train import build_context, seed_everything
+from drl.runtime import seed_everything
+from drl.train import build_context
 
 
 def main() -> None:

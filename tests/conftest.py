@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from drl.cli import config_dir
+from drl.compose import config_dir
 from drl.config import Config, register_configs, validate
 
 os.environ.setdefault("WANDB_SILENT", "true")

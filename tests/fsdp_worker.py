@@ -20,7 +20,8 @@ from conftest import compose_config  # tests/ is on sys.path: python runs this f
 
 from drl import distributed
 from drl.checkpoint import load_trainable_state, trainable_state
-from drl.train import build_context, seed_everything, train
+from drl.runtime import seed_everything
+from drl.train import build_context, train
 
 
 def one_update(cfg) -> dict:

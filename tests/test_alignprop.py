@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from drl.algorithms.alignprop import truncation_mask
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.models.finetune import setup_trainable
 from drl.models.loading import load_t2i
 from drl.rollout import RolloutCollector

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from drl.algorithms.control_losses import generalized_advantages
-from drl.config import ConfigError, PolicyModelConfig
+from drl.config import PolicyModelConfig
 from drl.envs.chunking import ChunkedEnv, Horizons, chunk_windows
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, generate_dataset
 from drl.envs.make import BANDIT_ID, make_env
+from drl.errors import ConfigError
 from drl.models.policy import DiffusionPolicy, load_policy
 from drl.sampling import denoising_step, make_schedule
 from drl.train import build_context, train

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.train import build_context
 
 from conftest import compose_config

@@ -7,8 +7,8 @@ from conftest import compose_config, compose_raw
 
 from drl.algorithms.schemas.ddpo import DDPOConfig
 from drl.algorithms.schemas.rwr import RWRConfig
-from drl.cli import config_dir
-from drl.config import ConfigError
+from drl.compose import config_dir
+from drl.errors import ConfigError
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
 # A control option only validates inside a control run (drl/config.py control_problems says why otherwise).
@@ -117,7 +117,7 @@ def test_the_registry_says_which_algorithm_runs_on_which_domain():
 
 
 def test_pre_release_spellings_are_refused_with_one_sentence():
-    from drl.cli import compose_config as compose_checked
+    from drl.compose import compose_config as compose_checked
 
     with pytest.raises(ConfigError, match="algorithm.eta"):  # q_weight's old name
         compose_checked(["experiment=bandit_diffusion_ql", "algorithm.eta=0.5"])

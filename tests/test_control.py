@@ -19,9 +19,10 @@ from drl.algorithms.control_losses import (
 )
 from drl.algorithms.dsrl import ReplayBuffer
 from drl.algorithms.schemas.diffusion_ql import DiffusionQLConfig
-from drl.config import ConfigError, PolicyModelConfig
+from drl.config import PolicyModelConfig
 from drl.envs.bandit import MODE_CENTRES, MODE_REWARDS, bandit_reward
 from drl.envs.dataset import OfflineDataset, bandit_dataset, generate_dataset
+from drl.errors import ConfigError
 from drl.models.critic import TanhGaussianActor
 from drl.models.policy import DiffusionPolicy, load_policy, vp_betas
 from drl.sampling import denoising_step, make_schedule

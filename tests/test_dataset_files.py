@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-from drl.config import ConfigError
 from drl.envs.dataset import FIELDS, OfflineDataset, bandit_dataset
 from drl.envs.dataset_files import d4rl_transitions, read_dataset
+from drl.errors import ConfigError
 
 EXPORT = Path(__file__).resolve().parent.parent / "scripts" / "export_dataset.py"
 DRL_TRAIN = shutil.which("drl-train") or os.path.join(os.path.dirname(sys.executable), "drl-train")

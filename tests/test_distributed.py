@@ -10,7 +10,8 @@ import torch
 
 from drl import distributed
 from drl.checkpoint import load_checkpoint
-from drl.config import ConfigError, HardwareConfig
+from drl.config import HardwareConfig
+from drl.errors import ConfigError
 
 from conftest import read_records
 
@@ -90,7 +91,8 @@ def test_multi_node_without_a_launcher_is_a_config_error(tmp_path):
 
 
 def test_a_checkpoint_of_two_ranks_does_not_resume_in_one_process(tmp_path, random_toy_model):
-    from drl.train import build_context, restore_rank_rng
+    from drl.resume import restore_rank_rng
+    from drl.train import build_context
 
     from conftest import compose_config
 

@@ -420,7 +420,7 @@ def hydra_context(docs_home):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from drl.cli import config_dir
+    from drl.compose import config_dir
     from drl.config import register_configs
 
     register_configs()
@@ -558,7 +558,7 @@ def test_a_broken_command_fails(text, docs_home, hydra_context):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from drl.config import ConfigError
+    from drl.errors import ConfigError
 
     (command,) = commands_in(Snippet("broken.md", 1, text))
     with pytest.raises((HydraException, OmegaConfBaseException, ConfigError, _ArgparseError, ValueError)):

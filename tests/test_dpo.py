@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drl.algorithms.dpo import best_worst_pairs
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.losses import diffusion_dpo_loss
 from drl.preference_data import load_image, load_pairs
 

@@ -13,8 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from drl.checkpoint import trainable_state
-from drl.cli import config_dir
-from drl.config import ConfigError, register_configs
+from drl.compose import config_dir
+from drl.config import register_configs
+from drl.errors import ConfigError
 from drl.evaluation.cli import validate_eval
 from drl.evaluation.compare import compare
 

@@ -147,7 +147,7 @@ def test_a_run_writes_diversity_and_distance_to_base_into_eval_json(tmp_path, ti
 
 
 def test_inception_features_need_their_weights_on_disk(tmp_path):
-    from drl.config import ConfigError
+    from drl.errors import ConfigError
 
     with pytest.raises(FileNotFoundError, match="quality.inception_weights=None is not a file"):
         build_features("inception", video=False, toy=False)

@@ -108,3 +108,12 @@ def test_the_walk_sees_deferred_imports_and_skips_type_checking_blocks():
 def test_find_cycle_names_the_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_nothing_imports_upward():
+    """drl-train's entry point and its loop sit on top: no module imports drl.cli, only drl.cli imports drl.train
+    (drl-eval and drl-reward-server compose through drl.compose), and drl.errors imports no drl module."""
+    graph = import_graph()
+    importers = {top: sorted(name for name, imported in graph.items() if top in imported) for top in ("drl.cli", "drl.train")}
+    assert importers == {"drl.cli": [], "drl.train": ["drl.cli"]}
+    assert graph["drl.errors"] == set()

@@ -9,7 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from drl.cli import config_dir
+from drl.compose import config_dir
 from drl.config import register_configs
 
 TINY_CLI = ["train.epochs=1", "train.batch_size=64", "train.grid_size=1", "scheduler.num_steps=2", "logger=none", "hardware.num_threads=1"]

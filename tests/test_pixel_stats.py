@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.rewards import build_reward
 from drl.rewards.pixel_stats import background_fraction, high_frequency_energy, per_frame
 from drl.toyworld.video import sample_clips

@@ -12,9 +12,9 @@ import torch
 from conftest import compose_config, read_records, tiny_model_overrides
 from test_cli import drl_train
 
-from drl.config import ConfigError
-from drl.rewards.base import Reward, RewardError
-from drl.train import NonFiniteError, build_context, train
+from drl.errors import ConfigError, NonFiniteError, RewardError, user_message
+from drl.rewards.base import Reward
+from drl.train import build_context, train
 
 PLUGIN_SOURCE = textwrap.dedent(
     '''
@@ -104,8 +104,9 @@ def test_a_reward_from_a_file_outside_drl_trains_on_the_toy_world(tmp_path, plug
 def test_each_mistake_is_one_sentence_naming_the_reward_and_the_fix(plugin_dir, monkeypatch, factory, options, message):
     directory, module = plugin_dir
     monkeypatch.syspath_prepend(str(directory))
-    with pytest.raises(ConfigError, match=message):  # RewardError is a ConfigError: drl-train's one-sentence path
+    with pytest.raises((RewardError, ConfigError), match=message) as error:
         build_context(compose_config(_tiny(_plugin(module, factory, **options))))  # the dry call at start
+    assert user_message(error.value) == str(error.value)  # drl-train's one-sentence path
 
 
 def test_a_reward_without_gradient_under_alignprop_names_the_fix(plugin_dir, monkeypatch):

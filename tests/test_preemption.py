@@ -12,8 +12,7 @@ import torch
 
 from drl import rewards as reward_registry
 from drl.checkpoint import load_checkpoint
-from drl.config import ConfigError
-from drl.preemption import Preempted
+from drl.errors import ConfigError, Preempted
 from drl.rewards.base import Reward
 from drl.train import train
 

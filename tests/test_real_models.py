@@ -14,7 +14,7 @@ from conftest import SMALL, TINY, compose_config, read_records
 from conftest import tiny_model_overrides as _overrides
 from test_cli import drl_train
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.models.loading import load_t2i
 from drl.sampling import denoising_step
 from drl.train import build_context, train

@@ -8,7 +8,7 @@ from conftest import compose_config
 
 from drl.algorithms.ddpo import step_kl_to_reference
 from drl.algorithms.nft import optimality_probability
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.sampling_flow import FlowSchedule, flow_mean_std
 
 # σ: 1 -> 0.6 -> 0.2 -> 0 (three steps); σ = 1 is clipped to the next level, 0.6, in g's denominator.

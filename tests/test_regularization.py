@@ -6,7 +6,7 @@ from conftest import compose_config
 
 from drl.algorithms.schemas.dpo import DPOConfig
 from drl.algorithms.schemas.nft import NFTConfig
-from drl.config import ConfigError
+from drl.errors import ConfigError
 
 
 def test_weight_ema_swaps_in_and_restores():

@@ -14,9 +14,9 @@ from conftest import compose_config, read_records
 
 import drl.train
 from drl.checkpoint import load_checkpoint
+from drl.errors import RewardError
 from drl.prompts import build_prompt_source
 from drl.rewards import build_reward
-from drl.rewards.base import RewardError
 from drl.rewards.protocol import decode_request, encode_request
 from drl.rewards.remote import remote
 from drl.train import train

@@ -103,7 +103,7 @@ def test_sampling_batch_is_apart_from_the_training_batch(random_toy_model):
 def test_sample_batch_size_must_be_positive():
     import pytest
 
-    from drl.config import ConfigError
+    from drl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.sample_batch_size=0 must be > 0"):
         compose_config(["train.sample_batch_size=0"])

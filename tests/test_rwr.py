@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from drl.algorithms.denoising import implied_noise
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.losses import rwr_weights
 from drl.sampling import add_noise, denoising_step
 from drl.train import build_context

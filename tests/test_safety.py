@@ -22,17 +22,25 @@ import torch
 
 from drl import cli
 from drl.checkpoint import (
-    CheckpointError,
-    UnsafeCheckpointError,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
 )
-from drl.config import ConfigError
-from drl.errors import RunError, user_message
-from drl.preemption import Preempted, PreemptionWatch
-from drl.resume import ResumeRefused, apply_optimizer_settings, check_changes, choose_checkpoint, optimizer_settings
-from drl.runlock import LOCK_NAME, RunDirLocked, RunLock
+from drl.errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteError,
+    Preempted,
+    ResumeRefused,
+    RewardError,
+    RunDirLocked,
+    RunError,
+    UnsafeCheckpointError,
+    user_message,
+)
+from drl.preemption import PreemptionWatch
+from drl.resume import apply_optimizer_settings, check_changes, choose_checkpoint, find_resume_point, optimizer_settings
+from drl.runlock import LOCK_NAME, RunLock
 from drl.schema_checks import non_finite
 from drl.train import train
 
@@ -144,6 +152,12 @@ def test_no_usable_checkpoint_says_what_to_do_instead_of_failing_forever(tmp_pat
     with pytest.raises(CheckpointError, match="No usable checkpoint is left: move .* aside to start the run over"):
         choose_checkpoint(tmp_path, None)
     assert (directory / "last.pt").is_file()  # nothing renamed: a rerun does not silently start over
+
+
+def test_a_checkpoint_without_the_resume_state_is_refused_with_the_way_out(tmp_path):
+    save_checkpoint(tmp_path / "checkpoints", _state(0))  # weights only: drl-eval can load it, a run cannot go on from it
+    with pytest.raises(CheckpointError, match="cannot be continued: it lacks algorithm, ranks, nonfinite_in_a_row, config .*hydra.run.dir"):
+        find_resume_point(compose_config([]), tmp_path)
 
 
 def test_stale_temporaries_are_removed(tmp_path):
@@ -367,12 +381,33 @@ def _cli_run(monkeypatch, capsys, exc: BaseException) -> tuple[int, str]:
         (RunError("The run directory is in use."), "The run directory is in use."),
         (MemoryError(), "out of memory: lower train.batch_size"),
         (Preempted("SIGINT", 3, False), "Stopped by SIGINT after epoch 3"),
+        (NonFiniteError("The loss was NaN/inf in 3 epochs in a row; stopping."), "The loss was NaN/inf in 3 epochs"),
+        (RewardError("reward 'judge': no reward server answered."), "reward 'judge': no reward server answered."),
     ],
 )
 def test_user_and_environment_errors_are_one_sentence(monkeypatch, capsys, exc, message):
     code, err = _cli_run(monkeypatch, capsys, exc)
-    assert code == (cli.PREEMPTED_EXIT_CODE if isinstance(exc, Preempted) else 2)
+    assert code == {Preempted: cli.PREEMPTED_EXIT_CODE, NonFiniteError: cli.NONFINITE_EXIT_CODE}.get(type(exc), 2)
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_exception_drl_raises_on_purpose_lives_in_drl_errors():
+    """drl.errors imports nothing from drl; a reward's failure is a run-time error, not a config error."""
+    import ast
+
+    import drl.errors
+
+    tree = ast.parse(Path(drl.errors.__file__).read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and "drl" in ast.unparse(n)]
+    defined = [
+        (path.name, node.name)
+        for path in Path(drl.errors.__file__).parent.rglob("*.py")
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith(("Error", "Exception")) for b in node.bases)
+    ]
+    assert defined == []
+    assert issubclass(RewardError, RunError) and not issubclass(RewardError, ConfigError)
 
 
 def test_a_bug_keeps_its_traceback_and_says_it_is_a_bug(monkeypatch, capsys):

@@ -14,7 +14,7 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 
 from drl.checkpoint import load_checkpoint, load_trainable_state, trainable_state
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.train import build_context
 
 from conftest import compose_config

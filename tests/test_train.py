@@ -8,8 +8,9 @@ import torch
 
 from drl import rewards as reward_registry
 from drl.checkpoint import load_checkpoint
+from drl.errors import NonFiniteError
 from drl.rewards.base import Reward
-from drl.train import NonFiniteError, train
+from drl.train import train
 
 from conftest import compose_config, read_records
 
@@ -154,18 +155,3 @@ def test_both_domains_implement_the_loops_interfaces_and_the_loop_asks_no_domain
     source = inspect.getsource(drl.train)
     for branch in ("cfg.env", "hooks is not None", "isinstance(batch", "Rollout"):
         assert branch not in source, branch
-
-
-def test_checkpoints_of_older_runs_load_into_the_renamed_denoiser(random_toy_model, tiny_config):
-    """Runs before the unet -> denoiser rename saved the denoiser's weights under "unet": the key is kept."""
-    from drl.checkpoint import load_trainable_state
-    from drl.train import build_context
-
-    ctx, _, _ = build_context(tiny_config([f"model.path={random_toy_model}"]))
-    model = ctx.model
-    older = {"unet": {k: v + 1 for k, v in model.denoiser.state_dict().items()}, "text_encoder": model.text_encoder.state_dict()}
-    load_trainable_state(ctx.hooks.trainable_modules(), older)
-    assert all(torch.equal(v, older["unet"][k]) for k, v in model.denoiser.state_dict().items())
-    assert model.unet is model.denoiser  # the old attribute name still reads
-    with pytest.raises(AttributeError):
-        model.unet = model.denoiser

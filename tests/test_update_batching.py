@@ -9,7 +9,8 @@ the gradient of an optimizer step are the same, to float rounding, whatever it i
 import pytest
 import torch
 
-from drl.train import build_context, seed_everything
+from drl.runtime import seed_everything
+from drl.train import build_context
 
 from conftest import compose_config, tiny_model_overrides
 

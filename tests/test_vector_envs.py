@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from drl.config import ConfigError, PolicyModelConfig
+from drl.config import PolicyModelConfig
 from drl.envs.collector import policy_actor
 from drl.envs.episodes import run_episodes
 from drl.envs.make import BANDIT_ID
+from drl.errors import ConfigError
 from drl.models.policy import DiffusionPolicy
 from drl.sampling import make_schedule
 

@@ -10,7 +10,7 @@ import torch
 from conftest import compose_config
 from diffusers import AutoencoderKL, UNet3DConditionModel
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.models.loading import load_t2v
 from drl.models.t2v import CogVideoXTransformer3DModel, T2VModel, build_toy_t2v
 from drl.rewards import build_reward

@@ -16,7 +16,7 @@ from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.regularization import denoising_kl
 from drl.algorithms.schemas.alignprop import AlignPropConfig
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.types import PromptBatch
 
 

@@ -11,8 +11,10 @@ import torch
 
 from drl import distributed, sharding
 from drl.algorithms.regularization import ReferenceDenoiser, WeightEMA
-from drl.config import AlgorithmConfig, Config, ConfigError
+from drl.algorithms.schemas.base import AlgorithmConfig
+from drl.config import Config
 from drl.domain import Collector, DomainHooks
+from drl.errors import ConfigError
 from drl.models.base import DenoiserModel
 from drl.models.t2i import T2IModel
 from drl.prompts import PromptSource

@@ -25,9 +25,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from drl.config import ConfigError
 from drl.envs.dataset import FIELDS, OfflineDataset
 from drl.envs.make import make_env
+from drl.errors import ConfigError
 
 HDF5_SUFFIXES = (".hdf5", ".h5")
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")

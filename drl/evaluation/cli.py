@@ -8,7 +8,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from drl.config import ConfigError, EvalConfig, eval_problems, register_configs
+from drl.compose import config_dir
+from drl.config import EvalConfig, eval_problems, register_configs
+from drl.errors import ConfigError, RewardError, fail
 
 PROGRAM = "drl-eval"
 
@@ -26,14 +28,12 @@ def validate_eval(cfg: DictConfig) -> EvalConfig:
 
 
 def run(cfg: DictConfig) -> None:
-    from drl.cli import _fail
-
     try:
         config = validate_eval(cfg)
     except ConfigError as e:
-        _fail(f"invalid config: {e}", program=PROGRAM)
+        fail(f"invalid config: {e}", program=PROGRAM)
     from drl.evaluation.compare import TABLE_MD, compare  # heavy imports after the config is known to be good
-    from drl.train import pick_device
+    from drl.runtime import pick_device
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -42,15 +42,13 @@ def run(cfg: DictConfig) -> None:
 
             torch.set_num_threads(config.hardware.num_threads)
         compare(config, out_dir, pick_device(config.hardware.device))
-    except (ConfigError, FileNotFoundError) as e:
-        _fail(str(e), program=PROGRAM)
+    except (ConfigError, RewardError, FileNotFoundError) as e:  # the user's input: one sentence
+        fail(str(e), program=PROGRAM)
     print((out_dir / TABLE_MD).read_text())
     print(f"(also {out_dir}/comparison.json and comparison.png)")
 
 
 def main() -> None:
-    from drl.cli import config_dir
-
     register_configs()
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")(run)()
 

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from drl.config import ConfigError, EvalConfig
+from drl.config import EvalConfig
+from drl.errors import ConfigError
 from drl.evaluation.features import FeatureExtractor, build_features, extract, is_toy_model
 from drl.evaluation.metrics import clip_score, diversity, frechet_distance, kernel_distance, paired_distance
 from drl.evaluation.models import LoadedModel, load_spec

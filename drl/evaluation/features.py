@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drl.config import QUALITY_FEATURES, ConfigError
+from drl.config import QUALITY_FEATURES
+from drl.errors import ConfigError
 
 FEATURES = tuple(k for k in QUALITY_FEATURES if k != "none")
 PIXEL_SIDE = 16  # pixels: samples are pooled to 16 x 16 before flattening (768 features per frame)

@@ -19,7 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from drl.checkpoint import CHECKPOINT_NAME, load_trainable_state
-from drl.config import ConfigError, ModelConfig
+from drl.config import ModelConfig
+from drl.errors import ConfigError
 from drl.models.finetune import ADAPTER_NAME, setup_trainable
 from drl.models.t2i import T2IModel, resolve_path
 

@@ -14,11 +14,6 @@ class DenoiserModel:
 
     denoiser: torch.nn.Module
 
-    @property
-    def unet(self) -> torch.nn.Module:
-        """The old name of ``denoiser``, read-only: code written against earlier releases keeps working."""
-        return self.denoiser
-
     def denoise(self, latents: torch.Tensor, t: torch.Tensor, cond, uncond=None, guidance_scale: float = 1.0) -> torch.Tensor:
         """The denoiser's output at (x_t [B, *D], t [B]) given the conditioning (and guidance)."""
         raise NotImplementedError

@@ -10,7 +10,7 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path

@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from transformers import AutoTokenizer
 
 from drl.checkpoint import export_lora
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.models.base import DenoiserModel
 from drl.types import Conditioning
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.models.t2i import load_components
 from drl.models.t2v import T2VModel
 from drl.types import Conditioning

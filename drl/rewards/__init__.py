@@ -12,7 +12,8 @@ from typing import Callable
 
 import torch
 
-from drl.config import ConfigError, RewardConfig, term_weight
+from drl.config import RewardConfig, term_weight
+from drl.errors import ConfigError
 from drl.rewards.base import Reward
 from drl.rewards.plugin import build_plugin, is_plugin
 

@@ -14,13 +14,9 @@ from typing import Callable
 
 import torch
 
-from drl.config import ConfigError
+from drl.errors import RewardError
 
 RewardFn = Callable[[torch.Tensor, list, list], torch.Tensor]
-
-
-class RewardError(ConfigError):
-    """A reward broke its contract or could not be reached: one sentence naming the reward and the fix."""
 
 
 @dataclass

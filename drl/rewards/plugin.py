@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 import torch
 
-from drl.rewards.base import Reward, RewardError
+from drl.errors import RewardError
+from drl.rewards.base import Reward
 
 # Keys of a plug-in term that drl reads (with their defaults); the others go to the factory.
 FLAGS: dict[str, Any] = {"weight": 1.0, "differentiable": False, "video": False, "frames": 0, "groupwise": False, "per_sample": True}

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from drl import distributed
-from drl.rewards.base import RewardError
+from drl.errors import RewardError
 from drl.rewards.protocol import encode_request
 
 RETRIED_STATUS = (502, 503, 504)  # a proxy or an overloaded server: worth another try

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from fastapi import FastAPI, HTTPException, Request  # drl[serve]; at module level so that FastAPI resolves the annotations
 
-from drl.config import ConfigError
+from drl.errors import ConfigError, RewardError
 from drl.rewards import WeightedReward
 from drl.rewards.protocol import decode_request
 
@@ -124,7 +124,7 @@ def make_app(reward: WeightedReward, device: torch.device, max_batch: int = 64, 
             raise HTTPException(status_code=400, detail=f"this server scores {'clips' if video else 'images'}, the request sent {list(samples.shape)}.")
         try:
             return await batcher.score(samples, prompts, metadata, group_size)
-        except ConfigError as e:  # the reward broke its contract: the client stops with this sentence
+        except (RewardError, ConfigError) as e:  # the reward broke its contract: the client stops with this sentence
             raise HTTPException(status_code=422, detail=str(e)) from None
         except Exception as e:
             raise HTTPException(status_code=500, detail=f"the reward failed: {type(e).__name__}: {e}") from None
@@ -134,7 +134,7 @@ def make_app(reward: WeightedReward, device: torch.device, max_batch: int = 64, 
 
 def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedReward, bool]:
     """The weighted reward that drl-train would build from ``overrides``, and whether it scores clips."""
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.rewards import build_reward
     from drl.rewards.plugin import dry_call_plugins
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"--device {args.device} but no CUDA device is visible; use --device cpu.")
         device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
         reward, video = load_reward(args.overrides, device)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, RewardError, FileNotFoundError) as e:
         print(f"drl-reward-server: error: {e}", file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # Hydra's composition errors (an unknown group option, a bad override)
