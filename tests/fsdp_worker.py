@@ -31,7 +31,7 @@ def one_update(cfg) -> dict:
     batch = algorithm.collect(generator)
     with torch.no_grad():
         batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
-    metrics = algorithm.update(batch)
+    metrics = algorithm.update(batch, epoch=0)
     return {
         "x_T": batch.latents[:, 0].clone(),
         "metrics": metrics,

@@ -39,7 +39,7 @@ class TrainContext:
 
 class Algorithm:
     """An algorithm is ``collect(generator) -> batch`` (default: the shared collector on the
-    prompt source) and ``update(batch) -> metrics``; the loop in drl/train.py does the rest."""
+    prompt source) and ``update(batch, epoch) -> metrics``; the loop in drl/train.py does the rest."""
 
     def __init__(self, cfg: AlgorithmConfig, ctx: TrainContext):
         self.cfg, self.ctx = cfg, ctx
@@ -86,8 +86,10 @@ class Algorithm:
         return self.ctx.collector.collect(prompts, metadata, generator)
 
     # ------------------------------------------------------------------- update
-    def update(self, batch) -> dict[str, float]:
-        raise NotImplementedError(f"{type(self).__name__} must implement update(batch)")
+    def update(self, batch, epoch: int) -> dict[str, float]:
+        """One epoch's training on ``batch``; ``epoch``: the loop's epoch, counted from 0 (a resumed run goes on
+        counting), for what follows the epochs (periodic evaluation, DPPO's critic warm-up)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update(batch, epoch)")
 
     def optimizer_step(self) -> tuple[float, bool]:
         """Clip, step, zero. Returns (grad norm, stepped); a non-finite gradient skips the step."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import Evaluates
+from drl.algorithms.control_base import with_evaluation
 from drl.algorithms.control_losses import sac_critic_target, td_target
 from drl.config import DSRLConfig
 from drl.envs.chunking import Horizons
@@ -70,7 +70,7 @@ class ReplayBuffer:
         self.size, self.next = state["size"], state["next"]
 
 
-class DSRL(Evaluates, Algorithm):
+class DSRL(Algorithm):
     def __init__(self, cfg: DSRLConfig, ctx: TrainContext):
         policy, device = ctx.model, ctx.device
         obs_dim, noise_dim = policy.obs_dim, policy.act_dim  # the noise w has the action's shape (flattened here)
@@ -159,7 +159,7 @@ class DSRL(Evaluates, Algorithm):
         return batch
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
+    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
         self.buffer.add(batch)
         totals: dict[str, list[float]] = {}
         for _ in range(self.cfg.updates_per_epoch):
@@ -172,7 +172,7 @@ class DSRL(Evaluates, Algorithm):
             samples=len(batch.episode_returns),
         )
         metrics["train/lr"] = self.lr
-        return self.with_evaluation(metrics, as_reward=False)
+        return with_evaluation(self.ctx, metrics, epoch, self.evaluation_actor, as_reward=False)
 
     def gradient_step(self, mb: TransitionBatch) -> dict[str, float]:
         cfg, gamma = self.cfg, self.ctx.cfg.env.gamma

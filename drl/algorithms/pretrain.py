@@ -46,7 +46,7 @@ class Pretrain(Algorithm):
         ]
         return DataBatch(images=images.to(self.ctx.device), prompts=prompts)
 
-    def update(self, batch: DataBatch) -> dict[str, float]:
+    def update(self, batch: DataBatch, epoch: int) -> dict[str, float]:
         ctx, size = self.ctx, self.ctx.cfg.train.batch_size
         encode = ctx.model.encode_prompts_with_grad if self.cfg.train_text_encoder else ctx.model.encode_prompts
         losses, grad_norms = [], []
