@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 import sys
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -143,6 +143,11 @@ def term_weight(spec: Any) -> float:
 # ----------------------------------------------------------------------- algorithm
 @dataclass
 class AlgorithmConfig:
+    trains_denoiser: ClassVar[bool] = True
+    """(TEMP, the lead's schema facts) The optimizer trains the model's denoiser; False: it steers a frozen one (DSRL)."""
+    offline: ClassVar[bool] = False
+    """(TEMP, the lead's schema facts) On control tasks: learns from a fixed dataset, which its collector reads, instead of acting."""
+
     name: str = MISSING
     """Which algorithm module runs: pretrain | rwr | ddpo | alignprop | nft | dpo."""
     lr: float = 3e-4
@@ -185,6 +190,7 @@ class PretrainConfig(AlgorithmConfig):
 @dataclass
 class BCConfig(AlgorithmConfig):
     """Behaviour cloning of a diffusion policy on a control task's dataset (L_simple on state-action pairs)."""
+    offline: ClassVar[bool] = True
 
     name: str = "bc"
     lr: float = 1e-3
@@ -278,6 +284,7 @@ class AlignPropConfig(AlgorithmConfig):
 
 @dataclass
 class DiffusionQLConfig(AlgorithmConfig):
+    offline: ClassVar[bool] = True
     name: str = "diffusion_ql"
     lr: float = 3e-4
     """Actor (diffusion policy) learning rate."""
@@ -309,6 +316,7 @@ class DiffusionQLConfig(AlgorithmConfig):
 
 @dataclass
 class DSRLConfig(AlgorithmConfig):
+    trains_denoiser: ClassVar[bool] = False
     name: str = "dsrl"
     lr: float = 3e-4
     """Learning rate of every network DSRL trains (actor over noise, critics, entropy temperature)."""
@@ -717,7 +725,8 @@ def find_problems(cfg: Config) -> list[str]:
             p.append(f"reward term {key!r} is a mapping without _target_: give a weight, or _target_: module.factory for your own reward.")
         elif not isinstance(spec, (Mapping, int, float)) or isinstance(spec, bool):
             p.append(f"reward term {key!r}={spec!r}: give a weight (a number) or a mapping with _target_.")
-    if not any(term_weight(w) != 0 for w in cfg.reward.terms.values() if isinstance(w, (Mapping, int, float))):
+    image_run = cfg.env is None  # a control run has no reward model: its environment rewards it (control_problems)
+    if image_run and not any(term_weight(w) != 0 for w in cfg.reward.terms.values() if isinstance(w, (Mapping, int, float))):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
     _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)
@@ -811,8 +820,9 @@ def control_problems(cfg) -> list[str]:
     if not isinstance(m, PolicyModelConfig):
         p.append(f"env={env.name} needs a diffusion policy: add model=diffusion_policy.")
         return p
-    if set(cfg.reward.terms) != {"env_return"}:
-        p.append("Control runs are rewarded by the environment: add reward=env_return.")
+    rewards = [*cfg.reward.terms, *cfg.reward.monitor, *cfg.reward.eval_terms]
+    if rewards:
+        p.append(f"Control runs are rewarded by the environment, not by a reward model: leave out the reward ({', '.join(rewards)}).")
     if s.num_steps > m.diffusion_steps:
         p.append(
             f"scheduler.num_steps={s.num_steps} exceeds model.diffusion_steps={m.diffusion_steps}: set scheduler.num_steps={m.diffusion_steps}."
