@@ -93,6 +93,8 @@ def read_schemas(path: Path = CONFIG_PY) -> tuple[dict[str, list[Field]], dict[s
         for i, stmt in enumerate(body):
             if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name):
                 continue
+            if (ast.get_source_segment(source, stmt.annotation) or "").startswith("ClassVar"):
+                continue  # a class-level fact the loop reads (e.g. offline), not a key a user sets
             nxt = body[i + 1] if i + 1 < len(body) else None
             doc = ""
             if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
