@@ -408,7 +408,8 @@ def find_problems(cfg: Config) -> list[str]:
             p.append(f"reward term {key!r} is a mapping without _target_: give a weight, or _target_: module.factory for your own reward.")
         elif not isinstance(spec, (Mapping, int, float)) or isinstance(spec, bool):
             p.append(f"reward term {key!r}={spec!r}: give a weight (a number) or a mapping with _target_.")
-    if not any(term_weight(w) != 0 for w in cfg.reward.terms.values() if isinstance(w, (Mapping, int, float))):
+    image_run = cfg.env is None  # a control run has no reward model: its environment rewards it (control_problems)
+    if image_run and not any(term_weight(w) != 0 for w in cfg.reward.terms.values() if isinstance(w, (Mapping, int, float))):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
     _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)
@@ -433,8 +434,9 @@ def control_problems(cfg) -> list[str]:
     if not isinstance(m, PolicyModelConfig):
         p.append(f"env={env.name} needs a diffusion policy: add model=diffusion_policy.")
         return p
-    if set(cfg.reward.terms) != {"env_return"}:
-        p.append("Control runs are rewarded by the environment: add reward=env_return.")
+    rewards = [*cfg.reward.terms, *cfg.reward.monitor, *cfg.reward.eval_terms]
+    if rewards:
+        p.append(f"Control runs are rewarded by the environment, not by a reward model: leave out the reward ({', '.join(rewards)}).")
     if s.num_steps > m.diffusion_steps:
         p.append(
             f"scheduler.num_steps={s.num_steps} exceeds model.diffusion_steps={m.diffusion_steps}: set scheduler.num_steps={m.diffusion_steps}."

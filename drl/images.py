@@ -110,7 +110,6 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
         autocast=autocast,
     )
     reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v", group_size=cfg.algorithm.samples_per_group)
-    distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
     prompts = build_prompt_source(cfg.prompts, video=cfg.model.kind == "t2v")
     warning = toy_prompts_warning(model, cfg.prompts)
     if warning and distributed.is_main():

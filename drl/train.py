@@ -3,7 +3,7 @@
     hooks.before()                                               # the domain's evaluation (ctx.hooks)
     for epoch:  batch   = algorithm.collect(generator)          # SAMPLING (the shared collector)
                 rewards = reward(batch.samples, prompts, meta)   #   (rollouts only)
-                metrics = algorithm.update(batch)                # UPDATE
+                metrics = algorithm.update(batch, epoch)         # UPDATE
                 log(metrics, hooks.drift()); checkpoint(hooks.trainable_modules())
     hooks.export(); hooks.after()                                # the trained result, then evaluation again
 
@@ -114,7 +114,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
 
             # -------------------------------------------------------------- UPDATE
             t1 = time.perf_counter()
-            metrics = algorithm.update(batch)
+            metrics = algorithm.update(batch, epoch)
             t_update = time.perf_counter() - t1
             n = len(batch)
             record.update(metrics)  # algorithms that sample inside update() report reward_mean themselves

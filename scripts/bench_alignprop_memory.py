@@ -70,7 +70,7 @@ def measure(num_steps: int, checkpoint: bool, batch_size: int, video: dict | Non
     before_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     start = time.perf_counter()
     try:
-        algorithm.update(algorithm.collect(generator))
+        algorithm.update(algorithm.collect(generator), epoch=0)
     except torch.OutOfMemoryError:
         return {"oom": True}
     if cuda:

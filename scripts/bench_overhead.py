@@ -77,7 +77,7 @@ def main() -> None:
     optimizer_state = algorithm.optimizer.state_dict()
 
     def update():
-        algorithm.update(batch)
+        algorithm.update(batch, epoch=0)
         denoiser.load_state_dict(state)  # every repeat starts from the same weights
         algorithm.optimizer.load_state_dict(optimizer_state)
 

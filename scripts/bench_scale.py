@@ -186,7 +186,7 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
     optimizer_state = copy.deepcopy(ddpo.optimizer.state_dict())
 
     def update():
-        ddpo.update(batch)
+        ddpo.update(batch, epoch=0)
         model.denoiser.load_state_dict(weights, strict=False)  # every repeat starts from the same adapters
         ddpo.optimizer.load_state_dict(optimizer_state)
 
@@ -214,7 +214,7 @@ def bench_family(family: str, args: argparse.Namespace) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds, _, _ = timed(lambda: alignprop.update(prompts), args.repeats, device)
+                seconds, _, _ = timed(lambda: alignprop.update(prompts, epoch=0), args.repeats, device)
                 row.update(seconds=seconds)
                 progress(family, f"AlignProp {steps} steps, checkpointing {checkpointing}", seconds)
                 if device.type == "cuda":

@@ -244,7 +244,7 @@ def main() -> None:
         time.time(),
     )
     for epoch in range(args.epochs):
-        metrics = alg.update(alg.collect(generator))
+        metrics = alg.update(alg.collect(generator), epoch)
         line = {
             "epoch": epoch,
             "train_return": metrics["reward_mean"],

@@ -32,13 +32,13 @@ def one_update(cfg) -> dict:
     batch = algorithm.collect(generator)
     with torch.no_grad():
         batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
-    metrics = algorithm.update(batch)
+    metrics = algorithm.update(batch, epoch=0)
     return {
         "x_T": batch.latents[:, 0].clone(),
         "metrics": metrics,
         "weights": trainable_state({"unet": ctx.model.denoiser})["unet"],
         "algorithm": algorithm.state_dict(),
-        "sharded_local": [p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in ctx.params],
+        "sharded_local": [p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in algorithm.params],
     }
 
 

@@ -144,7 +144,7 @@ def test_batches_sharing_a_call_keep_their_own_draws_and_optimizer_steps(random_
     algorithm._grad_steps = lambda: draws.append(draw()) or draws[-1]  # record each batch's (mask [S], stop)
     calls = []  # batch of each denoiser call
     hook = ctx.model.denoiser.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(1)))
+    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(1)), epoch=0)
     hook.remove()
     # 5 batches of 2: two calls of two batches (an optimizer step each), then the last batch alone
     assert metrics["samples"] == 10 and metrics["train/optimizer_steps"] == 3 and len(draws) == 5
@@ -204,7 +204,7 @@ def test_alignprop_kl_to_base_is_flat_at_init_and_pulls_back_after_a_step(random
         return float(kl.detach()), sum(float(p.grad.abs().sum()) for p in ctx.params if p.grad is not None)
 
     assert kl_and_grad() == (0.0, 0.0)  # the trained model is the reference: no KL, no gradient
-    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(2)))  # two optimizer steps on the reward
+    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(2)), epoch=0)  # two optimizer steps on the reward
     assert metrics["train/kl_to_base"] > 0  # the second minibatch is scored after the first step
     kl, grad = kl_and_grad()
     assert kl > 0 and grad > 0

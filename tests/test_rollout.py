@@ -95,7 +95,7 @@ def test_sampling_batch_is_apart_from_the_training_batch(random_toy_model):
     assert sizes == [6] * ctx.schedule.num_steps  # one chunk of 6, not three of 2
     sizes.clear()
     batch.rewards, _ = reward(batch.samples, batch.prompts, batch.metadata)
-    algorithm.update(batch)
+    algorithm.update(batch, epoch=0)
     hook.remove()
     assert sizes and max(sizes) == 2
 

@@ -74,7 +74,7 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
     hook = ctx.model.denoiser.register_forward_pre_hook(record, with_kwargs=True)
     for group in algorithm.optimizer.param_groups:
         group["lr"] = 0.0  # the weights stay put, so a second update sees what the hand-made loss saw
-    metrics = algorithm.update(batch)
+    metrics = algorithm.update(batch, epoch=0)
     hook.remove()
     inputs, timesteps = torch.cat([x for x, _ in seen]), torch.cat([t for _, t in seen])
     if states == "trajectory":
@@ -84,7 +84,7 @@ def test_rwr_trains_on_the_right_states_with_the_weighted_loss(rwr, states):
         assert metrics["train/loss"] == pytest.approx(by_hand, rel=1e-4)
         # Centred weights w - 1 (the same weights score the same states again: lr is 0).
         algorithm.cfg = replace(algorithm.cfg, center_weights=True)
-        assert algorithm.update(batch)["train/loss"] == pytest.approx(by_hand_centred, rel=1e-3, abs=1e-7)
+        assert algorithm.update(batch, epoch=0)["train/loss"] == pytest.approx(by_hand_centred, rel=1e-3, abs=1e-7)
         algorithm.cfg = replace(algorithm.cfg, center_weights=False)
     else:
         # One fresh q(x_t | x_0) state per sample, at random training timesteps, none of them the chain's.

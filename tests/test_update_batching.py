@@ -32,7 +32,7 @@ def first_step(cfg, batch):
         return optimizer_step()
 
     ctx.model.denoise, algorithm.optimizer_step = counted, captured
-    metrics = algorithm.update(batch)
+    metrics = algorithm.update(batch, epoch=0)
     return metrics["train/loss"], grads[0], calls
 
 

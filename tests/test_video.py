@@ -347,7 +347,7 @@ def test_alignprop_decodes_only_the_frames_the_reward_reads(tiny_t2v, random_vid
     decoded = []
     decode = ctx.model.decode
     ctx.model.decode = lambda latents, frames=None: decoded.append(frames) or decode(latents, frames)
-    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(0)))
+    metrics = algorithm.update(algorithm.collect(torch.Generator().manual_seed(0)), epoch=0)
     assert len(decoded) == 1 and decoded[0].numel() == 2 and decoded[0].unique().numel() == 2
     assert np.isfinite(metrics["reward_mean"])
     whole = compose_config(base + ["reward=toy_motion", f"reward.video_classifier_path={random_video_classifier}"])

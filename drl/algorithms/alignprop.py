@@ -69,7 +69,7 @@ class AlignProp(Algorithm):
             return None
         return torch.randperm(num_frames, generator=self.generator)[:k].sort().values
 
-    def update(self, batch: PromptBatch) -> dict[str, float]:
+    def update(self, batch: PromptBatch, epoch: int) -> dict[str, float]:
         """Batches of train.batch_size samples, each with its own truncation draw and gradient_accumulation to an
         optimizer step; batches_per_call of them share the chain's denoiser calls (and, on video, the frames decoded)."""
         ctx, cfg = self.ctx, self.cfg

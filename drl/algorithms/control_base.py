@@ -1,52 +1,56 @@
-"""What the control algorithms share: periodic evaluation in the environment, and its state."""
+"""What the control algorithms share: evaluation in the environment on the loop's epochs, and what drl/control.py asks of them."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable, Protocol
+
 import torch
 
+from drl.algorithms.base import TrainContext
 from drl.envs.chunking import Horizons
 from drl.envs.episodes import Actor, vector_options
 from drl.envs.evaluate import evaluate
 
+if TYPE_CHECKING:
+    from drl.models.policy import DiffusionPolicy
 
-class Evaluates:
-    """Mixin for Algorithm subclasses on an env: evaluate every env.eval_every epochs and at the end."""
+EVALUATION_SEED_OFFSET = 7  # the periodic evaluation's own noise, the same at every evaluation
 
-    epochs_done = 0
+
+def with_evaluation(
+    ctx: TrainContext, metrics: dict[str, float], epoch: int, evaluation_actor: Callable[[torch.Generator], Actor], as_reward: bool
+) -> dict[str, float]:
+    """``metrics`` with eval/* added after every env.eval_every-th epoch and after the last (``epoch`` counts from 0).
+
+    ``evaluation_actor(generator)``: how the algorithm acts at evaluation. Offline methods (``as_reward``)
+    have no rollout of their own: they report the evaluation return as reward_mean.
+    """
+    cfg = ctx.cfg
+    epochs_done = epoch + 1
+    if epochs_done % cfg.env.eval_every != 0 and epochs_done != cfg.train.epochs:
+        return metrics
+    generator = torch.Generator().manual_seed(cfg.seed + EVALUATION_SEED_OFFSET)
+    result = evaluate(
+        cfg.env.id,
+        evaluation_actor(generator),
+        cfg.env.eval_episodes,
+        cfg.seed,
+        cfg.env.ref_min_score,
+        cfg.env.ref_max_score,
+        Horizons.of(cfg.model),
+        **vector_options(cfg.env),
+    )
+    metrics.update(result)
+    if as_reward:
+        metrics.update(reward_mean=result["eval/return_mean"], reward_std=result["eval/return_std"], samples=result["eval/episodes"])
+    return metrics
+
+
+class ControlAlgorithm(Protocol):
+    """What drl/control.py asks of an algorithm on a control task, beside ``collect`` and ``update``."""
 
     def evaluation_actor(self, generator: torch.Generator) -> Actor:
-        raise NotImplementedError(f"{type(self).__name__} must say how it acts at evaluation")
+        """How it acts at evaluation (the periodic one, and the before/after runs of drl/control.py)."""
 
-    def evaluate(self) -> dict[str, float]:
-        cfg = self.ctx.cfg
-        generator = torch.Generator().manual_seed(cfg.seed + 7)
-        return evaluate(
-            cfg.env.id,
-            self.evaluation_actor(generator),
-            cfg.env.eval_episodes,
-            cfg.seed,
-            cfg.env.ref_min_score,
-            cfg.env.ref_max_score,
-            Horizons.of(cfg.model),
-            **vector_options(cfg.env),
-        )
-
-    def with_evaluation(self, metrics: dict[str, float], as_reward: bool) -> dict[str, float]:
-        """Add eval/* on evaluation epochs; offline methods (``as_reward``) report the eval return as reward_mean."""
-        self.epochs_done += 1
-        cfg = self.ctx.cfg
-        if self.epochs_done % cfg.env.eval_every == 0 or self.epochs_done == cfg.train.epochs:
-            result = self.evaluate()
-            metrics.update(result)
-            if as_reward:
-                metrics.update(
-                    reward_mean=result["eval/return_mean"], reward_std=result["eval/return_std"], samples=result["eval/episodes"]
-                )
-        return metrics
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "epochs_done": self.epochs_done}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.epochs_done = state["epochs_done"]
+    def export_policy(self) -> DiffusionPolicy:
+        """The policy a run saves as its result (an algorithm with more to save also has ``export_extra(run_dir)``)."""

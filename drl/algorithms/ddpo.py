@@ -97,7 +97,7 @@ class DDPO(Algorithm):
         return adv.clamp(-self.cfg.adv_clip_max, self.cfg.adv_clip_max)
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Rollout) -> dict[str, float]:
+    def update(self, batch: Rollout, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         advantages = self.advantages(batch)  # [B]
         dims = batch.latents[0, 0].numel()

@@ -25,16 +25,16 @@ import numpy as np
 import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import Evaluates
+from drl.algorithms.control_base import with_evaluation
 from drl.algorithms.control_losses import diffusion_ql_q_loss, policy_bc_loss, td_target
 from drl.algorithms.schemas.diffusion_ql import DiffusionQLConfig
 from drl.models.critic import TwinQ, soft_update
 from drl.types import TransitionBatch
 
 
-class DiffusionQL(Evaluates, Algorithm):
+class DiffusionQL(Algorithm):
     def __init__(self, cfg: DiffusionQLConfig, ctx: TrainContext):
-        super().__init__(cfg, ctx)  # self.optimizer trains the actor (ctx.params)
+        super().__init__(cfg, ctx)  # self.optimizer trains the actor (the policy's denoiser, ctx.params)
         self.cfg: DiffusionQLConfig = cfg
         policy = ctx.model
         self.critic = TwinQ(policy.obs_dim, policy.act_dim, cfg.critic_hidden_dim).to(ctx.device)
@@ -48,14 +48,14 @@ class DiffusionQL(Evaluates, Algorithm):
         return self.ctx.collector.sample(self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size, generator)
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
+    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
         totals: dict[str, list[float]] = {}
         for index in torch.arange(len(batch)).split(self.ctx.cfg.train.batch_size):
             for key, value in self.gradient_step(batch.minibatch(index)).items():
                 totals.setdefault(key, []).append(value)
         metrics = {key: float(np.mean(values)) for key, values in totals.items()}
         metrics["train/lr"] = self.lr
-        return self.with_evaluation(metrics, as_reward=True)
+        return with_evaluation(self.ctx, metrics, epoch, self.evaluation_actor, as_reward=True)
 
     def _chain(self, states: torch.Tensor, denoiser=None) -> torch.Tensor:
         """a ~ pi(. | s) through the run's reverse chain (gradients if enabled). [B, A]"""

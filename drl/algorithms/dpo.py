@@ -55,7 +55,7 @@ class DPO(Algorithm):
         return PreferenceBatch([p.prompt for p in pairs], latents([p.chosen for p in pairs]), latents([p.rejected for p in pairs]))
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Rollout | PreferenceBatch) -> dict[str, float]:
+    def update(self, batch: Rollout | PreferenceBatch, epoch: int) -> dict[str, float]:
         if isinstance(batch, Rollout):
             w, lose = best_worst_pairs(batch.rewards.detach().float().cpu(), self.cfg.group_size, self.cfg.min_reward_gap)
             if w.numel() == 0:

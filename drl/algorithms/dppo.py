@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import Evaluates
+from drl.algorithms.control_base import with_evaluation
 from drl.algorithms.control_losses import generalized_advantages
 from drl.algorithms.schemas.dppo import DPPOConfig
 from drl.envs.episodes import Episode
@@ -58,7 +58,7 @@ class DecisionBatch:
         return len(self.advantages)
 
 
-class DPPO(Evaluates, Algorithm):
+class DPPO(Algorithm):
     def __init__(self, cfg: DPPOConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)  # self.optimizer trains the policy's denoiser (ctx.params)
         self.cfg: DPPOConfig = cfg
@@ -129,14 +129,14 @@ class DPPO(Evaluates, Algorithm):
         )
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: DecisionBatch) -> dict[str, float]:
+    def update(self, batch: DecisionBatch, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         K, S = cfg.ft_denoising_steps, ctx.schedule.num_steps
         adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)  # [N], DPPO's norm_adv
         denoising_discount = cfg.gamma_denoising ** torch.arange(K - 1, -1, -1, dtype=torch.float32, device=adv.device)  # [K]
         decision = torch.arange(len(batch)).repeat_interleave(K)  # [N*K]
         k = torch.arange(K).repeat(len(batch))  # [N*K] fine-tuned step index 0..K-1
-        train_actor = self.epochs_done >= cfg.critic_warmup_epochs  # epochs finished before this one
+        train_actor = epoch >= cfg.critic_warmup_epochs  # the first critic_warmup_epochs epochs train the critic alone
         totals: dict[str, list[float]] = {}
         first_ratio_dev = None
         ctx.model.denoiser.train()
@@ -172,7 +172,7 @@ class DPPO(Evaluates, Algorithm):
                 "samples": len(returns),
             }
         )
-        return self.with_evaluation(metrics, as_reward=False)
+        return with_evaluation(ctx, metrics, epoch, self.evaluation_actor, as_reward=False)
 
     def _log_prob(self, states, x_t, x_prev, t) -> torch.Tensor:
         """log p_theta(x_prev | x_t, s) of the fine-tuned denoiser, std floored at min_std, mean over dims. [n]"""

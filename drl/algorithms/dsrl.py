@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import Evaluates
+from drl.algorithms.control_base import with_evaluation
 from drl.algorithms.control_losses import sac_critic_target, td_target
 from drl.algorithms.schemas.dsrl import DSRLConfig
 from drl.envs.chunking import Horizons
@@ -70,14 +70,13 @@ class ReplayBuffer:
         self.size, self.next = state["size"], state["next"]
 
 
-class DSRL(Evaluates, Algorithm):
+class DSRL(Algorithm):
     def __init__(self, cfg: DSRLConfig, ctx: TrainContext):
         policy, device = ctx.model, ctx.device
         obs_dim, noise_dim = policy.obs_dim, policy.act_dim  # the noise w has the action's shape (flattened here)
         torch.manual_seed(ctx.cfg.seed)
         self.actor = TanhGaussianActor(obs_dim, noise_dim, cfg.noise_bound, cfg.hidden_dim).to(device)
-        ctx.params = list(self.actor.parameters())  # the base optimizer trains the noise actor
-        super().__init__(cfg, ctx)
+        super().__init__(cfg, ctx, params=list(self.actor.parameters()))  # the base optimizer trains the noise actor
         self.cfg: DSRLConfig = cfg
         self.noise_critic = TwinQ(obs_dim, noise_dim, cfg.hidden_dim, 2).to(device)  # Q^W(s, w)
         self.noise_critic_target = copy.deepcopy(self.noise_critic).requires_grad_(False)
@@ -159,7 +158,7 @@ class DSRL(Evaluates, Algorithm):
         return batch
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
+    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
         self.buffer.add(batch)
         totals: dict[str, list[float]] = {}
         for _ in range(self.cfg.updates_per_epoch):
@@ -172,7 +171,7 @@ class DSRL(Evaluates, Algorithm):
             samples=len(batch.episode_returns),
         )
         metrics["train/lr"] = self.lr
-        return self.with_evaluation(metrics, as_reward=False)
+        return with_evaluation(self.ctx, metrics, epoch, self.evaluation_actor, as_reward=False)
 
     def gradient_step(self, mb: TransitionBatch) -> dict[str, float]:
         cfg, gamma = self.cfg, self.ctx.cfg.env.gamma

@@ -43,7 +43,7 @@ class NFT(Algorithm):
     def collect(self, generator: torch.Generator) -> Rollout:
         return collect_groups(self.ctx, self.cfg.group_size, generator)
 
-    def update(self, batch: Rollout) -> dict[str, float]:
+    def update(self, batch: Rollout, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         r = optimality_probability(
             batch.rewards.detach().cpu(), cfg.group_size, cfg.adv_clip_max, cfg.adv_std_floor, cfg.group_std, cfg.adv_std_eps

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import Evaluates
+from drl.algorithms.control_base import with_evaluation
 from drl.algorithms.control_losses import policy_bc_loss
 from drl.algorithms.schemas.bc import BCConfig
 from drl.envs.collector import policy_actor
@@ -18,7 +18,7 @@ from drl.models.policy import DiffusionPolicy
 from drl.types import TransitionBatch
 
 
-class PolicyBC(Evaluates, Algorithm):
+class PolicyBC(Algorithm):
     def __init__(self, cfg: BCConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
         self.cfg: BCConfig = cfg
@@ -28,7 +28,7 @@ class PolicyBC(Evaluates, Algorithm):
         """steps_per_epoch x batch_size transitions drawn uniformly from the dataset."""
         return self.ctx.collector.sample(self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size, generator)
 
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
+    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
         ctx, losses, grad_norms = self.ctx, [], []
         for index in torch.arange(len(batch)).split(ctx.cfg.train.batch_size):
             mb = batch.minibatch(index)
@@ -38,7 +38,7 @@ class PolicyBC(Evaluates, Algorithm):
             losses.append(float(loss.detach()))
             grad_norms.append(grad_norm)
         metrics = {"train/loss": float(np.mean(losses)), "train/grad_norm": float(np.mean(grad_norms)), "train/lr": self.lr}
-        return self.with_evaluation(metrics, as_reward=True)
+        return with_evaluation(ctx, metrics, epoch, self.evaluation_actor, as_reward=True)
 
     def export_policy(self) -> DiffusionPolicy:
         return self.export_model()  # the weight EMA (algorithm.ema_decay), shared with every algorithm

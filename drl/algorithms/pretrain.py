@@ -21,10 +21,11 @@ from drl.types import DataBatch
 
 class Pretrain(Algorithm):
     def __init__(self, cfg: PretrainConfig, ctx: TrainContext):
+        params = ctx.params
         if cfg.train_text_encoder:
             ctx.model.text_encoder.requires_grad_(True)
-            ctx.params = ctx.params + list(ctx.model.text_encoder.parameters())
-        super().__init__(cfg, ctx)
+            params = params + list(ctx.model.text_encoder.parameters())
+        super().__init__(cfg, ctx, params)
         self.cfg: PretrainConfig = cfg
 
     def collect(self, generator: torch.Generator) -> DataBatch:
@@ -46,7 +47,7 @@ class Pretrain(Algorithm):
         ]
         return DataBatch(images=images.to(self.ctx.device), prompts=prompts)
 
-    def update(self, batch: DataBatch) -> dict[str, float]:
+    def update(self, batch: DataBatch, epoch: int) -> dict[str, float]:
         ctx, size = self.ctx, self.ctx.cfg.train.batch_size
         encode = ctx.model.encode_prompts_with_grad if self.cfg.train_text_encoder else ctx.model.encode_prompts
         losses, grad_norms = [], []

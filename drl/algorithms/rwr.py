@@ -25,7 +25,7 @@ class RWR(Algorithm):
         super().__init__(cfg, ctx)
         self.cfg: RWRConfig = cfg
 
-    def update(self, batch: Rollout) -> dict[str, float]:
+    def update(self, batch: Rollout, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         all_rewards, _, mine = distributed.gather_rewards(batch.rewards, batch.prompts)  # [W*B]: normalise over every rank
         weights = rwr_weights(all_rewards, cfg.beta, cfg.reward_normalization, cfg.max_weight)  # [W*B]
