@@ -162,7 +162,7 @@ def test_control_configs_compose_and_fail_clearly():
     assert cfg.env.id == "drl/MultimodalBandit-v0" and cfg.scheduler.num_steps == cfg.model.diffusion_steps == 10
     with pytest.raises(ConfigError, match="needs a diffusion policy"):
         compose_config(["env=bandit"])
-    assert not compose_config(["env=bandit", "model=diffusion_policy", "algorithm=bc"], tiny=False).reward.terms  # the env rewards it
+    assert not compose_config(["env=bandit", "model=diffusion_policy", "algorithm=bc", "scheduler.num_steps=5"], tiny=False).reward.terms  # the env rewards it
     with pytest.raises(ConfigError, match="rewarded by the environment"):
         compose_config(["experiment=bandit_bc", "reward=toy_aesthetic"], tiny=False)
     with pytest.raises(ConfigError, match="action_critic_input='raw' is not one of offset, action"):
