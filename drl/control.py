@@ -2,8 +2,9 @@
 
 The loop is the image side's: ``algorithm.collect -> reward (rollouts only) -> algorithm.update``.
 Here the collector is a dataset reader (behaviour cloning, Diffusion-QL) or the policy acting
-in the environment (DSRL, DDPO), and the run leaves evaluation returns, scatter plots of the
-bandit's actions, a rollout video and the trained policy instead of image grids.
+in the environment (DSRL, DDPO, DPPO), which rewards it: no reward model is built, and a DDPO
+rollout arrives with the environment's returns as its rewards. The run leaves evaluation returns,
+scatter plots of the bandit's actions, a rollout video and the trained policy instead of image grids.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drl.algorithms import ALGORITHMS, CONTROL, algorithm_class
+from drl.algorithms import CONTROL, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
+from drl.algorithms.control_base import ControlAlgorithm
 from drl.config import Config, ConfigError
 from drl.envs.chunking import Horizons
 from drl.envs.collector import DatasetReader, PolicyCollector
@@ -25,7 +27,7 @@ from drl.envs.episodes import vector_options
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
 from drl.envs.make import BANDIT_ID, space_shapes
 from drl.models.policy import DiffusionPolicy, load_policy
-from drl.rewards import WeightedReward, build_reward
+from drl.rewards import WeightedReward
 from drl.sampling import make_schedule
 
 SCATTER_POINTS = 500
@@ -60,16 +62,15 @@ def build_control_context(
     """A control run's pieces (``policy``: an already built one instead of cfg.model's)."""
     policy = build_policy(cfg, device) if policy is None else policy.to(device)
     schedule = make_schedule(policy.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
-    dataset = load_dataset(cfg) if ALGORITHMS[cfg.algorithm.name].offline else None
+    dataset = load_dataset(cfg) if cfg.algorithm.offline else None
     horizons = Horizons.of(cfg.model)
     if dataset is not None:
         collector = DatasetReader(dataset, device, horizons)
     else:
         collector = PolicyCollector(policy, schedule, cfg.env.id, cfg.scheduler.eta, cfg.env.gamma, device, horizons, **vector_options(cfg.env))
-    trains_policy = cfg.algorithm.name != "dsrl"  # DSRL steers a frozen policy through its noise
-    policy.denoiser.requires_grad_(trains_policy)
-    params = list(policy.denoiser.parameters()) if trains_policy else []
-    reward = build_reward(cfg.reward, device)
+    policy.denoiser.requires_grad_(cfg.algorithm.trains_denoiser)  # False: steered frozen, through its noise (DSRL)
+    params = list(policy.denoiser.parameters()) if cfg.algorithm.trains_denoiser else []
+    reward = WeightedReward([], [])  # none: the environment rewards the policy (drl.envs.collector)
     ctx = TrainContext(cfg, policy, schedule, collector, None, params, reward, device)
     algorithm = algorithm_class(cfg.algorithm.name, CONTROL)(cfg.algorithm, ctx)
     ctx.hooks = ControlHooks(ctx, algorithm, collector if dataset is not None else None)
@@ -80,7 +81,7 @@ class ControlHooks:
     """The control side of the loop (drl.domain.DomainHooks): evaluation in the environment, plots, video,
     the drift probe and the exported policy."""
 
-    def __init__(self, ctx: TrainContext, algorithm: Algorithm, reader: DatasetReader | None):
+    def __init__(self, ctx: TrainContext, algorithm: ControlAlgorithm, reader: DatasetReader | None):
         self.ctx, self.algorithm = ctx, algorithm
         self.dataset = reader.dataset if reader is not None else None
         g = torch.Generator().manual_seed(ctx.cfg.seed)
@@ -127,7 +128,7 @@ class ControlHooks:
             logger.log_video("rollout", save_video(cfg.env.id, act, run_dir / "rollout.gif", cfg.seed, horizons=horizons), epoch)
 
     def before(self, logger) -> None:
-        if not ALGORITHMS[self.ctx.cfg.algorithm.name].offline:  # offline methods start from noise: nothing to show
+        if not self.ctx.cfg.algorithm.offline:  # offline methods start from noise: nothing to show
             self._show(logger, "before", 0)
 
     def after(self, logger) -> None:

@@ -68,7 +68,7 @@ class Rollout:
     log_probs: torch.Tensor  # [B, S] float32, exact (summed) log p(x_{t-1} | x_t) at sampling time
     stochastic: torch.Tensor  # [S] bool: steps with a density (trainable by likelihood methods)
     samples: torch.Tensor  # [B, 3, H, W] float in [0, 1], the decoded x_0
-    rewards: torch.Tensor | None = None  # [B] float32, filled in by the train loop
+    rewards: torch.Tensor | None = None  # [B] float32, filled in by the train loop (on a control task, by the collector)
     reward_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B] unweighted
 
     @property

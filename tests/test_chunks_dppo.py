@@ -22,7 +22,7 @@ from drl.train import build_context, train
 from conftest import compose_config
 
 TO, TA = 2, 3  # Pendulum: O = 3, A = 1
-PENDULUM = ["env=pendulum", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "logger=none", "hardware.num_threads=1"]
+PENDULUM = ["env=pendulum", "model=diffusion_policy", "scheduler=ddpm", "logger=none", "hardware.num_threads=1"]
 CHUNKED = [f"model.obs_horizon={TO}", f"model.action_horizon={TA}", "model.hidden_dim=32", "model.diffusion_steps=5", "scheduler.num_steps=5"]
 
 

@@ -11,16 +11,15 @@ from conftest import compose_config, compose_raw
 
 GROUPS = ["model", "scheduler", "reward", "algorithm", "prompts", "hardware", "logger", "debug", "experiment", "env"]
 # A control option only validates inside a control run (drl/config.py control_problems says why otherwise).
-CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=bc"]
+CONTROL = ["env=bandit", "model=diffusion_policy", "scheduler=ddpm", "algorithm=bc"]
 EXTRA = {
     "prompts=file": ["prompts.path=/tmp/prompts.txt"],
     "model=sd3": ["scheduler=flow"],
     "model=modelscope_t2v": ["model.path=/tmp/modelscope"],
     "model=diffusion_policy": CONTROL,
-    "reward=env_return": CONTROL,
     "algorithm=diffusion_ql": CONTROL[:-1],
     "algorithm=bc": CONTROL[:-1],
-    "algorithm=dsrl": CONTROL[:3] + ["model.from_scratch=false", "model.path=/tmp/policy", "scheduler.eta=0"],
+    "algorithm=dsrl": CONTROL[:2] + ["model.from_scratch=false", "model.path=/tmp/policy", "scheduler.eta=0"],
     "experiment=bandit_dsrl": ["model.path=/tmp/policy"],
     "experiment=bandit_ddpo": ["model.path=/tmp/policy"],
     "algorithm=dppo": CONTROL[:-1] + ["model.from_scratch=false", "model.path=/tmp/policy", "algorithm.ft_denoising_steps=2"],
@@ -104,7 +103,7 @@ def test_the_registry_says_which_algorithm_runs_on_which_domain():
     assert "rwr" in algorithms_on(IMAGES) and "rwr" not in algorithms_on(CONTROL) and "dsrl" not in algorithms_on(IMAGES)
     assert algorithm_class("ddpo", IMAGES).__name__ == "DDPO" and algorithm_class("ddpo", CONTROL).__name__ == "PolicyDDPO"
     with pytest.raises(ConfigError, match=f"algorithm=rwr does not run on a control task; use one of {', '.join(algorithms_on(CONTROL))}"):
-        compose_config(["env=bandit", "model=diffusion_policy", "reward=env_return", "scheduler=ddpm", "algorithm=rwr"])
+        compose_config(["env=bandit", "model=diffusion_policy", "scheduler=ddpm", "algorithm=rwr"])
     with pytest.raises(ConfigError, match="algorithm=dsrl runs on control tasks only: choose one, e.g. env=bandit"):
         compose_config(["algorithm=dsrl"])
 

@@ -157,6 +157,7 @@ def test_control_configs_compose_and_fail_clearly():
     assert cfg.env.id == "drl/MultimodalBandit-v0" and cfg.scheduler.num_steps == cfg.model.diffusion_steps == 10
     with pytest.raises(ConfigError, match="needs a diffusion policy"):
         compose_config(["env=bandit"])
+    assert not compose_config(["env=bandit", "model=diffusion_policy", "scheduler=ddpm", "algorithm=bc"]).reward.terms  # the env rewards it
     with pytest.raises(ConfigError, match="rewarded by the environment"):
         compose_config(["experiment=bandit_bc", "reward=toy_aesthetic"], tiny=False)
     with pytest.raises(ConfigError, match="action_critic_input='raw' is not one of offset, action"):
@@ -322,6 +323,7 @@ def test_ddpo_on_the_policy_runs_on_policy_with_env_rewards(bandit_runs, tmp_pat
     records = read_records(tmp_path)
     assert records[0]["train/ratio_dev_first"] < 1e-4  # re-scored with the same step function
     assert all(0 <= r["reward_mean"] <= 1 and math.isfinite(r["train/loss"]) for r in records)
+    assert all(r["reward/env_return"] == r["reward_mean"] for r in records)  # the collector's returns, no reward model
     assert math.isclose(records[-1]["eval/return_mean"], BEFORE_CHUNKS["ddpo"], rel_tol=1e-9)  # To = Ta = 1: as before
 
 

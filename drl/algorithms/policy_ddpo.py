@@ -1,9 +1,10 @@
 """DDPO on a diffusion policy: PPO over each environment step's denoising chain.
 
 Every env step's action is one reverse chain conditioned on the state (the "prompt embedding"
-of the image side); its reward is that step's discounted return-to-go from the environment
-(reward=env_return). The update is DDPO's own (drl/algorithms/ddpo.py), unchanged: only
-sampling differs, so only ``collect`` is overridden.
+of the image side); its reward is that step's discounted return-to-go from the environment,
+which the collector puts in the batch (drl/envs/collector.py). The update is DDPO's own
+(drl/algorithms/ddpo.py), unchanged: only sampling differs, so ``collect`` is overridden
+(and ``update`` adds the periodic evaluation).
 """
 
 from __future__ import annotations

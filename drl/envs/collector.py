@@ -2,7 +2,8 @@
 
 Both return the batches the one loop in drl/train.py hands to ``algorithm.update``:
 TransitionBatch for the actor-critic methods, Rollout (the image side's type) for DDPO, where
-every environment step is one denoising chain, its action the chain's final sample.
+every environment step is one denoising chain, its action the chain's final sample, and its
+reward the environment's return: no reward model scores a control run.
 """
 
 from __future__ import annotations
@@ -94,21 +95,21 @@ class PolicyCollector:
     def collect(self, num_steps: int, generator: torch.Generator) -> Rollout:
         """Whole episodes until at least ``num_steps`` decisions; decision k's reward is its return-to-go.
 
-        The Rollout's "prompt embeddings" are the states, its samples the executed actions (chunks);
-        metadata carries each decision's discounted return-to-go G_t (the env_return reward).
+        The Rollout's "prompt embeddings" are the states, its samples the executed actions (chunks), its
+        rewards each decision's discounted return-to-go G_t, filled in here (logged as reward/env_return).
         """
         episodes = self.episodes(num_steps, policy_actor(self.policy, self.schedule, self.eta, generator, record=True), generator)
         cat = lambda name: torch.cat([e.extras[name] for e in episodes]).to(self.device)  # noqa: E731
         states = torch.as_tensor(np.concatenate([e.observations for e in episodes]), device=self.device)  # [B, O] / [B, To, O]
-        returns = np.concatenate([discounted_returns_to_go(e.rewards, self.gamma) for e in episodes])  # [B]
-        metadata = [{"return_to_go": float(g)} for g in returns]
+        returns = np.concatenate([discounted_returns_to_go(e.rewards, self.gamma) for e in episodes])  # [B] float64
+        rewards = torch.as_tensor(returns, dtype=torch.float32, device=self.device)  # [B]
         actions = torch.as_tensor(np.concatenate([e.actions for e in episodes]), device=self.device)  # [B, A] / [B, Ta, A]
         stochastic = self.policy.sample(
             self.schedule, states[:1], eta=self.eta, generator=torch.Generator().manual_seed(0)
         ).stochastic  # [S]
         return Rollout(
             prompts=[""] * len(states),
-            metadata=metadata,
+            metadata=[{} for _ in range(len(states))],
             cond=Conditioning({"states": states}),  # [B, O]: what the policy is conditioned on
             uncond=None,
             latents=cat("latents"),  # [B, S + 1, A]
@@ -116,4 +117,6 @@ class PolicyCollector:
             log_probs=cat("log_probs"),  # [B, S]
             stochastic=stochastic,
             samples=actions,
+            rewards=rewards,
+            reward_terms={"env_return": rewards},
         )

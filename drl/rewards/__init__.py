@@ -91,7 +91,6 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "aesthetic": _aesthetic,
     "clip_score": _clip_score,
     "pickscore": _pickscore,
-    "env_return": _without_options("env_return", "env_return"),
     "toy_object": _toy_object,
     "toy_motion": _toy_motion(None),
     "toy_motion_only": _toy_motion(("motion",)),

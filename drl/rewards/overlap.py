@@ -54,7 +54,8 @@ def can_overlap(reward: WeightedReward, chunk_size: int) -> bool:
 
 def collect_and_score(algorithm, collector, reward: WeightedReward, generator: torch.Generator, overlap: bool):
     """(algorithm.collect(generator), its rewards [B]): a Rollout comes with its rewards and reward terms filled
-    in (no gradient); any other batch (prompts alone, training data, transitions) with None: no reward scored it."""
+    in (no gradient), unless its collector filled them (the environment's returns on a control task); any other
+    batch (prompts alone, training data, transitions) with None: no reward scored it."""
     chunked = isinstance(collector, RolloutCollector)  # the image/video collector; control collectors run whole episodes
     scorer = ChunkScorer(reward) if overlap and chunked and can_overlap(reward, collector.batch_size) else None
     with contextlib.ExitStack() as stack:
@@ -64,6 +65,8 @@ def collect_and_score(algorithm, collector, reward: WeightedReward, generator: t
         batch = algorithm.collect(generator)
         if not isinstance(batch, Rollout):
             return batch, None
+        if batch.rewards is not None:  # rewarded by its environment
+            return batch, batch.rewards
         if scorer is not None and scorer.futures and scorer.prompts == batch.prompts:  # the chunks are the batch
             batch.rewards, batch.reward_terms = scorer.results()
         else:
