@@ -93,7 +93,6 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
         autocast=autocast,
     )
     reward = build_reward(cfg.reward, device, video=cfg.model.kind == "t2v", group_size=getattr(cfg.algorithm, "group_size", 1))
-    distributed.broadcast_parameters(params)  # every rank starts from rank 0's weights
     prompts = build_prompt_source(cfg.prompts, video=cfg.model.kind == "t2v")
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape

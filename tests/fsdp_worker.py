@@ -37,7 +37,7 @@ def one_update(cfg) -> dict:
         "metrics": metrics,
         "weights": trainable_state({"unet": ctx.model.denoiser})["unet"],
         "algorithm": algorithm.state_dict(),
-        "sharded_local": [p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in ctx.params],
+        "sharded_local": [p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in algorithm.params],
     }
 
 

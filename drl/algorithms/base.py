@@ -30,7 +30,7 @@ class TrainContext:
     schedule: NoiseSchedule
     collector: Collector
     prompts: PromptSource | None  # None on control tasks
-    params: list[torch.nn.Parameter]  # what the optimizer trains
+    params: list[torch.nn.Parameter]  # the model weights the domain made trainable (Algorithm.params: what its optimizer trains)
     reward: WeightedReward
     device: torch.device
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
@@ -41,8 +41,12 @@ class Algorithm:
     """An algorithm is ``collect(generator) -> batch`` (default: the shared collector on the
     prompt source) and ``update(batch, epoch) -> metrics``; the loop in drl/train.py does the rest."""
 
-    def __init__(self, cfg: AlgorithmConfig, ctx: TrainContext):
+    def __init__(self, cfg: AlgorithmConfig, ctx: TrainContext, params: list[torch.nn.Parameter] | None = None):
+        """``params``: what the optimizer trains; None: ctx.params, the model weights the domain made trainable.
+        An algorithm that trains more, or networks of its own, passes them (Pretrain's text encoder, DSRL's noise actor)."""
         self.cfg, self.ctx = cfg, ctx
+        self.params = list(ctx.params if params is None else params)
+        distributed.broadcast_parameters(self.params)  # every rank starts from rank 0's weights, before anything copies them
         # Shared regularisation (drl/algorithms/regularization.py): each is one config key.
         # The reference copy is taken first: an FSDP-sharded module cannot be deep-copied.
         self.reference = ReferenceDenoiser(ctx.model) if cfg.kl_coef > 0 or self.needs_reference else None
@@ -50,7 +54,7 @@ class Algorithm:
         if self.sharded:
             self._shard()
         self.optimizer = torch.optim.AdamW(
-            ctx.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+            self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
         self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         if cfg.warmup_steps > 0:
@@ -58,11 +62,11 @@ class Algorithm:
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
         # The update's own randomness (shuffles, timesteps, noise), per rank, checkpointed with the rest.
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(ctx.cfg.seed) + 1)
-        self.ema = WeightEMA(ctx.params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = WeightEMA(self.params, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     def _shard(self) -> None:
         """hardware.sharding=fsdp: shard the trained denoiser (and the frozen reference copy) over
-        the ranks; ctx.params then names the sharded parameters, which replace the module's own."""
+        the ranks; self.params then names the sharded parameters, which replace the module's own."""
         if distributed.world_size() == 1:
             raise ConfigError(
                 "hardware.sharding=fsdp shards over several processes: set hardware.num_processes > 1 "
@@ -72,7 +76,7 @@ class Algorithm:
         before = list(denoiser.parameters())
         sharding.shard_denoiser(denoiser)
         replaced = {id(old): new for old, new in zip(before, denoiser.parameters(), strict=True)}
-        self.ctx.params = [replaced.get(id(p), p) for p in self.ctx.params]
+        self.params = [replaced.get(id(p), p) for p in self.params]
         if self.reference is not None and self.reference.frozen is not None:
             sharding.shard_denoiser(self.reference.frozen)
 
@@ -95,9 +99,9 @@ class Algorithm:
         """Clip, step, zero. Returns (grad norm, stepped); a non-finite gradient skips the step."""
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         if not self.sharded:  # FSDP has already averaged (reduce-scattered) the gradients in the backward
-            distributed.all_reduce_gradients(self.ctx.params)  # data parallel: the mean gradient over ranks
+            distributed.all_reduce_gradients(self.params)  # data parallel: the mean gradient over ranks
         # Over sharded gradients the norm is reduced over ranks: the global norm either way.
-        grad_norm = float(sharding.full(torch.nn.utils.clip_grad_norm_(self.ctx.params, max_norm)))
+        grad_norm = float(sharding.full(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
         finite = bool(torch.isfinite(torch.tensor(grad_norm)))
         if finite:
             self.optimizer.step()

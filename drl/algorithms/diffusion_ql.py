@@ -34,7 +34,7 @@ from drl.types import TransitionBatch
 
 class DiffusionQL(Algorithm):
     def __init__(self, cfg: DiffusionQLConfig, ctx: TrainContext):
-        super().__init__(cfg, ctx)  # self.optimizer trains the actor (ctx.params)
+        super().__init__(cfg, ctx)  # self.optimizer trains the actor (the policy's denoiser, ctx.params)
         self.cfg: DiffusionQLConfig = cfg
         policy = ctx.model
         self.critic = TwinQ(policy.obs_dim, policy.act_dim, cfg.critic_hidden_dim).to(ctx.device)

@@ -76,8 +76,7 @@ class DSRL(Algorithm):
         obs_dim, noise_dim = policy.obs_dim, policy.act_dim  # the noise w has the action's shape (flattened here)
         torch.manual_seed(ctx.cfg.seed)
         self.actor = TanhGaussianActor(obs_dim, noise_dim, cfg.noise_bound, cfg.hidden_dim).to(device)
-        ctx.params = list(self.actor.parameters())  # the base optimizer trains the noise actor
-        super().__init__(cfg, ctx)
+        super().__init__(cfg, ctx, params=list(self.actor.parameters()))  # the base optimizer trains the noise actor
         self.cfg: DSRLConfig = cfg
         self.noise_critic = TwinQ(obs_dim, noise_dim, cfg.hidden_dim, 2).to(device)  # Q^W(s, w)
         self.noise_critic_target = copy.deepcopy(self.noise_critic).requires_grad_(False)

@@ -21,10 +21,11 @@ from drl.types import DataBatch
 
 class Pretrain(Algorithm):
     def __init__(self, cfg: PretrainConfig, ctx: TrainContext):
+        params = ctx.params
         if cfg.train_text_encoder:
             ctx.model.text_encoder.requires_grad_(True)
-            ctx.params = ctx.params + list(ctx.model.text_encoder.parameters())
-        super().__init__(cfg, ctx)
+            params = params + list(ctx.model.text_encoder.parameters())
+        super().__init__(cfg, ctx, params)
         self.cfg: PretrainConfig = cfg
 
     def collect(self, generator: torch.Generator) -> DataBatch:
