@@ -110,6 +110,33 @@ def nft_loss(
     return adv_clip * (r * x0_loss(positive) + (1 - r) * x0_loss(negative)) / beta
 
 
+def awm_log_likelihood(
+    prediction: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, weighting: str = "uniform", power: float = 0.25
+) -> torch.Tensor:
+    """AWM's log-likelihood surrogate of a forward-process sample (Xue et al. 2025, "Advantage Weighted Matching";
+    scxue/advantage_weighted_matching, compute_log_prob_awm), in float32. [B]
+
+    With the matching error e = mean_d (prediction - target)^2 (the pretraining loss: flow matching for a velocity,
+    L_simple for ε), L = -w(e, σ):
+        uniform  e           t   σ e           t2  σ^2 e
+        huber    σ (sqrt(e + 1e-10) - 1e-5)    ghuber  σ ((e + 1e-10)^p - (1e-10)^p) / p
+    σ [B]: the flow level t / T_train of each sample (the weightings other than uniform are defined for flow models).
+    """
+    e = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+    s = sigma.float()
+    if weighting == "uniform":
+        return -e
+    if weighting == "t":
+        return -e * s
+    if weighting == "t2":
+        return -e * s**2
+    if weighting == "huber":
+        return -((e + 1e-10).sqrt() - 1e-5) * s
+    if weighting == "ghuber":
+        return -((e + 1e-10).pow(power) - 1e-10**power) * s / power
+    raise ValueError(f"Unknown AWM weighting {weighting!r}; use uniform, t, t2, huber or ghuber.")
+
+
 def diffusion_dpo_loss(
     prediction_w: torch.Tensor,
     prediction_l: torch.Tensor,
