@@ -45,7 +45,7 @@ def run_chain(
     denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     noise: Callable[[tuple], torch.Tensor],
     *,
-    eta: float,
+    eta: float | list[float],
     record: bool = True,
     grad_steps: torch.Tensor | None = None,
     checkpoint_steps: bool = False,

@@ -27,7 +27,7 @@ class DDPOConfig(GroupAdvantageConfig):
     skip_last_steps: int = 0
     """Leave the last k stochastic steps out of training: their std is tiny, so their log-prob gradient (~1/std)
     dominates the update, while the reward hardly depends on them (on the toy world the last two carry ~10x
-    the gradient norm of any other step)."""
+    the gradient norm of any other step). With an SDE window, it keeps the window off the last k steps instead."""
     logprob_reduction: str = "mean"
     """How the per-step Gaussian log-prob is reduced over latent dims for the ratio: sum (exact) or mean (ddpo-pytorch)."""
     group_size: int = 1
