@@ -102,6 +102,10 @@ class SchedulerConfig:
     """DDIM's eta: 0 = deterministic ODE, 1 = DDPM-like noise; for flow the SDE noise level (flow_grpo's 0.7). Ignored by ddpm."""
     guidance_scale: float = 1.0
     """Classifier-free guidance weight; 1.0 disables guidance (one denoiser call per step instead of two)."""
+    sde_type: str = "flow_grpo"
+    """Noise form of a flow model's stochastic steps (kind=flow): flow_grpo (Flow-GRPO's marginal-preserving SDE, std
+    eta·sqrt(σ/(1-σ))·sqrt(-dσ)) or cps (coefficients-preserving sampling, Wang & Yu 2025: std σ'·sin(eta·π/2), and the
+    next sample keeps the forward process's coefficients (1-σ') x0 + σ' noise); both have exact log-probs (drl/sampling_flow.py)."""
 
 
 # -------------------------------------------------------------------------- reward
@@ -327,6 +331,7 @@ def eval_problems(cfg: EvalConfig) -> list[str]:
     _choice(p, "model.kind", cfg.model.kind, ("t2i", "t2v"))
     _choice(p, "scheduler.kind", cfg.scheduler.kind, ("ddim", "ddpm", "flow"))
     _positive(p, "scheduler.num_steps", cfg.scheduler.num_steps)
+    p += sde_type_problems(cfg.scheduler)
     _choice(p, "quality.features", cfg.quality.features, QUALITY_FEATURES)
     _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))
@@ -336,6 +341,15 @@ def eval_problems(cfg: EvalConfig) -> list[str]:
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     return p
 
+
+
+def sde_type_problems(s: SchedulerConfig) -> list[str]:
+    """scheduler.sde_type: one of the flow noise forms, and only on a flow scheduler."""
+    p: list[str] = []
+    _choice(p, "scheduler.sde_type", s.sde_type, ("flow_grpo", "cps"))
+    if s.sde_type == "cps" and s.kind != "flow":
+        p.append(f"scheduler.sde_type=cps is a noise form of the flow sampler (scheduler=flow); scheduler.kind={s.kind} has its own noise.")
+    return p
 
 
 def register_configs() -> None:
@@ -367,6 +381,7 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "scheduler.num_steps", s.num_steps)
     _positive(p, "scheduler.eta", s.eta, allow_zero=True)
     _positive(p, "scheduler.guidance_scale", s.guidance_scale)
+    p += sde_type_problems(s)
     _choice(p, "model.finetune", m.finetune, ("full", "lora"))
     _choice(p, "model.family", m.family, ("auto", "sd", "sdxl", "sd3"))
     _positive(p, "model.vae_decode_chunk", m.vae_decode_chunk)

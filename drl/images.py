@@ -95,7 +95,7 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     if cfg.model.gradient_checkpointing:
         model.denoiser.enable_gradient_checkpointing()
     model.denoiser.eval()
-    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps)
+    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps, cfg.scheduler.sde_type)
     autocast = make_autocast(device, cfg.hardware.mixed_precision)
     if cfg.hardware.mixed_precision != "no":
         model.cast_frozen(torch.bfloat16 if cfg.hardware.mixed_precision == "bf16" else torch.float16)

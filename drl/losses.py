@@ -25,17 +25,39 @@ def rwr_weights(rewards: torch.Tensor, beta: float, normalization: str = "batch"
     return w.clamp(max=max_weight) if max_weight > 0 else w
 
 
-def ppo_clip_loss(advantages: torch.Tensor, ratio: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_clip_loss(
+    advantages: torch.Tensor, ratio: torch.Tensor, clip_range: float, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate, to minimise (Schulman et al. 2017, eq. 7; DDPO eq. 5).
 
-    loss = mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))); also returns the
-    fraction of entries where clipping was active.
+    loss = mean(w * max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))) with per-entry weights w (default 1);
+    also returns the fraction of entries where clipping was active.
     """
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
-    loss = torch.maximum(unclipped, clipped).mean()
+    per_entry = torch.maximum(unclipped, clipped)
+    loss = (per_entry if weights is None else per_entry * weights).mean()
     clipfrac = ((ratio - 1).abs() > clip_range).float().mean()
     return loss, clipfrac
+
+
+def guard_log_ratio(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, mean: torch.Tensor, old_mean: torch.Tensor, std: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """GRPO-Guard's normalised log-ratio of a Gaussian step (Wang et al. 2025, "RatioNorm"; as Flow-Factory's
+    GRPOGuardTrainer and verl-omni's GRPOGuardLoss compute it). [n]
+
+    With x' = μ_old + s z sampled, log p_θ(x') - log p_old(x') = <z, δ> / s - ||δ||² / (2 s²), δ = μ_θ - μ_old: its
+    mean over z is negative (the ratio sits below 1 for every advantage) and its spread scales with 1/s, which differs
+    by step. RatioNorm adds the bias back and multiplies by s:
+        log ρ̃ = (log p_θ - log p_old + ||δ||² / (2 s²)) · s = <z, δ>,
+    zero-mean, 0 on-policy, with a gradient (x' - μ_old) ∂μ_θ / s free of the 1/s² of the raw one. ``scale`` reduces
+    ||δ||² as the log-probs were (1 for a sum over dims, 1/D for their mean: the references' convention).
+    log_prob, old_log_prob, std: [n]; mean, old_mean: [n, *D].
+    """
+    mse = (mean.float() - old_mean.float()).pow(2).flatten(1).sum(1) * scale
+    s = std.float()
+    return (log_prob - old_log_prob + mse / (2 * s**2)) * s
 
 
 def gaussian_kl_equal_std(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
@@ -86,6 +108,33 @@ def nft_loss(
 
     r = optimality.float()
     return adv_clip * (r * x0_loss(positive) + (1 - r) * x0_loss(negative)) / beta
+
+
+def awm_log_likelihood(
+    prediction: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, weighting: str = "uniform", power: float = 0.25
+) -> torch.Tensor:
+    """AWM's log-likelihood surrogate of a forward-process sample (Xue et al. 2025, "Advantage Weighted Matching";
+    scxue/advantage_weighted_matching, compute_log_prob_awm), in float32. [B]
+
+    With the matching error e = mean_d (prediction - target)^2 (the pretraining loss: flow matching for a velocity,
+    L_simple for ε), L = -w(e, σ):
+        uniform  e           t   σ e           t2  σ^2 e
+        huber    σ (sqrt(e + 1e-10) - 1e-5)    ghuber  σ ((e + 1e-10)^p - (1e-10)^p) / p
+    σ [B]: the flow level t / T_train of each sample (the weightings other than uniform are defined for flow models).
+    """
+    e = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+    s = sigma.float()
+    if weighting == "uniform":
+        return -e
+    if weighting == "t":
+        return -e * s
+    if weighting == "t2":
+        return -e * s**2
+    if weighting == "huber":
+        return -((e + 1e-10).sqrt() - 1e-5) * s
+    if weighting == "ghuber":
+        return -((e + 1e-10).pow(power) - 1e-10**power) * s / power
+    raise ValueError(f"Unknown AWM weighting {weighting!r}; use uniform, t, t2, huber or ghuber.")
 
 
 def diffusion_dpo_loss(

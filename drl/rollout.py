@@ -4,6 +4,11 @@ It runs the denoising chain for a batch of prompts in chunks of ``batch_size``
 denoiser calls and records what the algorithms need: every x_t, its timestep and
 the exact log-probability of each transition (drl.sampling.denoising_step, the
 same function the update re-scores with), through drl.chain's one chain.
+
+With an SDE window (drl.sde_window) only the window's steps are stochastic and stored; the
+deterministic prefix runs once per group of samples that share x_T, and the steps after the window
+may take a higher-order solver on a shorter schedule. ``denoiser_rows`` counts every sample-step
+the denoiser evaluates (a guided step counts two), so that callers can report denoiser calls.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from drl.models.t2i import T2IModel
 from drl.chain import gaussian_noise, run_chain
 from drl.sampling import NoiseSchedule
+from drl.sde_window import SDEWindow, compress_tail, step_etas
 from drl.sharding import is_sharded
 from drl.types import Conditioning, Rollout
 
@@ -46,6 +52,7 @@ class RolloutCollector:
         # log-prob was computed on (float64 models, in gradient checks, keep float64).
         self.dtype = torch.float64 if model.denoiser.dtype == torch.float64 else torch.float32
         self.on_chunk: Callable[[torch.Tensor, list, list], None] | None = None  # see chunk_callback
+        self.denoiser_rows = 0  # sample-steps evaluated by the denoiser so far (guided: 2 per step)
 
     @contextlib.contextmanager
     def chunk_callback(self, fn: Callable[[torch.Tensor, list, list], None]):
@@ -65,14 +72,29 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(
-        self, prompts: list[str], metadata: list[dict], generator: torch.Generator, initial_noise: torch.Tensor | None = None
+        self,
+        prompts: list[str],
+        metadata: list[dict],
+        generator: torch.Generator,
+        initial_noise: torch.Tensor | None = None,
+        window: SDEWindow | None = None,
+        shared: int = 1,
+        record_means: bool = False,
     ) -> Rollout:
         """Sample one trajectory per prompt. Noise comes from ``generator`` only (reproducible),
-        except x_T when ``initial_noise`` [B, C, h, w] is given (e.g. shared within a group)."""
+        except x_T when ``initial_noise`` [B, C, h, w] is given (e.g. shared within a group).
+
+        ``window``: only its steps are stochastic and stored (drl.sde_window). ``shared``: consecutive runs of
+        this many samples share their prompt and x_T, so a window's deterministic prefix runs once per run.
+        ``record_means``: also store each stored step's μ_θ (Rollout.means).
+        """
         chunks = []
         for start in range(0, len(prompts), self.batch_size):
             x_T = None if initial_noise is None else initial_noise[start : start + self.batch_size]
-            chunks.append(self._collect_chunk(prompts[start : start + self.batch_size], generator, x_T))
+            rows = torch.arange(start, min(start + self.batch_size, len(prompts)))
+            chunks.append(
+                self._collect_chunk(prompts[start : start + self.batch_size], generator, x_T, window, rows // shared, record_means)
+            )
             if self.on_chunk is not None:
                 self.on_chunk(chunks[-1]["samples"], prompts[start : start + self.batch_size], metadata[start : start + self.batch_size])
         cat = lambda key: torch.cat([c[key] for c in chunks])  # noqa: E731
@@ -87,24 +109,62 @@ class RolloutCollector:
             log_probs=cat("log_probs"),
             stochastic=chunks[0]["stochastic"],
             samples=cat("samples"),
+            means=cat("means") if record_means else None,
+            clean_latents=cat("clean_latents") if window is not None else None,
         )
 
-    def _collect_chunk(self, prompts: list[str], generator: torch.Generator, x_T: torch.Tensor | None = None) -> dict:
+    def _collect_chunk(
+        self,
+        prompts: list[str],
+        generator: torch.Generator,
+        x_T: torch.Tensor | None = None,
+        window: SDEWindow | None = None,
+        groups: torch.Tensor | None = None,
+        record_means: bool = False,
+    ) -> dict:
         n = len(prompts)
         cond = self.model.encode_prompts(prompts)  # batch n
         uncond = self.uncond(n)
         noise = gaussian_noise(generator, self.dtype, self.device, self.dtype)
         x = noise((n, *self.latent_shape)) if x_T is None else x_T.to(device=self.device, dtype=self.dtype)  # x_T: [n, C, h, w]
-        chain = run_chain(self.schedule, x, self._denoiser(cond, uncond), noise, eta=self.eta)
+        denoise = self._denoiser(cond, uncond)
+        if window is None:
+            chain = run_chain(self.schedule, x, denoise, noise, eta=self.eta, record_means=record_means)
+            final, stored = chain.sample, chain
+        else:
+            final, stored = self._windowed_chain(x, cond, uncond, noise, window, groups, record_means)
         return {
             "cond": cond,
             "uncond": uncond,
-            "latents": chain.latents,  # [n, S + 1, C, h, w]
-            "timesteps": chain.timesteps,  # [n, S]
-            "log_probs": chain.log_probs,  # [n, S]
-            "stochastic": chain.stochastic,  # [S]
-            "samples": self.model.decode(chain.sample),  # [n, 3, H, W], or clips [n, F, 3, H, W]
+            "latents": stored.latents,  # [n, S + 1, C, h, w] (a window: its K steps, [n, K + 1, ...])
+            "timesteps": stored.timesteps,  # [n, S]
+            "log_probs": stored.log_probs,  # [n, S]
+            "stochastic": stored.stochastic,  # [S]
+            "means": stored.means,  # [n, S, C, h, w] or None
+            "clean_latents": final,  # [n, C, h, w] x_0
+            "samples": self.model.decode(final),  # [n, 3, H, W], or clips [n, F, 3, H, W]
         }
+
+    def _windowed_chain(self, x, cond, uncond, noise, window: SDEWindow, groups: torch.Tensor | None, record_means: bool):
+        """The chain of an SDE window in three parts: the deterministic prefix (once per group of rows that share
+        prompt and x_T: ``groups`` [n], consecutive ids), the window (recorded), the deterministic rest (its own,
+        possibly shorter, schedule). -> (x_0 [n, *D], the window's Chain)."""
+        schedule = self.schedule
+        if window.tail_steps > 0 and window.stop < schedule.num_steps:
+            schedule = compress_tail(schedule, window.stop, window.tail_steps)
+        etas = step_etas(schedule.num_steps, window, self.eta)
+        run = functools.partial(run_chain, schedule, noise=noise, eta=etas, ode_solver=window.ode_solver)
+        prev_x0 = None
+        if window.start > 0:
+            firsts, inverse = _first_of_runs(groups if groups is not None else torch.arange(x.shape[0]))
+            c, u = cond[firsts], None if uncond is None else uncond[firsts]
+            prefix = run(x[firsts], self._denoiser(c, u), record=False, steps=(0, window.start))
+            x = prefix.sample[inverse]  # each row its group's x at the window's first step
+            prev_x0 = None if prefix.last_x0 is None else prefix.last_x0[inverse]
+        denoise = self._denoiser(cond, uncond)
+        stored = run(x, denoise, steps=(window.start, window.stop), prev_x0=prev_x0, record_means=record_means)
+        tail = run(stored.sample, denoise, record=False, steps=(window.stop, schedule.num_steps), prev_x0=stored.last_x0)
+        return tail.sample, stored
 
     def _denoiser(self, cond: Conditioning, uncond: Conditioning | None):
         """(x_t, t, rows=None) -> the (guided) denoiser output under the run's autocast; ``rows`` [b]: x_t holds
@@ -112,6 +172,7 @@ class RolloutCollector:
 
         def denoise(x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
             c, u = (cond, uncond) if rows is None else (cond[rows], None if uncond is None else uncond[rows])
+            self.denoiser_rows += x.shape[0] * (1 if u is None or self.guidance_scale == 1.0 else 2)
             with self.autocast():
                 return self.model.denoise(x, t, c, u, self.guidance_scale)
 
@@ -156,3 +217,11 @@ class RolloutCollector:
             reentrant=not is_sharded(self.model.denoiser),
         )  # fmt: skip
         return (decode(chain.sample), chain.sample.detach(), cond) if with_latents else decode(chain.sample)
+
+
+def _first_of_runs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``ids`` [n] in consecutive runs: (the first row of each run [r], the run of each row [n])."""
+    _, inverse = torch.unique_consecutive(ids, return_inverse=True)
+    is_first = torch.ones_like(ids, dtype=torch.bool)
+    is_first[1:] = ids[1:] != ids[:-1]
+    return is_first.nonzero().flatten(), inverse

@@ -28,10 +28,26 @@ Notation (diffusers name -> symbol):
 
 At σ = 1 the coefficient sqrt(σ / (1 - σ)) is infinite; as flow_grpo does, its denominator
 uses the next level sigmas[1] instead (``sigma_clip``), so the first step stays finite.
+
+CPS, coefficients-preserving sampling (``sde_type="cps"``; Wang & Yu 2025, "Coefficients-Preserving
+Sampling for Reinforcement Learning with Flow Matching", arXiv 2509.05952; IamCreateAI/FlowCPS, and
+flow_grpo's and Flow-Factory's "cps" sde type). The Euler-Maruyama step above adds more noise than the
+level σ' the model is next evaluated at was trained with (its x_{σ'} is not (1 - σ') x_0 + σ' ε). CPS
+instead writes the next sample with the forward process's own coefficients:
+
+6. With ε̂ = x + (1 - σ) v (step 2) and the step's noise std s = σ' · sin(a π / 2),
+        μ_θ = (1 - σ') x̂_0 + sqrt(σ'² - s²) ε̂,        x_{σ'} = μ_θ + s z,  z ~ N(0, I),
+   so x_{σ'} = (1 - σ') x̂_0 + σ' · (unit-variance noise): the coefficients of x_σ' = (1 - σ') x_0 + σ' ε.
+   a = 0 is again the scheduler's Euler step; a = 1 re-draws all the noise (x_{σ'} = (1 - σ') x̂_0 + σ' z);
+   the last step (σ' = 0) adds no noise and is deterministic.
+7. The step is the Gaussian N(μ_θ, s² I), scored with the same exact log-density. (The authors' code keeps
+   only -mean_d (x_{σ'} - μ_θ)² "with all constants removed"; the exact mean-reduced log-prob is that
+   divided by 2 s², minus log s + ½ log 2π: tests/test_sampling_flow.py checks both on the same inputs.)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +63,8 @@ class FlowSchedule:
     sigma_clip: float  # replaces σ = 1 in the denominator of g (see the module docstring)
     kind: str = "flow"
     prediction_type: str = "flow"
+    sde_type: str = "flow_grpo"  # the noise form of a stochastic step: flow_grpo (steps 3-4) or cps (step 6)
+    shift: float = 1.0  # the scheduler's static shift: σ = shift·u / (1 + (shift - 1)·u) of the unshifted level u
 
     @property
     def num_steps(self) -> int:
@@ -63,8 +81,14 @@ class FlowSchedule:
         return self.sigmas.to(t.device)[self.index_of(t) + 1]
 
 
-def make_flow_schedule(scheduler, num_steps: int) -> FlowSchedule:
-    """Read a diffusers FlowMatchEulerDiscreteScheduler's levels for ``num_steps`` steps (its own shift)."""
+SDE_TYPES = ("flow_grpo", "cps")
+
+
+def make_flow_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo") -> FlowSchedule:
+    """Read a diffusers FlowMatchEulerDiscreteScheduler's levels for ``num_steps`` steps (its own shift);
+    ``sde_type``: the noise form of its stochastic steps (module docstring)."""
+    if sde_type not in SDE_TYPES:
+        raise ValueError(f"Unknown flow sde_type {sde_type!r}; use one of {', '.join(SDE_TYPES)}.")
     if scheduler.config.use_dynamic_shifting:
         raise ValueError("Flow schedulers with use_dynamic_shifting (Flux-style) are not supported; SD3/3.5 use a fixed shift.")
     scheduler.set_timesteps(num_steps)
@@ -74,6 +98,8 @@ def make_flow_schedule(scheduler, num_steps: int) -> FlowSchedule:
         timesteps=scheduler.timesteps.float().clone(),
         num_train_timesteps=int(scheduler.config.num_train_timesteps),
         sigma_clip=float(sigmas[1]),
+        sde_type=sde_type,
+        shift=float(scheduler.config.shift),
     )
 
 
@@ -91,10 +117,12 @@ def flow_diffusion_coefficient(schedule: FlowSchedule, t: torch.Tensor, eta: flo
 def flow_mean_std(
     schedule: FlowSchedule, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, eta: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """μ_θ, std [B] and x̂_0 of the Euler-Maruyama step (module docstring, steps 2-4), in float32."""
+    """μ_θ, std [B] and x̂_0 of the stochastic step (module docstring: steps 2-4, or 6 for CPS), in float32."""
     v = model_output if model_output.dtype == torch.float64 else model_output.float()
     x = sample if sample.dtype == torch.float64 else sample.float()
     sigma, sigma_next = schedule.sigma(t), schedule.next_sigma(t)  # [B] float64
+    if schedule.sde_type == "cps":
+        return _cps_mean_std(sigma, sigma_next, v, x, eta)
     delta = sigma_next - sigma  # < 0
     g = flow_diffusion_coefficient(schedule, t, eta)  # [B]
     s, d, gg = _bcast(sigma, x), _bcast(delta, x), _bcast(g, x)
@@ -103,6 +131,52 @@ def flow_mean_std(
     std = (g * (-delta).sqrt()).to(x.dtype)
     x0 = x - s * v
     return mean, std, x0
+
+
+def _cps_mean_std(sigma, sigma_next, v, x, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 6: μ_θ = (1 - σ') x̂_0 + sqrt(σ'² - s²) ε̂ with s = σ' sin(a π / 2); returns (μ_θ, s [B], x̂_0)."""
+    std = sigma_next * math.sin(eta * math.pi / 2)  # [B] float64
+    s, s_next = _bcast(sigma, x), _bcast(sigma_next, x)
+    x0 = x - s * v
+    eps = x + (1 - s) * v
+    mean = (1 - s_next) * x0 + _bcast((sigma_next**2 - std**2).clamp(min=0).sqrt(), x) * eps
+    return mean, std.to(x.dtype), x0
+
+
+def flow_dpmpp_2m_step(
+    schedule: FlowSchedule, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, prev_x0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DPM-Solver++(2M) step of the flow ODE -> (x_{σ'} [B, *D], x̂_0 [B, *D]), float32.
+
+    Lu et al. 2022, "DPM-Solver++" (arXiv 2211.01095), Algorithm 2 with the midpoint form of its second-order
+    term, in the flow parameterisation (α = 1 - σ, λ = log(α / σ), x̂_0 = x - σ v): with h = λ' - λ,
+        x_{σ'} = (σ' / σ) x - α' (e^{-h} - 1) (D0 + ½ D1),   D0 = x̂_0,   D1 = (x̂_0 - x̂_0^prev) / r,
+    r = (λ - λ_prev) / h, x̂_0^prev the previous step's prediction at σ_prev (``prev_x0``). Its first-order
+    part, -α' (e^{-h} - 1) = α' - α σ' / σ, makes it exactly the Euler step x + (σ' - σ) v; as diffusers'
+    DPMSolverMultistepScheduler (final_sigmas_type="zero"), the step is first order without a previous
+    prediction, from σ_prev = 1 (λ_prev = -∞, so D1 = 0) and into σ' = 0 (the last step returns x̂_0).
+    """
+    v = model_output if model_output.dtype == torch.float64 else model_output.float()
+    x = sample if sample.dtype == torch.float64 else sample.float()
+    index = schedule.index_of(t)  # [B]
+    sigmas = schedule.sigmas.to(t.device)
+    sigma, sigma_next = sigmas[index], sigmas[index + 1]  # [B] float64
+    x0 = x - _bcast(sigma, x) * v
+    x0_coef = (1 - sigma_next) - (1 - sigma) * sigma_next / sigma  # -α' (e^{-h} - 1), finite at σ = 1 and σ' = 0
+    prev = x * _bcast(sigma_next / sigma, x) + _bcast(x0_coef, x) * x0
+    if prev_x0 is None:
+        return prev, x0
+    sigma_prev = sigmas[(index - 1).clamp(min=0)]
+    second = (index > 0) & (sigma_prev < 1) & (sigma_next > 0)  # [B] rows with a finite second-order term
+    if not bool(second.any()):
+        return prev, x0
+    lam = lambda s: torch.log1p(-s) - torch.log(s)  # noqa: E731  λ(σ), finite on 0 < σ < 1
+    safe = lambda s, fill: torch.where(second, s, torch.full_like(s, fill))  # noqa: E731
+    h = lam(safe(sigma_next, 0.25)) - lam(safe(sigma, 0.5))
+    r = (lam(safe(sigma, 0.5)) - lam(safe(sigma_prev, 0.75))) / h
+    d1 = (x0 - prev_x0.to(x0.dtype)) / _bcast(r, x)
+    correction = _bcast(torch.where(second, 0.5 * x0_coef, torch.zeros_like(x0_coef)), x) * d1
+    return prev + correction, x0
 
 
 def flow_add_noise(schedule: FlowSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,9 @@ class Conditioning:
 class Rollout:
     """Trajectories of the denoising MDP for one epoch, as the collector returns them.
 
-    Step i maps ``latents[:, i]`` (x_t at ``timesteps[:, i]``) to ``latents[:, i + 1]``.
+    Step i maps ``latents[:, i]`` (x_t at ``timesteps[:, i]``) to ``latents[:, i + 1]``. With an SDE window
+    (drl.sde_window) the stored steps are the window's alone: S is its size, latents[:, 0] is x at its
+    first step, and x_0 is ``clean_latents``.
     """
 
     prompts: list[str]  # [B]
@@ -70,6 +72,8 @@ class Rollout:
     samples: torch.Tensor  # [B, 3, H, W] float in [0, 1], the decoded x_0
     rewards: torch.Tensor | None = None  # [B] float32, filled in by the train loop (on a control task, by the collector)
     reward_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B] unweighted
+    means: torch.Tensor | None = None  # [B, S, C, h, w] float32 μ_θ(x_t) of each step at sampling (GRPO-Guard's ratio)
+    clean_latents: torch.Tensor | None = None  # [B, C, h, w] x_0 when the steps stored end before it (an SDE window)
 
     @property
     def batch_size(self) -> int:
@@ -90,7 +94,7 @@ class Rollout:
     @property
     def final_latents(self) -> torch.Tensor:
         """x_0 in latent space: [B, C, h, w]."""
-        return self.latents[:, -1]
+        return self.latents[:, -1] if self.clean_latents is None else self.clean_latents
 
 
 @dataclass

@@ -14,6 +14,7 @@ import importlib
 from dataclasses import dataclass
 
 from drl.algorithms.schemas.alignprop import AlignPropConfig
+from drl.algorithms.schemas.awm import AWMConfig
 from drl.algorithms.schemas.base import AlgorithmConfig
 from drl.algorithms.schemas.bc import BCConfig
 from drl.algorithms.schemas.ddpo import DDPOConfig
@@ -48,6 +49,7 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "ddpo": AlgorithmEntry(DDPOConfig, images="drl.algorithms.ddpo:DDPO", control="drl.algorithms.policy_ddpo:PolicyDDPO"),
     "alignprop": AlgorithmEntry(AlignPropConfig, images="drl.algorithms.alignprop:AlignProp"),
     "nft": AlgorithmEntry(NFTConfig, images="drl.algorithms.nft:NFT"),
+    "awm": AlgorithmEntry(AWMConfig, images="drl.algorithms.awm:AWM"),
     "dpo": AlgorithmEntry(DPOConfig, images="drl.algorithms.dpo:DPO"),
     "diffusion_ql": AlgorithmEntry(DiffusionQLConfig, control="drl.algorithms.diffusion_ql:DiffusionQL"),
     "dsrl": AlgorithmEntry(DSRLConfig, control="drl.algorithms.dsrl:DSRL"),

@@ -153,11 +153,14 @@ def chunks(indices: torch.Tensor, size: int) -> list[torch.Tensor]:
     return list(indices.split(size))
 
 
-def collect_groups(ctx: TrainContext, group_size: int, generator: torch.Generator, share_noise: bool = False) -> Rollout:
+def collect_groups(
+    ctx: TrainContext, group_size: int, generator: torch.Generator, share_noise: bool = False, **collect_options
+) -> Rollout:
     """train.samples_per_epoch samples: group_size consecutive samples of each drawn prompt.
 
     share_noise: the samples of a group start from the same x_T (DanceGRPO's shared initial
-    noise), so their differences come from the step noise alone.
+    noise), so their differences come from the step noise alone. ``collect_options`` go to the
+    collector (an SDE window, record_means); with shared noise it learns that groups share x_T.
     """
     n = ctx.cfg.train.samples_per_epoch
     prompts, metadata = ctx.prompts.sample(n // group_size, generator)
@@ -168,4 +171,6 @@ def collect_groups(ctx: TrainContext, group_size: int, generator: torch.Generato
         shape, dtype = ctx.collector.latent_shape, ctx.collector.dtype
         initial_noise = torch.randn((n // group_size, *shape), generator=generator, dtype=dtype)  # [B/k, C, h, w]
         initial_noise = initial_noise.repeat_interleave(group_size, dim=0)  # [B, C, h, w]
-    return ctx.collector.collect(prompts, metadata, generator, initial_noise=initial_noise)
+    if collect_options:
+        collect_options["shared"] = group_size if share_noise else 1
+    return ctx.collector.collect(prompts, metadata, generator, initial_noise=initial_noise, **collect_options)

@@ -7,6 +7,12 @@ step function that sampled them, giving the importance ratio of every transition
 Batching: the update flattens the epoch into (sample, step) pairs and runs the denoiser
 on ``train.batch_size`` pairs at a time, mixing timesteps in one call (the UNet takes a
 timestep per sample), so no call is wasted on a small batch.
+
+Options of 2025 (each a config key, drl/algorithms/schemas/ddpo.py): an SDE window (Flow-GRPO-Fast,
+MixGRPO; drl/sde_window.py): only a window's steps are sampled with noise, stored and trained, the rest
+run the ODE (DPM-Solver++(2M) optionally, on a shorter schedule after the window); GRPO-Guard's ratio
+normalisation and per-step reweighting (drl.losses.guard_log_ratio). Denoiser calls (sample-steps through
+the denoiser, guided ones counted twice) are reported per rank for the sampling and the update.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import torch
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.schemas.ddpo import DDPOConfig
-from drl.losses import gaussian_kl_equal_std, ppo_clip_loss
+from drl.losses import gaussian_kl_equal_std, guard_log_ratio, ppo_clip_loss
 from drl.sampling import denoising_step
 from drl.sampling_flow import flow_diffusion_coefficient
+from drl.sde_window import SDEWindow, window_start
 from drl.stat_tracking import PerPromptStatTracker
 from drl.types import Rollout
 
@@ -73,11 +80,35 @@ class DDPO(Algorithm):
         super().__init__(cfg, ctx)
         self.cfg: DDPOConfig = cfg
         self.tracker = PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
+        self.epochs_done = 0  # updates so far: a sliding SDE window's clock (checkpointed)
+        self.window: SDEWindow | None = None  # this epoch's SDE window (None: every step stochastic)
+        self.sample_calls: int | None = None  # denoiser sample-steps of this epoch's rollout (None: not counted)
 
     # ---------------------------------------------------------------- sampling
     def collect(self, generator: torch.Generator) -> Rollout:
-        """group_size samples of each prompt (consecutive); share_group_noise gives a group one x_T."""
-        return collect_groups(self.ctx, self.cfg.group_size, generator, self.cfg.share_group_noise)
+        """group_size samples of each prompt (consecutive); share_group_noise gives a group one x_T.
+        With an SDE window, only its steps are stochastic and stored (and a shared x_T's ODE prefix runs once)."""
+        cfg, ctx = self.cfg, self.ctx
+        self.window = self.next_window()
+        options = {"window": self.window} if self.window is not None else {}
+        if cfg.ratio_norm:
+            options["record_means"] = True
+        before = ctx.collector.denoiser_rows
+        batch = collect_groups(ctx, cfg.group_size, generator, cfg.share_group_noise, **options)
+        self.sample_calls = ctx.collector.denoiser_rows - before
+        return batch
+
+    def next_window(self) -> SDEWindow | None:
+        """This epoch's SDE window (drl.sde_window): fixed, drawn (from the update's generator) or sliding with the epoch."""
+        cfg = self.cfg
+        if cfg.sde_window <= 0:
+            return None
+        max_start = cfg.window_max_start(self.ctx.schedule.num_steps)
+        start = window_start(
+            cfg.sde_window_position, self.epochs_done, self.generator, cfg.sde_window_start, max_start,
+            cfg.sde_window_every, cfg.sde_window_stride,
+        )  # fmt: skip
+        return SDEWindow(start, cfg.sde_window, cfg.ode_solver, cfg.ode_steps_after_window)
 
     # -------------------------------------------------------------- advantages
     def advantages(self, batch: Rollout) -> torch.Tensor:
@@ -102,13 +133,15 @@ class DDPO(Algorithm):
         advantages = self.advantages(batch)  # [B]
         dims = batch.latents[0, 0].numel()
         scale = 1.0 if cfg.logprob_reduction == "sum" else 1.0 / dims  # mean = sum / D, the same op both sides
-        steps = select_train_steps(batch.stochastic, batch.batch_size, cfg.timestep_fraction, self.generator, cfg.skip_last_steps)  # [B, K]
+        skip_last = 0 if self.window is not None else cfg.skip_last_steps  # a window keeps clear of the last steps itself
+        steps = select_train_steps(batch.stochastic, batch.batch_size, cfg.timestep_fraction, self.generator, skip_last)  # [B, K]
         sample_index = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [B*K]
         step_index = steps.reshape(-1)  # [B*K]
         num_pairs = sample_index.numel()
 
         totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_base": 0.0, "grad_norm": 0.0}
         first_ratio_dev, optimizer_steps, skipped = None, 0, 0
+        self.update_calls = 0
         ctx.model.denoiser.train()
         for inner in range(cfg.num_inner_epochs):
             order = torch.randperm(num_pairs, generator=self.generator)
@@ -136,8 +169,14 @@ class DDPO(Algorithm):
                 "train/lr": self.lr,
                 "train/advantage_abs_mean": float(advantages.abs().mean()),
                 "train/pairs": num_pairs,
+                "train/denoiser_calls_update": self.update_calls,
             }
         )
+        if self.sample_calls is not None:
+            metrics["train/denoiser_calls_sample"] = self.sample_calls
+        if self.window is not None:
+            metrics["train/sde_window_start"] = self.window.start
+        self.epochs_done += 1
         return metrics
 
     def _pair_loss(self, batch: Rollout, b: torch.Tensor, i: torch.Tensor, adv: torch.Tensor, scale: float) -> dict:
@@ -149,15 +188,24 @@ class DDPO(Algorithm):
         cond = batch.cond[b]  # batch n
         uncond = None if batch.uncond is None else batch.uncond[b]
         guidance = ctx.collector.guidance_scale
+        calls = len(b) * (2 if uncond is not None and guidance != 1.0 else 1)
         with ctx.autocast():
             out = ctx.model.denoise(x_t, t, cond, uncond, guidance)
+        self.update_calls += calls
         step = denoising_step(ctx.schedule, out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev)
         log_prob = step.log_prob * scale
         old_log_prob = batch.log_probs[b, i] * scale
-        ratio = torch.exp(log_prob - old_log_prob)
-        loss, clipfrac = ppo_clip_loss(adv, ratio, self.cfg.clip_range)
+        log_ratio = log_prob - old_log_prob
+        if self.cfg.ratio_norm:  # GRPO-Guard: <z, mu - mu_old> instead of the biased, step-scaled log-ratio
+            log_ratio = guard_log_ratio(log_prob, old_log_prob, step.mean, batch.means[b, i], step.std, scale)
+        ratio = torch.exp(log_ratio)
+        weights = None
+        if self.cfg.step_reweight:  # GRPO-Guard: each step's loss / (-dσ)
+            weights = (1 / (ctx.schedule.sigma(t) - ctx.schedule.next_sigma(t))).float()
+        loss, clipfrac = ppo_clip_loss(adv, ratio, self.cfg.clip_range, weights)
         kl = torch.zeros(())
         if self.cfg.kl_coef > 0:
+            self.update_calls += calls
             with ctx.autocast():
                 ref_out = self.reference(x_t, t, cond, uncond, guidance)
             ref_mean = denoising_step(ctx.schedule, ref_out, t, x_t, eta=ctx.collector.eta, prev_sample=x_prev).mean
@@ -175,8 +223,9 @@ class DDPO(Algorithm):
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "tracker": self.tracker.state_dict()}
+        return {**super().state_dict(), "tracker": self.tracker.state_dict(), "epochs_done": self.epochs_done}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.tracker.load_state_dict(state["tracker"])
+        self.epochs_done = state.get("epochs_done", 0)  # checkpoints before the SDE window had no clock

@@ -1,0 +1,123 @@
+"""AWM: Advantage Weighted Matching (Xue et al. 2025, "Advantage Weighted Matching: Aligning RL with Pretraining
+in Diffusion Models"; scxue/advantage_weighted_matching).
+
+DDPO scores each reverse transition x_t -> x_{t-1}, an implicit matching loss against the noisy target x_{t-1}.
+AWM instead scores the clean sample x_0 with the pretraining loss itself: noise x_0 afresh at a training timestep,
+take the matching log-likelihood L = -w(mean_d (out - target)^2) (drl.losses.awm_log_likelihood), and run PPO's
+clipped surrogate on the ratio exp(L_θ - L_old) with the sample's advantage. L_old is the sampling weights' value
+on the same noised input, taken before the first optimizer step, so the ratio is 1 on-policy. Any sampler works
+(the ODE included): nothing of the rollout but x_0 is used.
+
+Why a separate algorithm and not an option of NFT or DDPO: its loss is neither. NFT regresses implicit positive and
+negative policies v± = v_old ± β (v_θ - v_old) mixed by an optimality probability, with no ratio and no clipping;
+DDPO's ratio is of reverse-step densities that only a stochastic sampler has. AWM shares NFT's data (x_0, fresh
+noise, forward-process pairs) and DDPO's objective (advantages, PPO clipping), so it reuses their pieces here:
+group advantages and step selection from drl.algorithms.ddpo, the clipped surrogate from drl.losses.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from drl import distributed
+from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
+from drl.algorithms.ddpo import group_advantages, select_train_steps
+from drl.algorithms.regularization import prediction_kl
+from drl.algorithms.schemas.awm import AWMConfig
+from drl.losses import awm_log_likelihood, ppo_clip_loss
+from drl.sampling import add_noise, training_target
+from drl.types import Conditioning, Rollout
+
+
+class AWM(Algorithm):
+    def __init__(self, cfg: AWMConfig, ctx: TrainContext):
+        super().__init__(cfg, ctx)
+        self.cfg: AWMConfig = cfg
+        self.sample_calls = 0
+
+    def collect(self, generator: torch.Generator) -> Rollout:
+        before = self.ctx.collector.denoiser_rows
+        batch = collect_groups(self.ctx, self.cfg.group_size, generator)
+        self.sample_calls = self.ctx.collector.denoiser_rows - before
+        return batch
+
+    def advantages(self, batch: Rollout) -> torch.Tensor:
+        """Rewards normalised within each prompt's group (or over the batch), over every rank's samples, clipped. [B]"""
+        cfg = self.cfg
+        all_rewards, _, mine = distributed.gather_rewards(batch.rewards.detach().float().cpu(), batch.prompts)
+        size = cfg.group_size if cfg.group_size > 1 else all_rewards.numel()
+        adv = group_advantages(all_rewards, size, cfg.adv_std_floor, cfg.group_std, cfg.adv_std_eps)[mine]
+        return adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(self.ctx.device)
+
+    def update(self, batch: Rollout) -> dict[str, float]:
+        cfg, ctx = self.cfg, self.ctx
+        advantages = self.advantages(batch)  # [B]
+
+        # (sample, timestep) pairs on the forward process, fixed for the epoch.
+        all_steps = torch.ones(ctx.schedule.num_steps, dtype=torch.bool)
+        steps = select_train_steps(all_steps, batch.batch_size, cfg.timestep_fraction, self.generator)  # [B, K]
+        b = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [N]
+        t = ctx.schedule.timesteps[steps.reshape(-1)].to(ctx.device)  # [N]
+        x0 = batch.final_latents[b]  # [N, C, h, w]
+        noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype).to(ctx.device)  # [N, C, h, w]
+        x_t = add_noise(ctx.schedule, x0, noise, t)  # [N, C, h, w]
+        target = training_target(ctx.schedule, x0, noise, t)  # [N, C, h, w]
+        sigma = t.float() / ctx.schedule.num_train_timesteps if ctx.schedule.kind == "flow" else torch.ones_like(t, dtype=torch.float32)
+        cond = batch.cond[b]  # batch N
+        num_pairs = b.numel()
+
+        ctx.model.denoiser.train()
+        self.update_calls = 0
+        with torch.no_grad():  # L_old: the sampling weights on the same noised inputs, before any step
+            old = torch.cat([self._log_likelihood(x_t[c], t[c], cond[c], target[c], sigma[c])[0] for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)])
+
+        totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_base": 0.0, "grad_norm": 0.0}
+        first_ratio_dev, optimizer_steps = None, 0
+        for _ in range(cfg.num_inner_epochs):
+            order = torch.randperm(num_pairs, generator=self.generator)
+            for minibatch in order.chunk(cfg.minibatches):
+                for c in chunks(minibatch, ctx.cfg.train.batch_size):
+                    log_likelihood, prediction = self._log_likelihood(x_t[c], t[c], cond[c], target[c], sigma[c])
+                    log_ratio = log_likelihood - old[c]
+                    ratio = torch.exp(log_ratio)
+                    loss, clipfrac = ppo_clip_loss(advantages[b[c]], ratio, cfg.clip_range)
+                    kl = torch.zeros((), device=ctx.device)
+                    if cfg.kl_coef > 0:
+                        with ctx.autocast():
+                            kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
+                        self.update_calls += len(c)
+                        loss = loss + cfg.kl_coef * kl
+                    (loss * (len(c) / len(minibatch))).backward()
+                    if first_ratio_dev is None:
+                        first_ratio_dev = float((ratio.detach() - 1).abs().max())  # before any update: 0 on-policy
+                    weight = len(c) / num_pairs / cfg.num_inner_epochs
+                    totals["loss"] += float(loss.detach()) * weight
+                    totals["approx_kl"] += float(0.5 * log_ratio.detach().pow(2).mean()) * weight
+                    totals["clipfrac"] += float(clipfrac) * weight
+                    totals["kl_to_base"] += float(kl.detach()) * weight
+                grad_norm, stepped = self.optimizer_step()
+                totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
+                optimizer_steps += stepped
+        ctx.model.denoiser.eval()
+        metrics = {f"train/{k}": v for k, v in totals.items()}
+        metrics.update(
+            {
+                "train/ratio_dev_first": first_ratio_dev,
+                "train/advantage_abs_mean": float(advantages.abs().mean()),
+                "train/optimizer_steps": optimizer_steps,
+                "train/pairs": num_pairs,
+                "train/lr": self.lr,
+                "train/denoiser_calls_sample": self.sample_calls,
+                "train/denoiser_calls_update": self.update_calls,
+            }
+        )
+        return metrics
+
+    def _log_likelihood(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, target: torch.Tensor, sigma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L [n], the conditional prediction [n, *D]) under the current weights (no guidance, as the matching loss)."""
+        with self.ctx.autocast():
+            prediction = self.ctx.model.denoise(x_t, t, cond)
+        self.update_calls += x_t.shape[0]
+        return awm_log_likelihood(prediction, target, sigma, self.cfg.weighting, self.cfg.ghuber_power), prediction
