@@ -49,7 +49,7 @@ class AWM(Algorithm):
         adv = group_advantages(all_rewards, size, cfg.adv_std_floor, cfg.group_std, cfg.adv_std_eps)[mine]
         return adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(self.ctx.device)
 
-    def update(self, batch: Rollout) -> dict[str, float]:
+    def update(self, batch: Rollout, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         advantages = self.advantages(batch)  # [B]
 
