@@ -6,16 +6,20 @@ A call is split into requests of ``batch_size`` samples, sent ``concurrency`` at
 to urls[(rank + k) % len(urls)], so several servers share the load and every rank talks to them; a
 failed request is retried on the next URL after backoff_s * 2**attempt seconds. When every try fails,
 RewardError stops the run (its last checkpoint stays; the same command resumes once a server is back).
+
+A server that asks for a token gets ``Authorization: Bearer <token>``, the token read from the environment
+variable ``token_env`` (DRL_REWARD_TOKEN) or the file ``token_file``, never from the config (which is saved
+with the run). https URLs are verified against the system's CAs, or ``ca_file`` (e.g. a self-signed certificate).
 """
 
 from __future__ import annotations
 
-import json
+import os
+import ssl
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import torch
 
 from drl import distributed
@@ -25,28 +29,68 @@ from drl.rewards.protocol import encode_request
 RETRIED_STATUS = (502, 503, 504)  # a proxy or an overloaded server: worth another try
 
 
-def post(url: str, body: bytes, timeout_s: float) -> dict:
-    request = urllib.request.Request(f"{url.rstrip('/')}/score", data=body, headers={"Content-Type": "application/octet-stream"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.loads(response.read())
+class Answered(Exception):
+    """The server answered with an error status: the status and its one sentence."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
 
 
-def server_detail(error: urllib.error.HTTPError) -> str:
+def server_detail(response: httpx.Response) -> str:
+    """The server's one sentence ({"detail": ...}), or the HTTP status when the body holds none."""
     try:
-        return str(json.loads(error.read())["detail"])
+        return str(response.json()["detail"])
     except Exception:
-        return f"HTTP {error.code} {error.reason}"
+        return f"HTTP {response.status_code} {response.reason_phrase}"
+
+
+def post(client: httpx.Client, url: str, body: bytes) -> dict:
+    """POST the body to url/score: the JSON answer, or Answered for an error status. httpx reads the server's
+    answer even when the server stopped reading the body (a 413 for an oversized one)."""
+    response = client.post(f"{url.rstrip('/')}/score", content=body, headers={"Content-Type": "application/octet-stream"})
+    if response.status_code != 200:
+        raise Answered(response.status_code, server_detail(response))
+    return response.json()
+
+
+def read_client_token(token_env: str | None, token_file: str | None) -> str | None:
+    """The bearer token to send: the first line of ``token_file``, else $token_env, else None."""
+    if token_file:
+        path = os.path.expanduser(str(token_file))
+        try:
+            with open(path) as f:
+                token = f.readline().strip()
+        except OSError as e:
+            raise RewardError(f"remote: cannot read token_file {token_file} ({e.strerror}).") from None
+        if not token:
+            raise RewardError(f"remote: token_file {token_file} is empty; write the server's token on its first line.")
+        return token
+    return (os.environ.get(str(token_env), "").strip() or None) if token_env else None
 
 
 class RemoteReward:
     """The scoring callable (samples, prompts, metadata) -> (scores [B], info {key: [B]})."""
 
-    def __init__(self, urls, batch_size: int, concurrency: int, timeout_s: float, retries: int, backoff_s: float, groupwise: bool):
+    def __init__(
+        self, urls, batch_size: int, concurrency: int, timeout_s: float, retries: int, backoff_s: float, groupwise: bool,
+        token: str | None = None, ca_file: str | None = None,
+    ):  # fmt: skip
         self.urls = [urls] if isinstance(urls, str) else [str(u) for u in urls]
         if not self.urls or batch_size < 1 or concurrency < 1 or timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise RewardError("remote needs urls, batch_size >= 1, concurrency >= 1, timeout_s > 0, retries >= 0 and backoff_s >= 0.")
         self.batch_size, self.timeout_s, self.retries, self.backoff_s = batch_size, timeout_s, retries, backoff_s
         self.groupwise = groupwise  # then every call is one group, sent whole
+        if ca_file and not os.path.isfile(os.path.expanduser(str(ca_file))):
+            raise RewardError(f"remote: ca_file {ca_file}: no such file.")
+        verify = ssl.create_default_context(cafile=os.path.expanduser(str(ca_file))) if ca_file else True
+        self.client = httpx.Client(
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout_s,
+            verify=verify,
+            limits=httpx.Limits(max_connections=concurrency),
+            trust_env=False,  # no proxy from the environment between a run and its reward server
+        )
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="drl-remote")
 
     def request(self, k: int, body: bytes) -> dict:
@@ -57,13 +101,13 @@ class RemoteReward:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             url = self.urls[(distributed.rank() + k + attempt) % len(self.urls)]
             try:
-                return post(url, body, self.timeout_s)
-            except urllib.error.HTTPError as e:
-                if e.code not in RETRIED_STATUS:  # the server answered: another try would get the same answer
-                    raise RewardError(f"the reward server at {url} refused the request: {server_detail(e)}") from None
-                failure = f"{url}: {server_detail(e)}"
-            except (urllib.error.URLError, OSError) as e:  # refused, unreachable, timed out
-                failure = f"{url}: {getattr(e, 'reason', e)}"
+                return post(self.client, url, body)
+            except Answered as e:
+                if e.status not in RETRIED_STATUS:  # the server answered: another try would get the same answer
+                    raise RewardError(f"the reward server at {url} refused the request: {e}") from None
+                failure = f"{url}: {e}"
+            except (httpx.TransportError, OSError) as e:  # refused, unreachable, timed out, closed mid-answer
+                failure = f"{url}: {str(e) or type(e).__name__}"
         raise RewardError(
             f"no reward server answered after {self.retries + 1} tries (last: {failure}); start it (drl-reward-server ...) "
             "and rerun the same command: the run resumes from its last checkpoint."
@@ -88,6 +132,10 @@ def remote(
     retries: int = 3,
     backoff_s: float = 1.0,
     groupwise: bool = False,
+    token_env: str | None = "DRL_REWARD_TOKEN",
+    token_file: str | None = None,
+    ca_file: str | None = None,
 ) -> RemoteReward:
     """A reward served over HTTP (see the module docstring); the term's flags (differentiable: false) stay drl's."""
-    return RemoteReward(urls, batch_size, concurrency, timeout_s, retries, backoff_s, groupwise)
+    token = read_client_token(token_env, token_file)
+    return RemoteReward(urls, batch_size, concurrency, timeout_s, retries, backoff_s, groupwise, token, ca_file)
