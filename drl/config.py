@@ -428,6 +428,13 @@ def find_problems(cfg: Config) -> list[str]:
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
     _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)
+    for key, spec in cfg.reward.terms.items():  # a term that compares the samples of a group needs groups
+        kind = "pairwise" if isinstance(spec, Mapping) and spec.get("pairwise") else "groupwise" if isinstance(spec, Mapping) and spec.get("groupwise") else ""
+        if kind and term_weight(spec) != 0 and cfg.env is None and a.samples_per_group == 1:
+            p.append(
+                f"reward term {key!r} is {kind}: it compares the samples of one prompt's group, and algorithm={a.name} samples one "
+                "per prompt; use algorithm=ddpo, nft or dpo with algorithm.group_size > 1."
+            )
     wrong_domain = domain_problem(a.name, domain_of(cfg))  # the registry (drl/algorithms/__init__.py) says where each runs
     if not wrong_domain:
         p += a.problems(cfg)  # the algorithm's own keys: drl/algorithms/schemas/<name>.py

@@ -194,11 +194,21 @@ def test_a_groupwise_rank_reward_scores_each_group_of_one_prompt(tmp_path, plugi
         assert math.isfinite(record["train/loss"])
 
 
-def test_a_groupwise_reward_needs_an_algorithm_that_samples_groups(plugin_dir, monkeypatch):
+@pytest.mark.parametrize("kind", ["groupwise", "pairwise"])
+def test_a_group_reward_needs_an_algorithm_that_samples_groups_and_is_refused_before_any_work(plugin_dir, monkeypatch, kind):
     directory, module = plugin_dir
     monkeypatch.syspath_prepend(str(directory))
+    for algorithm in (["algorithm=rwr"], ["algorithm=ddpo", "algorithm.group_size=1"]):
+        with pytest.raises(ConfigError, match=f"reward term 'mine' is {kind}: it compares the samples of one prompt's group, and "
+                           f"{algorithm[0]} samples one per prompt; use algorithm=ddpo, nft or dpo with algorithm.group_size > 1.") as refused:
+            compose_config(_tiny(*algorithm, _plugin(module, "Rank", **{kind: "true"})))  # validation: no model is built
+        assert "\n" not in str(refused.value)
+    # Built without the config's check (e.g. by a script), the reward refuses too.
     with pytest.raises(ConfigError, match="reward 'mine' scores whole groups .* use algorithm=ddpo, nft or dpo with algorithm.group_size > 1"):
-        build_context(compose_config(_tiny("algorithm=rwr", _plugin(module, "Rank", groupwise="true"))))
+        from drl.rewards import build_reward
+
+        cfg = compose_config(_tiny("algorithm.group_size=4", _plugin(module, "Rank", groupwise="true")))
+        build_reward(cfg.reward, torch.device("cpu"), group_size=1)
 
 
 def test_eval_terms_are_scored_only_before_and_after_training_with_their_paired_gain(tmp_path, plugin_dir, monkeypatch):

@@ -25,7 +25,9 @@ from drl.errors import RewardError
 from drl.rewards.base import Reward
 
 # Keys of a plug-in term that drl reads (with their defaults); the others go to the factory.
-FLAGS: dict[str, Any] = {"weight": 1.0, "differentiable": False, "video": False, "frames": 0, "groupwise": False, "per_sample": True}
+FLAGS: dict[str, Any] = {
+    "weight": 1.0, "differentiable": False, "video": False, "frames": 0, "groupwise": False, "per_sample": True, "pairwise": False,
+}  # fmt: skip
 
 
 def is_plugin(spec: Any) -> bool:
@@ -93,6 +95,7 @@ def build_plugin(name: str, spec: Mapping, device: torch.device) -> Reward:
         frames=int(flags["frames"]),
         groupwise=bool(flags["groupwise"]),
         per_sample=bool(flags["per_sample"]),
+        pairwise=bool(flags["pairwise"]),
         plugin=target,
     )
 
