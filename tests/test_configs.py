@@ -15,6 +15,7 @@ CONTROL = ["env=bandit", "model=diffusion_policy", "reward=env_return", "schedul
 EXTRA = {
     "prompts=file": ["prompts.path=/tmp/prompts.txt"],
     "model=sd3": ["scheduler=flow"],
+    "scheduler=flow": ["model=toy_flow"],  # toy_t2i (the default model) is refused with scheduler=flow
     "model=modelscope_t2v": ["model.path=/tmp/modelscope"],
     "model=diffusion_policy": CONTROL,
     "reward=env_return": CONTROL,
