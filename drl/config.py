@@ -818,7 +818,7 @@ def _model_directory_problems(m: ModelConfig, s: SchedulerConfig) -> list[str]:
     found = local_family(m.path)
     if found is None or m.family not in ("auto", found):
         return [] if found is None else [f"model.family={m.family} but model.path={m.path} holds a {found} model: use model.family=auto (or {found})."]
-    if (found in FLOW_FAMILIES) != (s.kind == "flow"):
+    if m.family == "auto" and (found in FLOW_FAMILIES) != (s.kind == "flow"):  # an explicit family: find_problems says it
         fix = "scheduler=flow" if found in FLOW_FAMILIES else "scheduler=ddim or scheduler=ddpm"
         what = "a flow-matching" if found in FLOW_FAMILIES else f"an ε/v-prediction ({found})"
         return [f"model.path={m.path} holds {what} model, which scheduler={s.kind} cannot sample: use {fix}."]

@@ -22,7 +22,8 @@ run_dir=outputs/build/toy_flow_pretrain
 rm -rf "$run_dir"
 # A pixel-space SD3Transformer2DModel (drl/models/toy.py) trained with the rectified-flow loss on the same noisy
 # captions as toy_t2i, conditioned through toy_t2i's text encoder, kept frozen (as SD3 keeps its CLIPs). 960
-# optimizer steps: ~10 min on an idle 2-core CPU with one thread. The short run takes a faster EMA than toy_t2i's.
+# optimizer steps: 13 min of CPU on one thread (55 min of wall time on the 2-core machine shared with ~10 other
+# processes). The short run takes a faster EMA than toy_t2i's (0.995: a 200-step window).
 drl-train model=toy_flow model.from_scratch=true algorithm=pretrain reward=toy_alignment \
   train.epochs=24 algorithm.steps_per_epoch=40 train.batch_size=32 train.save_every=4 \
   algorithm.train_text_encoder=false algorithm.warmup_steps=100 algorithm.ema_decay=0.995 \
