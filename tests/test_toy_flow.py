@@ -178,3 +178,18 @@ def test_every_flow_method_runs_an_epoch_on_the_toy_flow_model(tmp_path, random_
     if method == "flow_grpo":
         assert records[0]["train/ratio_dev_first"] <= 1e-5 and records[0]["train/kl_to_base"] >= 0
     assert isinstance(load_t2i(str(tmp_path / "model")), SD3Model)  # exported in the layout it was loaded from
+
+
+@pytest.mark.parametrize("toy, reference", [("toy_flow_grpo", "ref_flow_grpo_sd35"), ("toy_diffusion_nft", "ref_diffusion_nft_sd35")])
+def test_toy_flow_counterparts_keep_every_setting_of_their_reference_recipe_but_the_scale(toy, reference):
+    from dataclasses import asdict
+
+    ours, theirs = compose_config([f"experiment={toy}"], tiny=False), compose_config([f"experiment={reference}"], tiny=False)
+    assert ours.model.path == "drl:toy_flow" and ours.reward.terms == {"toy_alignment": 1.0} and ours.prompts.source == "toy"
+    assert {k: v for k, v in asdict(ours.algorithm).items() if k != "group_size"} == {
+        k: v for k, v in asdict(theirs.algorithm).items() if k != "group_size"
+    }
+    assert ours.scheduler == theirs.scheduler and ours.seed == theirs.seed
+    for key in ("finetune", "lora_rank", "lora_alpha", "lora_targets"):
+        assert getattr(ours.model, key) == getattr(theirs.model, key), key
+    assert ours.algorithm.group_size < theirs.algorithm.group_size and ours.train.samples_per_epoch % ours.algorithm.group_size == 0
