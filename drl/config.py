@@ -387,6 +387,8 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "model.vae_decode_chunk", m.vae_decode_chunk)
     if (m.family == "sd3") != (s.kind == "flow") and m.family != "auto":
         p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models (sd3) take scheduler=flow, the others ddim or ddpm.")
+    if cfg.env is None and m.kind == "t2i":
+        p.extend(_model_directory_problems(m, s))
     _positive(p, "model.lora_rank", m.lora_rank)
     _positive(p, "model.resolution", m.resolution)
     _choice(p, "model.kind", m.kind, ("t2i", "t2v"))
@@ -447,6 +449,25 @@ def find_problems(cfg: Config) -> list[str]:
     if cfg.env is not None:
         p.extend(control_problems(cfg))
     return p
+
+
+def _model_directory_problems(m: ModelConfig, s: SchedulerConfig) -> list[str]:
+    """A text-to-image model's family against its directory and the scheduler, read from the directory before
+    anything loads (drl.models.layout); a hub id is checked when it loads."""
+    from drl.models.layout import FLOW_FAMILIES, local_family
+
+    if m.from_scratch:
+        if m.family not in ("auto", "sd", "sd3"):
+            return [f"model.from_scratch=true builds a toy architecture: model.family=sd3 (toy_flow's transformer) or sd (toy_t2i's UNet); there is no toy {m.family}."]
+        return []
+    found = local_family(m.path)
+    if found is None or m.family not in ("auto", found):
+        return [] if found is None else [f"model.family={m.family} but model.path={m.path} holds a {found} model: use model.family=auto (or {found})."]
+    if m.family == "auto" and (found in FLOW_FAMILIES) != (s.kind == "flow"):  # an explicit family: find_problems says it
+        fix = "scheduler=flow" if found in FLOW_FAMILIES else "scheduler=ddim or scheduler=ddpm"
+        what = "a flow-matching" if found in FLOW_FAMILIES else f"an ε/v-prediction ({found})"
+        return [f"model.path={m.path} holds {what} model, which scheduler={s.kind} cannot sample: use {fix}."]
+    return []
 
 
 def control_problems(cfg) -> list[str]:

@@ -58,9 +58,11 @@ def build_model(cfg: Config) -> T2IModel:
         if cfg.model.from_scratch:
             return build_toy_t2v(cfg.model.resolution, cfg.model.num_frames, seed=cfg.seed)
         return load_t2v(cfg.model.path, cfg.model.num_frames)
-    if cfg.model.from_scratch:
-        from drl.models.toy import build_toy_t2i
+    if cfg.model.from_scratch:  # the toy architecture of model.family: toy_flow's transformer (sd3) or toy_t2i's UNet
+        from drl.models.toy import build_toy_flow, build_toy_t2i
 
+        if cfg.model.family == "sd3":
+            return build_toy_flow(cfg.model.resolution, seed=cfg.seed)
         return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
     model = load_t2i(cfg.model.path, cfg.model.family)
     model.decode_chunk_size, model.resolution = cfg.model.vae_decode_chunk, cfg.model.resolution

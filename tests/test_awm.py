@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import compose_config, read_records, tiny_model_overrides
 
-from drl.config import ConfigError
+from drl.errors import ConfigError
 from drl.losses import awm_log_likelihood, ppo_clip_loss
 from drl.train import train
 

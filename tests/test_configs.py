@@ -16,6 +16,7 @@ CONTROL = ["env=bandit", "model=diffusion_policy", "scheduler=ddpm", "algorithm=
 EXTRA = {
     "prompts=file": ["prompts.path=/tmp/prompts.txt"],
     "model=sd3": ["scheduler=flow"],
+    "scheduler=flow": ["model=toy_flow"],  # toy_t2i (the default model) is refused with scheduler=flow
     "model=modelscope_t2v": ["model.path=/tmp/modelscope"],
     "model=diffusion_policy": CONTROL,
     "algorithm=diffusion_ql": CONTROL[:-1],

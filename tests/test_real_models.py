@@ -141,9 +141,13 @@ def test_exported_lora_loads_into_a_fresh_diffusers_pipeline_and_changes_it(tmp_
 
 
 def test_sd3_refuses_ddim_with_one_sentence(tiny_dirs):
-    """A flow model found by auto-detection with the default DDIM scheduler: a ConfigError (exit 2 in drl-train)."""
+    """A flow model found by auto-detection with the default DDIM scheduler: a ConfigError (exit 2 in drl-train),
+    from the directory before anything loads; a hub id, read only when it loads, is refused by the model itself."""
+    path = tiny_dirs["sd3"]
+    with pytest.raises(ConfigError, match=rf"^model\.path={path} holds a flow-matching model, which scheduler=ddim cannot sample: use scheduler=flow\.$"):
+        compose_config([f"model.path={path}", *SMALL])
     with pytest.raises(ConfigError, match=r"^scheduler=ddim does not fit a SD3Model: use scheduler=flow\.$"):
-        build_context(compose_config([f"model.path={tiny_dirs['sd3']}", *SMALL]))
+        load_t2i(path).make_scheduler("ddim")
 
 
 def test_alignprop_backpropagates_the_clip_aesthetic_reward_into_sd15(tmp_path, tiny_dirs):

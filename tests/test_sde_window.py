@@ -13,7 +13,8 @@ import torch
 from conftest import compose_config, read_records, tiny_model_overrides
 
 from drl.chain import gaussian_noise, run_chain
-from drl.config import ConfigError, find_problems
+from drl.config import find_problems
+from drl.errors import ConfigError
 from drl.sampling_flow import FlowSchedule
 from drl.sde_window import SDEWindow, compress_tail, step_etas, window_start
 from drl.train import build_context, train
@@ -142,7 +143,8 @@ def test_ddim_window_keeps_eta_zero_outside(tiny_dirs):
 @pytest.fixture(scope="module")
 def ddpo_configs():
     """algorithm=ddpo composed once on each scheduler kind; the refusals below edit copies (composing costs ~1 s)."""
-    return {kind: compose_config(["algorithm=ddpo", f"scheduler={kind}"]) for kind in ("ddim", "ddpm", "flow")}
+    model = {"ddim": [], "ddpm": [], "flow": ["model=toy_flow"]}  # the flow sampler needs a flow model
+    return {kind: compose_config(["algorithm=ddpo", f"scheduler={kind}", *model[kind]]) for kind in ("ddim", "ddpm", "flow")}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from drl.errors import ConfigError
+from drl.models.layout import detect_family
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path
@@ -20,20 +21,11 @@ from drl.models.wan import is_wan_layout, load_wan
 FAMILIES = ("sd", "sdxl", "sd3")
 
 
-def detect_family(location: str) -> str:
-    """sd, sdxl or sd3 from a local directory's layout (transformer/ -> sd3, text_encoder_2/ -> sdxl)."""
-    local = Path(location)
-    if (local / "transformer").is_dir():
-        return "sd3"
-    if (local / "text_encoder_2").is_dir():
-        return "sdxl"
-    return "sd"
-
-
 def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None) -> T2IModel:
     """Load a text-to-image model from a save_pretrained directory (local) or a hub id.
 
-    ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's layout).
+    ``family``: sd (1.x/2.x), sdxl, sd3 (flow matching) or auto (from the directory's model_index.json or layout,
+    drl.models.layout.detect_family).
     ``denoiser_class`` replaces the family's denoiser class (the video models in drl.models.t2v share this loader).
     Missing weights raise FileNotFoundError with one sentence naming the path.
     """

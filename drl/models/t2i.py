@@ -22,17 +22,8 @@ from transformers import AutoTokenizer
 from drl.checkpoint import export_lora
 from drl.errors import ConfigError
 from drl.models.base import DenoiserModel
+from drl.models.layout import ASSETS_DIR, absent_components, resolve_path  # noqa: F401  (ASSETS_DIR: an older import path)
 from drl.types import Conditioning
-
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-
-
-def resolve_path(path: str) -> str:
-    """``drl:<name>`` -> the asset shipped inside the package; anything else unchanged."""
-    if path.startswith("drl:"):
-        return str(ASSETS_DIR / path[len("drl:") :])
-    return path
-
 
 def missing_model_message(path: str, what: str = "model") -> str:
     if _looks_like_hub_id(path):  # a hub id that is neither cached nor reachable (this machine has no network)
@@ -238,11 +229,16 @@ def _token_ids(tokenizer, prompts: list[str], device: torch.device, max_length: 
 
 
 def load_components(location: str, is_local: bool, spec: list[tuple[str, str, str | type, bool]]) -> dict:
-    """from_pretrained every component of ``spec`` from ``location`` (subfolders), with one clear error if absent."""
+    """from_pretrained every component of ``spec`` from ``location`` (subfolders), with one clear error if absent.
+
+    Components the directory's model_index.json declares absent are left out of the result (the model's default).
+    """
     import diffusers
     import transformers
 
-    if is_local:
+    if is_local:  # what the pipeline's model_index.json declares absent ([null, null]) is neither loaded nor required
+        absent = absent_components(location)
+        spec = [entry for entry in spec if entry[1] not in absent]
         missing = [sub for _, sub, _, required in spec if required and not (Path(location) / sub).is_dir()]
         if missing:
             raise FileNotFoundError(

@@ -1,19 +1,28 @@
-"""The toy text-to-image architecture: real diffusers/transformers components, small.
+"""The toy text-to-image architectures: real diffusers/transformers components, small.
 
-A 32x32 pixel-space UNet2DConditionModel (cross-attention at 8x8), a 2-layer
-CLIPTextModel and a word-level tokenizer over the toy world's vocabulary. It is
-what ``drl-train algorithm=pretrain model.from_scratch=true`` trains; the trained
-result ships in drl/assets/toy_t2i.
+toy_t2i: a 32x32 pixel-space UNet2DConditionModel (cross-attention at 8x8), a 2-layer
+CLIPTextModel and a word-level tokenizer over the toy world's vocabulary. It is what
+``drl-train algorithm=pretrain model.from_scratch=true`` trains; the trained result ships
+in drl/assets/toy_t2i.
+
+toy_flow, its flow-matching sibling: a pixel-space SD3Transformer2DModel (2x2 patches)
+conditioned through toy_t2i's trained text encoder, frozen (as SD3 conditions on frozen
+pretrained CLIPs), with a FlowMatchEulerDiscreteScheduler. ``model=toy_flow
+model.from_scratch=true algorithm=pretrain`` trains it; the result ships in drl/assets/toy_flow.
 """
 
 from __future__ import annotations
 
-import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+from pathlib import Path
 
-from drl.models.t2i import T2IModel
+import torch
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, UNet2DConditionModel
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, PreTrainedTokenizerFast
+
+from drl.models.layout import resolve_path
+from drl.models.sd3 import SD3Model
+from drl.models.t2i import T2IModel, missing_model_message
 from drl.toyworld import vocabulary
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>"]
@@ -104,3 +113,52 @@ def build_toy_t2i(resolution: int = 32, seed: int = 0) -> T2IModel:
     )
     scheduler_config = dict(DDIMScheduler(**TOY_SCHEDULER_CONFIG).config)
     return T2IModel(tokenizer, text_encoder, denoiser, scheduler_config, vae=None)
+
+
+# toy_flow's transformer. 32 px images in 2x2 patches: 256 image tokens (+ 12 text tokens) in every joint attention;
+# width 64 (4 heads of 16) and 4 layers: 0.6M weights, the compute of toy_t2i's UNet per call (the toy video
+# transformer's size too). The pooled prompt enters every block through adaLN, the tokens through joint attention.
+TOY_FLOW_TRANSFORMER = dict(
+    patch_size=2,
+    in_channels=3,
+    out_channels=3,
+    num_layers=4,
+    attention_head_dim=16,
+    num_attention_heads=4,
+    joint_attention_dim=TEXT_DIM,  # the CLIP encoder's penultimate states, unpadded
+    caption_projection_dim=64,  # = num_attention_heads * attention_head_dim (SD3 joins text and image at one width)
+    pooled_projection_dim=TEXT_DIM,  # the CLIP encoder's projected pooled output
+)
+# SD3's rectified flow. shift=1 (no shift): SD3 shifts its sampling levels by 3.0 at 1024 px because more pixels carry
+# more signal at a given noise level (Esser et al. 2024, eq. 23); at 32 x 32 x 3 the plain levels fit, as SD3's own
+# shift 1 did at 256 px.
+TOY_FLOW_SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=1.0)
+
+
+def toy_flow_text_encoder(source: str = "drl:toy_t2i") -> tuple[PreTrainedTokenizerFast, CLIPTextModelWithProjection]:
+    """toy_t2i's tokenizer and trained text encoder, as the CLIPTextModelWithProjection SD3 conditions on; its
+    projection is the identity, so the pooled prompt is the encoder's final-normed <eos> state."""
+    location = Path(resolve_path(source))
+    if not (location / "text_encoder").is_dir():
+        raise FileNotFoundError(missing_model_message(str(location), "toy text encoder") + " Build drl:toy_t2i first (scripts/build_toy_assets.sh).")
+    tokenizer = AutoTokenizer.from_pretrained(location, subfolder="tokenizer")
+    config = CLIPTextConfig.from_pretrained(location, subfolder="text_encoder")
+    config.projection_dim = config.hidden_size
+    encoder = CLIPTextModelWithProjection(config)
+    trained = CLIPTextModel.from_pretrained(location, subfolder="text_encoder")
+    encoder.text_model.load_state_dict(trained.state_dict())  # CLIPTextModel holds the text model's weights itself
+    with torch.no_grad():
+        encoder.text_projection.weight.copy_(torch.eye(config.hidden_size))
+    return tokenizer, encoder
+
+
+def build_toy_flow(resolution: int = 32, seed: int = 0, text_encoder_source: str = "drl:toy_t2i") -> SD3Model:
+    """A randomly initialised toy flow transformer (seeded) on toy_t2i's trained text encoder (one CLIP, no T5, no VAE)."""
+    if resolution % TOY_FLOW_TRANSFORMER["patch_size"]:
+        raise ValueError(f"model.resolution={resolution} must be a multiple of toy_flow's patch size {TOY_FLOW_TRANSFORMER['patch_size']}.")
+    tokenizer, text_encoder = toy_flow_text_encoder(text_encoder_source)
+    torch.manual_seed(seed + 1)
+    size = resolution // TOY_FLOW_TRANSFORMER["patch_size"]
+    denoiser = SD3Transformer2DModel(sample_size=resolution, pos_embed_max_size=size, **TOY_FLOW_TRANSFORMER)
+    scheduler_config = dict(FlowMatchEulerDiscreteScheduler(**TOY_FLOW_SCHEDULER_CONFIG).config)
+    return SD3Model(tokenizer, text_encoder, denoiser, scheduler_config, vae=None)

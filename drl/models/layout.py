@@ -1,0 +1,69 @@
+"""What a model directory holds, read without torch: where ``drl:<name>`` points, the family, absent components.
+
+Config validation (drl/config.py) asks these questions before any work starts, so this module imports
+nothing heavy; the loaders (drl/models/loading.py) ask them again when they load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+# diffusers pipeline class (model_index.json's _class_name) -> drl's model family.
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+}
+FLOW_FAMILIES = ("sd3",)  # families sampled by the flow SDE (scheduler=flow); the others take ddim or ddpm
+
+
+def resolve_path(path: str) -> str:
+    """``drl:<name>`` -> the asset shipped inside the package; anything else unchanged."""
+    if path.startswith("drl:"):
+        return str(ASSETS_DIR / path[len("drl:") :])
+    return path
+
+
+def model_index(location: str | Path) -> dict:
+    """A local directory's model_index.json ({} when it has none or it is not a JSON object)."""
+    index = Path(location) / "model_index.json"
+    if not index.is_file():
+        return {}
+    try:
+        content = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def detect_family(location: str | Path) -> str:
+    """sd, sdxl or sd3 of a local directory: its model_index.json's pipeline class where drl knows it, else its
+    layout (transformer/ -> sd3, text_encoder_2/ -> sdxl, otherwise sd)."""
+    family = PIPELINE_FAMILIES.get(model_index(location).get("_class_name"))
+    if family is not None:
+        return family
+    local = Path(location)
+    if (local / "transformer").is_dir():
+        return "sd3"
+    if (local / "text_encoder_2").is_dir():
+        return "sdxl"
+    return "sd"
+
+
+def absent_components(location: str | Path) -> set[str]:
+    """Components that the directory's model_index.json declares absent ([null, null]), as diffusers reads them:
+    a pipeline saved without them (e.g. drl's pixel-space toy_flow: no vae, one text encoder)."""
+    return {
+        name
+        for name, entry in model_index(location).items()
+        if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2 and entry == [None, None]
+    }
+
+
+def local_family(path: str) -> str | None:
+    """The family of ``path`` (a drl: asset or a local directory) when it is a local directory, else None (a hub id)."""
+    location = Path(resolve_path(path)).expanduser()
+    return detect_family(location) if location.is_dir() else None
