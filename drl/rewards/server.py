@@ -39,11 +39,14 @@ TOKEN_ENV = "DRL_REWARD_TOKEN"  # where the server (and, by default, the remote 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+DEFAULT_MAX_BODY_MB = 256.0  # --max-body-mb
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask of the server."""
 
-    max_body_bytes: int = 256 * 2**20
+    max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 2**20)
     """Largest request body; refused (413) from its Content-Length, or as soon as the stream passes it."""
     max_samples: int = 256
     """Most samples in one request (413)."""
@@ -318,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch", type=int, default=64, help="most samples scored in one reward call")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     parser.add_argument("--token-file", help=f"file whose first line is the bearer token every request must carry (default: ${TOKEN_ENV}, if set)")
-    parser.add_argument("--max-body-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
+    parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, help="largest request body, in MiB")
     parser.add_argument("--max-samples", type=int, default=Limits.max_samples, help="most samples in one request")
     parser.add_argument("--request-timeout-s", type=float, default=Limits.request_timeout_s, help="a request not answered by then gets 503")
     parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM; uvicorn's option)")
