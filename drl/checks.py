@@ -27,3 +27,12 @@ def all_positive(problems: list[str], obj: Any, prefix: str, keys: tuple[str, ..
     """positive() on each of ``obj``'s attributes ``keys``, named ``<prefix>.<key>``."""
     for key in keys:
         positive(problems, f"{prefix}.{key}", getattr(obj, key), allow_zero)
+
+
+def scheduler_noise_problems(s) -> list[str]:
+    """scheduler.sde_type: one of the flow noise forms, and only on a flow scheduler."""
+    p: list[str] = []
+    choice(p, "scheduler.sde_type", s.sde_type, ("flow_grpo", "cps"))
+    if s.sde_type == "cps" and s.kind != "flow":
+        p.append(f"scheduler.sde_type=cps is a noise form of the flow sampler (scheduler=flow); scheduler.kind={s.kind} has its own noise.")
+    return p

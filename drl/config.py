@@ -21,10 +21,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from drl.algorithms import ALGORITHMS, algorithms_where, domain_of, domain_problem
 from drl.algorithms.schemas.base import AlgorithmConfig
-from drl.checks import choice as _choice
-from drl.checks import fraction as _fraction
-from drl.checks import positive as _positive
+from drl.checks import choice as _choice, fraction as _fraction, positive as _positive, scheduler_noise_problems
 from drl.errors import ConfigError
+from drl.models.layout import model_directory_problems
 
 
 # --------------------------------------------------------------------------- model
@@ -331,7 +330,7 @@ def eval_problems(cfg: EvalConfig) -> list[str]:
     _choice(p, "model.kind", cfg.model.kind, ("t2i", "t2v"))
     _choice(p, "scheduler.kind", cfg.scheduler.kind, ("ddim", "ddpm", "flow"))
     _positive(p, "scheduler.num_steps", cfg.scheduler.num_steps)
-    p += sde_type_problems(cfg.scheduler)
+    p += scheduler_noise_problems(cfg.scheduler)
     _choice(p, "quality.features", cfg.quality.features, QUALITY_FEATURES)
     _choice(p, "logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     _choice(p, "prompts.source", cfg.prompts.source, ("toy", "list", "file"))
@@ -339,16 +338,6 @@ def eval_problems(cfg: EvalConfig) -> list[str]:
         p.append("prompts.source=file needs prompts.path (a text file with one prompt per line).")
     if not any(w != 0 for w in cfg.reward.terms.values()):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
-    return p
-
-
-
-def sde_type_problems(s: SchedulerConfig) -> list[str]:
-    """scheduler.sde_type: one of the flow noise forms, and only on a flow scheduler."""
-    p: list[str] = []
-    _choice(p, "scheduler.sde_type", s.sde_type, ("flow_grpo", "cps"))
-    if s.sde_type == "cps" and s.kind != "flow":
-        p.append(f"scheduler.sde_type=cps is a noise form of the flow sampler (scheduler=flow); scheduler.kind={s.kind} has its own noise.")
     return p
 
 
@@ -381,14 +370,14 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "scheduler.num_steps", s.num_steps)
     _positive(p, "scheduler.eta", s.eta, allow_zero=True)
     _positive(p, "scheduler.guidance_scale", s.guidance_scale)
-    p += sde_type_problems(s)
+    p += scheduler_noise_problems(s)
     _choice(p, "model.finetune", m.finetune, ("full", "lora"))
     _choice(p, "model.family", m.family, ("auto", "sd", "sdxl", "sd3"))
     _positive(p, "model.vae_decode_chunk", m.vae_decode_chunk)
     if (m.family == "sd3") != (s.kind == "flow") and m.family != "auto":
         p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models (sd3) take scheduler=flow, the others ddim or ddpm.")
     if cfg.env is None and m.kind == "t2i":
-        p.extend(_model_directory_problems(m, s))
+        p.extend(model_directory_problems(m, s))
     _positive(p, "model.lora_rank", m.lora_rank)
     _positive(p, "model.resolution", m.resolution)
     _choice(p, "model.kind", m.kind, ("t2i", "t2v"))
@@ -449,25 +438,6 @@ def find_problems(cfg: Config) -> list[str]:
     if cfg.env is not None:
         p.extend(control_problems(cfg))
     return p
-
-
-def _model_directory_problems(m: ModelConfig, s: SchedulerConfig) -> list[str]:
-    """A text-to-image model's family against its directory and the scheduler, read from the directory before
-    anything loads (drl.models.layout); a hub id is checked when it loads."""
-    from drl.models.layout import FLOW_FAMILIES, local_family
-
-    if m.from_scratch:
-        if m.family not in ("auto", "sd", "sd3"):
-            return [f"model.from_scratch=true builds a toy architecture: model.family=sd3 (toy_flow's transformer) or sd (toy_t2i's UNet); there is no toy {m.family}."]
-        return []
-    found = local_family(m.path)
-    if found is None or m.family not in ("auto", found):
-        return [] if found is None else [f"model.family={m.family} but model.path={m.path} holds a {found} model: use model.family=auto (or {found})."]
-    if m.family == "auto" and (found in FLOW_FAMILIES) != (s.kind == "flow"):  # an explicit family: find_problems says it
-        fix = "scheduler=flow" if found in FLOW_FAMILIES else "scheduler=ddim or scheduler=ddpm"
-        what = "a flow-matching" if found in FLOW_FAMILIES else f"an ε/v-prediction ({found})"
-        return [f"model.path={m.path} holds {what} model, which scheduler={s.kind} cannot sample: use {fix}."]
-    return []
 
 
 def control_problems(cfg) -> list[str]:

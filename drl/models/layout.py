@@ -67,3 +67,20 @@ def local_family(path: str) -> str | None:
     """The family of ``path`` (a drl: asset or a local directory) when it is a local directory, else None (a hub id)."""
     location = Path(resolve_path(path)).expanduser()
     return detect_family(location) if location.is_dir() else None
+
+
+def model_directory_problems(m, s) -> list[str]:
+    """A text-to-image model's family against its directory and the scheduler, read from the directory before
+    anything loads (drl.models.layout); a hub id is checked when it loads."""
+    if m.from_scratch:
+        if m.family not in ("auto", "sd", "sd3"):
+            return [f"model.from_scratch=true builds a toy architecture: model.family=sd3 (toy_flow's transformer) or sd (toy_t2i's UNet); there is no toy {m.family}."]
+        return []
+    found = local_family(m.path)
+    if found is None or m.family not in ("auto", found):
+        return [] if found is None else [f"model.family={m.family} but model.path={m.path} holds a {found} model: use model.family=auto (or {found})."]
+    if m.family == "auto" and (found in FLOW_FAMILIES) != (s.kind == "flow"):  # an explicit family: find_problems says it
+        fix = "scheduler=flow" if found in FLOW_FAMILIES else "scheduler=ddim or scheduler=ddpm"
+        what = "a flow-matching" if found in FLOW_FAMILIES else f"an ε/v-prediction ({found})"
+        return [f"model.path={m.path} holds {what} model, which scheduler={s.kind} cannot sample: use {fix}."]
+    return []
