@@ -21,11 +21,11 @@ import torch
 
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
-from drl.algorithms.ddpo import group_advantages, select_train_steps
+from drl.algorithms.ddpo import group_advantages
+from drl.algorithms.denoising import forward_process_pairs
 from drl.algorithms.regularization import prediction_kl
 from drl.algorithms.schemas.awm import AWMConfig
 from drl.losses import awm_log_likelihood, ppo_clip_loss
-from drl.sampling import add_noise, training_target
 from drl.types import Conditioning, Rollout
 
 
@@ -54,14 +54,7 @@ class AWM(Algorithm):
         advantages = self.advantages(batch)  # [B]
 
         # (sample, timestep) pairs on the forward process, fixed for the epoch.
-        all_steps = torch.ones(ctx.schedule.num_steps, dtype=torch.bool)
-        steps = select_train_steps(all_steps, batch.batch_size, cfg.timestep_fraction, self.generator)  # [B, K]
-        b = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [N]
-        t = ctx.schedule.timesteps[steps.reshape(-1)].to(ctx.device)  # [N]
-        x0 = batch.final_latents[b]  # [N, C, h, w]
-        noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype).to(ctx.device)  # [N, C, h, w]
-        x_t = add_noise(ctx.schedule, x0, noise, t)  # [N, C, h, w]
-        target = training_target(ctx.schedule, x0, noise, t)  # [N, C, h, w]
+        b, t, x0, x_t, target = forward_process_pairs(batch, ctx.schedule, cfg.timestep_fraction, self.generator, ctx.device)
         sigma = t.float() / ctx.schedule.num_train_timesteps if ctx.schedule.kind == "flow" else torch.ones_like(t, dtype=torch.float32)
         cond = batch.cond[b]  # batch N
         num_pairs = b.numel()

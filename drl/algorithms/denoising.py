@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from drl.algorithms.ddpo import select_train_steps
 from drl.losses import l_simple
 from drl.sampling import add_noise, sample_training_timesteps, training_target
 from drl.types import Conditioning
@@ -52,3 +53,18 @@ def _loss(ctx, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, target: t
     with ctx.autocast():
         prediction = ctx.model.denoise(x_t, t, cond)
     return l_simple(prediction, target)
+
+
+def forward_process_pairs(batch, schedule, timestep_fraction: float, generator: torch.Generator, device: torch.device):
+    """(sample, timestep) pairs of a rollout on the forward process (NFT, AWM): each sample at a random
+    ``timestep_fraction`` of the schedule's steps, with fresh noise. Returns b [N] (the sample of each pair), t [N],
+    x_0, x_t and the training target [N, C, h, w]."""
+    all_steps = torch.ones(schedule.num_steps, dtype=torch.bool)
+    steps = select_train_steps(all_steps, batch.batch_size, timestep_fraction, generator)  # [B, K]
+    b = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [N]
+    t = schedule.timesteps[steps.reshape(-1)].to(device)  # [N]
+    x0 = batch.final_latents[b]  # [N, C, h, w]
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)  # [N, C, h, w]
+    x_t = add_noise(schedule, x0, noise, t)  # [N, C, h, w]
+    target = training_target(schedule, x0, noise, t)  # [N, C, h, w]
+    return b, t, x0, x_t, target

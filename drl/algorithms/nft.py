@@ -14,11 +14,12 @@ from __future__ import annotations
 import torch
 
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
-from drl.algorithms.ddpo import group_advantages, select_train_steps
+from drl.algorithms.ddpo import group_advantages
+from drl.algorithms.denoising import forward_process_pairs
 from drl.algorithms.regularization import prediction_kl
 from drl.algorithms.schemas.nft import NFTConfig
 from drl.losses import nft_loss
-from drl.sampling import add_noise, training_target, x0_error_scale
+from drl.sampling import x0_error_scale
 from drl.types import Conditioning, Rollout
 
 
@@ -51,14 +52,7 @@ class NFT(Algorithm):
         r = r.to(ctx.device)  # [B]
 
         # (sample, timestep) pairs on the forward process, fixed for the epoch.
-        all_steps = torch.ones(ctx.schedule.num_steps, dtype=torch.bool)
-        steps = select_train_steps(all_steps, batch.batch_size, cfg.timestep_fraction, self.generator)  # [B, K]
-        b = torch.arange(batch.batch_size).unsqueeze(1).expand_as(steps).reshape(-1)  # [N]
-        t = ctx.schedule.timesteps[steps.reshape(-1)].to(ctx.device)  # [N]
-        x0 = batch.final_latents[b]  # [N, C, h, w]
-        noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype).to(ctx.device)  # [N, C, h, w]
-        x_t = add_noise(ctx.schedule, x0, noise, t)  # [N, C, h, w]
-        target = training_target(ctx.schedule, x0, noise, t)  # [N, C, h, w]
+        b, t, x0, x_t, target = forward_process_pairs(batch, ctx.schedule, cfg.timestep_fraction, self.generator, ctx.device)
         scale = x0_error_scale(ctx.schedule, t)  # [N]
         cond = batch.cond[b]  # batch N
         num_pairs = b.numel()
