@@ -193,3 +193,18 @@ def test_toy_flow_counterparts_keep_every_setting_of_their_reference_recipe_but_
     for key in ("finetune", "lora_rank", "lora_alpha", "lora_targets"):
         assert getattr(ours.model, key) == getattr(theirs.model, key), key
     assert ours.algorithm.group_size < theirs.algorithm.group_size and ours.train.samples_per_epoch % ours.algorithm.group_size == 0
+
+
+@pytest.mark.slow
+def test_alignprop_through_the_flow_ode_raises_the_alignment_of_the_shipped_flow_model(tmp_path):
+    """10 epochs of 64 samples (docs/results/2026-12-06-toy-flow.md: +3.9 ± 1.3 on the 64 fixed inputs, seed 0)."""
+    import json
+
+    from drl.train import train
+
+    cfg = compose_config(["model=toy_flow", "algorithm=alignprop", "reward=toy_alignment", "train.epochs=10", "seed=0",
+                          "hardware.num_threads=1", "logger=none"], tiny=False)  # fmt: skip
+    assert cfg.scheduler.kind == "flow" and cfg.scheduler.eta == 0.0
+    train(cfg, tmp_path)
+    summary = json.loads((tmp_path / "eval.json").read_text())["summary"]
+    assert summary["eval/n"] == 64 and summary["eval/gain"] > 2 * summary["eval/gain_se"], summary
