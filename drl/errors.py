@@ -104,3 +104,12 @@ def fail(message: str, code: int = 2, program: str = "drl-train") -> NoReturn:
     """End a command-line program with ``<program>: error: <message>`` on stderr and exit status ``code``."""
     print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+class HTTPRefusal(Exception):
+    """A reward server's refusal: its HTTP status and the one sentence the client shows (the server raises it for a
+    request it will not score; the remote reward raises it for an error status it received)."""
+
+    def __init__(self, status: int, sentence: str):
+        super().__init__(sentence)
+        self.status = status

@@ -23,18 +23,11 @@ import httpx
 import torch
 
 from drl import distributed
-from drl.errors import RewardError
+from drl.errors import HTTPRefusal, RewardError
 from drl.rewards.protocol import encode_request
 
+Answered = HTTPRefusal  # the server answered with an error status: the status and its one sentence
 RETRIED_STATUS = (502, 503, 504)  # a proxy or an overloaded server: worth another try
-
-
-class Answered(Exception):
-    """The server answered with an error status: the status and its one sentence."""
-
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
 
 
 def server_detail(response: httpx.Response) -> str:

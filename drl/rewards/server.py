@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI, HTTPException, Request  # drl[serve]; at module level so that FastAPI resolves the annotations
 
-from drl.errors import ConfigError, RewardError
+from drl.errors import ConfigError, HTTPRefusal, RewardError
 from drl.rewards import WeightedReward
 from drl.rewards.protocol import decode_request
 
@@ -143,13 +143,7 @@ class Batcher:
         return answers
 
 
-class Refused(Exception):
-    """A request the server will not score: its HTTP status and the one sentence the client shows."""
-
-    def __init__(self, status: int, sentence: str):
-        super().__init__(sentence)
-        self.status = status
-
+Refused = HTTPRefusal  # a request the server will not score
 
 def check_token(authorization: str | None, token: str | None) -> None:
     """Refused (401) unless ``authorization`` is ``Bearer <token>``; compared in constant time (of the digests)."""
