@@ -120,7 +120,9 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
         print(warning, file=sys.stderr, flush=True)
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
-    dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.needs_differentiable_reward)
+    dry_call_plugins(
+        reward, sample_shape, prompts.first(2), device, cfg.algorithm.needs_differentiable_reward, prompts.first_conditions(2)
+    )
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original

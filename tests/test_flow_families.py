@@ -67,7 +67,7 @@ def test_missing_component_is_refused_naming_the_directory(tmp_path, family_dirs
         load_t2i(str(broken))
 
 
-@pytest.mark.parametrize("name, guidance", [("flux", 4.0), ("qwen_image", None)])
+@pytest.mark.parametrize("name, guidance", [("flux", 4.0), pytest.param("qwen_image", None, marks=pytest.mark.slow)])
 def test_deterministic_chain_reproduces_the_diffusers_pipeline(family_dirs, name, guidance):
     """eta=0: drl's flow chain is the Euler ODE; packing, ids, timestep scale, the resolution shift μ and the
     distilled guidance must all match the family's pipeline for the final latents to agree (float32, 1e-4)."""
@@ -101,7 +101,8 @@ GRPO = ["algorithm=ddpo", "algorithm.group_size=2"]  # GRPO-style DDPO: groups o
 NFT = ["algorithm=nft", "algorithm.group_size=2", "scheduler.eta=0"]  # NFT samples with the flow ODE
 
 
-@pytest.mark.parametrize("name, extra", [*_slow_but("flux", extra=GRPO), *_slow_but(extra=NFT)])
+# GRPO on FLUX's transformer runs by default in the editing test below (FLUX.1-Kontext)
+@pytest.mark.parametrize("name, extra", [*_slow_but(extra=GRPO), *_slow_but(extra=NFT)])
 def test_family_trains_two_epochs(tmp_path, family_dirs, name, extra):
     cfg = compose_config(overrides(name, family_dirs, "algorithm.lr=1e-2", *extra))
     train(cfg, tmp_path)
@@ -129,3 +130,108 @@ def test_exported_lora_loads_into_the_family_pipeline_and_changes_it(tmp_path, f
     after = generate()
     assert before.shape == after.shape == (1, 3, 16, 16)
     assert (after - before).abs().max() > 1e-4
+
+
+# ------------------------------------------------------------------ image-conditioned (editing) runs
+def source_fidelity():
+    """A reward that reads each prompt's source image (metadata["source_image"] [3, H, W] in [0, 1]): the edit
+    scores higher the closer it stays to its source (negative mean absolute difference). [B]"""
+
+    def score(samples, prompts, metadata):
+        resize = lambda image: torch.nn.functional.interpolate(image[None], size=samples.shape[-2:], mode="bilinear")  # noqa: E731
+        sources = torch.cat([resize(m["source_image"]) for m in metadata]).to(samples)  # [B, 3, H, W], from any size
+        return -(samples - sources).abs().flatten(1).mean(1)
+
+    return score
+
+
+def _edits_file(directory: Path) -> Path:
+    """Two source images (PNG, 16 and 24 px: the model resizes) and an editing prompt for each, as JSONL."""
+    from PIL import Image
+
+    (directory / "images").mkdir(parents=True)
+    lines = []
+    for k, (colour, size) in enumerate([((200, 30, 30), 16), ((30, 30, 200), 24)]):
+        Image.new("RGB", (size, size), colour).save(directory / "images" / f"{k}.png")
+        lines.append(json.dumps({"prompt": f"make shape {k} green", "image": f"images/{k}.png"}))
+    (directory / "edits.jsonl").write_text("\n".join(lines) + "\n")
+    return directory / "edits.jsonl"
+
+
+@pytest.fixture(scope="module")
+def kontext_dir(tmp_path_factory) -> str:
+    from drl.testing.tiny import build_tiny_flux_kontext
+
+    directory = tmp_path_factory.mktemp("tiny_kontext") / "flux_kontext"
+    build_tiny_flux_kontext(seed=0).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.mark.slow
+def test_kontext_chain_with_a_source_image_reproduces_the_diffusers_pipeline(tmp_path, kontext_dir):
+    import diffusers
+    from PIL import Image
+
+    from drl.prompts import read_source_image
+
+    assert detect_family(kontext_dir) == "flux_kontext"
+    model = load_t2i(kontext_dir)
+    model.resolution, model.guidance = 16, 2.5
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "source.png")
+    metadata = [{"source_image": read_source_image(tmp_path / "source.png", "test")}]
+    schedule = make_schedule(model.make_scheduler("flow"), 2, mu=model.shift_mu())
+    collector = RolloutCollector(model, schedule, eta=0.0, guidance_scale=1.0, batch_size=1, resolution=16, device=torch.device("cpu"))
+    noise = torch.randn(1, *collector.latent_shape, generator=torch.Generator().manual_seed(0))
+    ours = collector.collect(["make it green"], metadata, torch.Generator(), initial_noise=noise)
+    assert ours.cond["source_latents"].shape == (1, 4, 8, 8)
+    pipe = diffusers.FluxKontextPipeline.from_pretrained(kontext_dir)
+    theirs = pipe(
+        image=Image.open(tmp_path / "source.png"), prompt="make it green", height=16, width=16, max_area=16 * 16,
+        num_inference_steps=2, guidance_scale=2.5, latents=model.pack_latents(noise), output_type="latent",
+        max_sequence_length=model.max_sequence_length, _auto_resize=False,
+    ).images  # fmt: skip
+    torch.testing.assert_close(ours.latents[:, -1], model.unpack_latents(theirs, 8, 8), atol=1e-4, rtol=1e-4)
+    text_only = collector.collect(["make it green"], [{"source_image": torch.zeros(3, 16, 16)}], torch.Generator(), initial_noise=noise)
+    assert (text_only.latents[:, -1] - ours.latents[:, -1]).abs().max() > 1e-4  # the source image is read
+
+
+def test_an_editing_run_carries_its_source_images_from_the_prompts_file_to_the_reward(tmp_path, kontext_dir):
+    """GRPO on FLUX.1-Kontext from a JSONL of {prompt, image}: the sources condition rollout, update (the stored
+    conditioning) and the before/after evaluation, and the reward reads them."""
+    edits = _edits_file(tmp_path / "data")
+    reward = "+reward.terms.fidelity={_target_: test_flow_families.source_fidelity}"
+    cfg = compose_config([
+        "model=flux_kontext", f"model.path={kontext_dir}", *SMALL, *GRPO, "algorithm.lr=1e-2", "prompts=file",
+        f"prompts.path={edits}", "reward.terms.toy_aesthetic=0", reward, "train.eval_size=2",
+    ])  # fmt: skip
+    train(cfg, tmp_path / "run")
+    records = read_records(tmp_path / "run")
+    assert len(records) == 2 and all(math.isfinite(r["reward_mean"]) and r["reward_mean"] < 0 for r in records)
+    assert records[0]["train/ratio_dev_first"] <= 1e-5 and records[-1]["drift_from_base"] > 0
+    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert len(evaluation["before"]) == len(evaluation["after"]) == 2 and all(v < 0 for v in evaluation["after"])
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", r"line 1 is not JSON"),
+        ('{"prompt": "x"}', r'line 1 needs a "prompt" and an "image" string'),
+        ('{"prompt": "x", "image": "missing.png"}', r"line 1: image .*missing\.png' does not exist \(image paths are relative to the prompts file\)\.$"),
+        ('{"prompt": "x", "image": "edits.jsonl"}', r"line 1: .*edits\.jsonl' is not an image PIL can read"),
+    ],
+)
+def test_bad_image_prompt_files_are_refused_in_one_sentence(tmp_path, line, message):
+    from drl.config import PromptsConfig
+    from drl.prompts import build_prompt_source
+
+    (tmp_path / "edits.jsonl").write_text(line + "\n")
+    with pytest.raises((ConfigError, FileNotFoundError), match=message):
+        build_prompt_source(PromptsConfig(source="file", path=str(tmp_path / "edits.jsonl")))
+
+
+def test_an_editing_model_without_source_images_is_refused(kontext_dir):
+    model = load_t2i(kontext_dir)
+    model.resolution = 16
+    with pytest.raises(ValueError, match=r"^A FluxKontextModel edits a source image given with each prompt: use a prompts file"):
+        model.condition(["make it green"], [{}])
