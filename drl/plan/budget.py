@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from drl.models.sd3 import _quiet_diffusers
 from drl.plan.architecture import Architecture, Component, PlanError, architecture_for, build_on_meta
 from drl.plan.inputs import CallShape, denoiser_inputs
 from drl.plan.rewards import reward_bytes
@@ -257,10 +258,10 @@ _TRACES: dict[tuple, Trace] = {}  # one trace per architecture and setting: repl
 def denoiser_trace(arch: Architecture, main: Component, module: torch.nn.Module, m, half, shape: CallShape) -> Trace:
     key = (arch.source, main.name, m.finetune, m.lora_rank, tuple(m.lora_targets), half, shape)
     if key not in _TRACES:
-        if half is not None:  # autocast on the meta device is not available: trace the call in the half dtype
-            module.to(half)
-            shape = dataclasses.replace(shape, dtype=half)
-        _TRACES[key] = trace_call(module, denoiser_inputs(main, shape))
+        dtype = half or torch.float32  # autocast on the meta device is not available: trace the call in the half dtype
+        with _quiet_diffusers():  # its warning on casting with to()
+            module.to(dtype)
+        _TRACES[key] = trace_call(module, denoiser_inputs(main, dataclasses.replace(shape, dtype=dtype)))
     return _TRACES[key]
 
 
@@ -271,7 +272,8 @@ def vae_trace(arch: Architecture, vae: Component, module: torch.nn.Module, laten
         channels = vae.config.get("latent_channels") or vae.config.get("z_dim", 4)
         size = (1, channels, frames, latent, latent) if "temperal_downsample" in vae.config else (1, channels, latent, latent)
         dtype = half or torch.float32
-        module.to(dtype)
+        with _quiet_diffusers():
+            module.to(dtype)
         _TRACES[key] = trace_call(_Decoder(module), lambda: ((torch.randn(*size, dtype=dtype),), {}))
     return _TRACES[key]
 
