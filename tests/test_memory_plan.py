@@ -127,6 +127,7 @@ def test_offload_refuses_a_trained_text_encoder():
         compose_config(["algorithm=pretrain", "model.from_scratch=true", "model.text_encoder_offload=true", "algorithm.train_text_encoder=true"])
 
 
+@pytest.mark.slow  # ~25 s of float64 3D convolutions on the shared CPU
 def test_checkpointing_a_denoiser_without_diffusers_switch_keeps_the_gradient():
     """A UNet3DConditionModel (ModelScope's, the toy video's family) has no diffusers switch: drl checkpoints its blocks."""
     from diffusers import UNet3DConditionModel
