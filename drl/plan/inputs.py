@@ -78,7 +78,6 @@ def _qwen_image(c: dict, s: CallShape) -> Inputs:
         "encoder_hidden_states": torch.randn(s.batch, s.text_tokens, c["joint_attention_dim"], dtype=s.dtype),
         "encoder_hidden_states_mask": torch.ones(s.batch, s.text_tokens, dtype=torch.long),
         "img_shapes": [[(1, half, half)]] * s.batch,
-        "txt_seq_lens": [s.text_tokens] * s.batch,
     }
 
 
