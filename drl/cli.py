@@ -130,6 +130,11 @@ def relaunched(config, run_dir: Path) -> float:
 
 
 def main() -> None:
+    if "--plan" in sys.argv[1:]:  # the memory plan of this config instead of the run (drl/plan/)
+        from drl.plan.cli import plan_main
+
+        plan_main([arg for arg in sys.argv[1:] if arg != "--plan"])
+        exit_without_teardown(0)
     register_configs()
     with hydra_errors_in_one_sentence():
         hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(run)()

@@ -49,7 +49,10 @@ class ModelConfig:
     lora_targets: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     """Module names (peft target_modules) that receive LoRA adapters."""
     gradient_checkpointing: bool = False
-    """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
+    """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute (every family: diffusers' own switch, else each block under torch.utils.checkpoint; drl/models/checkpointing.py)."""
+    text_encoder_offload: bool = False
+    """Keep the text encoders on the CPU, encode each distinct prompt there once and cache its conditioning
+    (drl/models/prompt_cache.py): their weights (T5-XXL: 4.8 B parameters) never take device memory."""
     compile: bool = False
     """torch.compile the denoiser (after the reference copy is taken): the first epoch pays the compilation. On a CPU it did not pay (toy run: 0.92x epoch throughput, docs/results/2026-12-03-speed.md); try it on a GPU."""
     vae_decode_chunk: int = 8
@@ -386,9 +389,9 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "model.resolution", m.resolution)
     _choice(p, "model.kind", m.kind, ("t2i", "t2v"))
     _positive(p, "model.num_frames", m.num_frames)
-    if m.kind == "t2v" and m.gradient_checkpointing:
-        p.append("model.gradient_checkpointing=true is not available for UNet3DConditionModel (diffusers has none); "
-                 "AlignProp's algorithm.checkpoint_denoiser=true checkpoints every denoiser call instead.")
+    if m.text_encoder_offload and getattr(a, "train_text_encoder", False):
+        p.append("model.text_encoder_offload=true caches the prompts' conditioning, so the text encoder cannot train: "
+                 "set algorithm.train_text_encoder=false.")
     _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
     _choice(p, "hardware.mixed_precision", cfg.hardware.mixed_precision, ("no", "bf16", "fp16"))
     _positive(p, "hardware.num_threads", cfg.hardware.num_threads, allow_zero=True)

@@ -28,8 +28,10 @@ from drl.diagnostics import DriftProbe
 from drl.evaluation.features import is_toy_model
 from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
+from drl.models.checkpointing import enable_activation_checkpointing
 from drl.models.finetune import has_lora, setup_trainable
 from drl.models.loading import load_t2i
+from drl.models.prompt_cache import offload_text_encoders
 from drl.models.t2i import T2IModel
 from drl.prompts import build_prompt_source
 from drl.rewards import WeightedReward, build_reward
@@ -93,11 +95,14 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     ``model``: an already built model to use instead of loading cfg.model (benchmarks build
     random weights at full size in memory rather than writing gigabytes to disk).
     """
-    model = (build_model(cfg) if model is None else model).to(device)
+    model = build_model(cfg) if model is None else model
+    if cfg.model.text_encoder_offload:  # before the move: the encoders never reach the device
+        offload_text_encoders(model, device)
+    model = model.to(device)
     model.text_encoder.eval()
     params = make_trainable(model, cfg)
     if cfg.model.gradient_checkpointing:
-        model.denoiser.enable_gradient_checkpointing()
+        enable_activation_checkpointing(model.denoiser)
     model.denoiser.eval()
     schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps, cfg.scheduler.sde_type, model.shift_mu())
     autocast = make_autocast(device, cfg.hardware.mixed_precision)

@@ -89,7 +89,8 @@ class T2IModel(DenoiserModel):
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        """Where inputs go: the denoiser's device, or the CPU while offloaded text encoders encode (drl.models.prompt_cache)."""
+        return getattr(self, "inputs_device", None) or self.denoiser.device
 
     # ------------------------------------------------------------ denoiser
     def denoise(
@@ -186,7 +187,9 @@ class T2IModel(DenoiserModel):
 
     # ------------------------------------------------------------ placement
     def to(self, device: torch.device | str) -> "T2IModel":
-        for part in (*self.text_encoders, self.denoiser, self.vae):
+        """Move every network; text encoders offloaded to the CPU (drl.models.prompt_cache) stay there."""
+        encoders = [] if getattr(self, "text_encoders_offloaded", False) else self.text_encoders
+        for part in (*encoders, self.denoiser, self.vae):
             if part is not None:
                 part.to(device)
         return self
