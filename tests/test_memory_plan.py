@@ -157,3 +157,37 @@ def test_checkpointing_a_denoiser_without_diffusers_switch_keeps_the_gradient():
         saved.append(sum(count))
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)  # float64: the same computation, recomputed
     assert saved[1] < saved[0] / 2
+
+
+# ------------------------------------------------------------- the traced peaks
+def test_no_grad_peak_counts_what_is_alive_at_once():
+    """A residual MLP on the meta device: the skip input lives across the two layers, as a UNet's skips do."""
+    from drl.plan.tracing import trace_call
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)
+
+        def forward(self, x):
+            h = self.a(x)  # [B, 256], alive until forward returns (a local)
+            return (self.b(torch.relu(h)) + x,)  # relu(h) [B, 256] alive until b's output [B, 64] exists
+
+    with torch.device("meta"):
+        net = Residual()
+    trace = trace_call(net, lambda: ((torch.randn(10, 64),), {}))
+    # the most alive at once: h, relu(h) and b's output; the sum comes after relu(h) is freed
+    assert trace.no_grad_peak == (2 * 10 * 256 + 10 * 64) * 4
+
+
+def test_training_peak_is_the_activations_and_backward_buffers_not_the_weight_gradients():
+    from drl.plan.tracing import trace_training_peak
+
+    with torch.device("meta"):
+        net = torch.nn.Sequential(torch.nn.Linear(32, 32, bias=False), torch.nn.Tanh(), torch.nn.Linear(32, 32, bias=False))
+    peak = trace_training_peak(net, lambda: ((torch.randn(8, 32),), {}), output=lambda out: out)
+    act = 8 * 32 * 4  # one [8, 32] fp32 activation
+    # forward: h1, tanh(h1) (saved), out; backward from ones: grad_out, grad of tanh's output, grad of h1 (the
+    # weights' gradients [32, 32] are excluded): at most 5 activations alive at once, at least the 3 of the forward
+    assert 3 * act <= peak <= 5 * act
+    assert all(p.grad is None for p in net.parameters())

@@ -33,7 +33,7 @@ from drl.models.sd3 import _quiet_diffusers
 from drl.plan.architecture import Architecture, Component, PlanError, architecture_for, build_on_meta
 from drl.plan.inputs import CallShape, denoiser_inputs
 from drl.plan.rewards import reward_bytes
-from drl.plan.tracing import Trace, trace_call
+from drl.plan.tracing import Trace, trace_call, trace_training_peak
 
 GiB = 2**30
 CARDS_GB = (24, 48, 80)
@@ -198,29 +198,35 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
     # ------------------------------------------------------------ sampling
     trace = denoiser_trace(arch, main, module, m, half, shape(1))
     sample_batch = (t.sample_batch_size or t.batch_size) * cfg_calls
-    sampling = [Line("denoiser call, no grad", sample_batch * trace.working_set, f"batch {sample_batch}: its largest op's inputs and outputs")]
+    sampling = [Line("denoiser call, no grad", sample_batch * trace.no_grad_peak, f"batch {sample_batch}: the most bytes alive at once")]
     if vae_module is not None:
         chunk = min(m.vae_decode_chunk, t.sample_batch_size or t.batch_size)
-        sampling.append(Line("VAE decode, no grad", chunk * vae_trace(arch, vae, vae_module, latent, frames, half).working_set,
+        sampling.append(Line("VAE decode, no grad", chunk * vae_trace(arch, vae, vae_module, latent, frames, half).no_grad_peak,
                              f"{chunk} images (model.vae_decode_chunk)"))
 
     # -------------------------------------------------------------- update
+    # One call's forward + backward is traced whole (drl.plan.tracing.trace_training_peak): the activations and the
+    # backward's gradient buffers at their joint peak. Summing the saved tensors and the largest op instead came out
+    # 1.5x short of the measured peak on the tiny SD 1.x pipeline (scripts/check_memory_plan.py).
     train_batch = t.batch_size * cfg_calls
     without, with_ckpt = train_batch * trace.kept(False), train_batch * trace.kept(True)
-    transient = train_batch * trace.working_set  # the backward's gradient buffers of the largest op
+    call_peak = train_batch * denoiser_training_peak(arch, main, m, half, shape(1))
     chain = chain_steps(a, steps)
-    activations = with_ckpt if m.gradient_checkpointing else without
-    if a.name == "alignprop":  # gradient through `chain` denoiser calls, each kept (or recomputed) until the backward
+    if a.name != "alignprop":
+        update_lines = [Line("forward + backward of one call", call_peak,
+                             f"batch {train_batch}{', checkpointed' if m.gradient_checkpointing else ''}: activations and gradient buffers at their peak")]
+    else:  # gradient through `chain` denoiser calls and the VAE decode; each call's activations kept or recomputed
         per_call = with_ckpt if m.gradient_checkpointing else without
-        stored = train_batch * latent_numel * 4 * chain
-        activations = (train_batch * trace.kept(True) + stored) if a.checkpoint_denoiser else per_call * chain
-    update = [
-        Line("gradients", n * sizes.trainable * 4 // shards, "fp32, alive until the optimizer step"),
-        Line("activations kept for the backward", activations,
-             f"batch {train_batch}" + (f", {chain} chained steps" if a.name == "alignprop" else "")
-             + (", checkpointed" if m.gradient_checkpointing else "")),
-        Line("backward working set", transient, "the largest op's inputs and outputs"),
-    ]
+        earlier = train_batch * latent_numel * 4 * chain if a.checkpoint_denoiser else per_call * (chain - 1)
+        decode = t.batch_size * vae_training_peak(arch, vae, vae_module, latent, frames, half) if vae_module is not None else 0
+        update_lines = [
+            Line("the chain's other calls", earlier,
+                 f"{chain} chained steps, batch {train_batch}: " + ("their inputs (algorithm.checkpoint_denoiser)" if a.checkpoint_denoiser
+                                                                  else "their activations")),
+            Line("backward of one call, or of the VAE decode", max(call_peak, decode + (0 if a.checkpoint_denoiser else per_call)),
+                 "the larger: a denoiser call's forward + backward, the decode's with gradient into the latents"),
+        ]
+    update = [Line("gradients", n * sizes.trainable * 4 // shards, "fp32, alive until the optimizer step"), *update_lines]
     return MemoryPlan(
         model=arch.name, source=arch.source, resident=resident, sampling=sampling, update=update,
         activations_without_checkpointing=without, activations_with_checkpointing=with_ckpt, world_size=shards,
@@ -265,16 +271,47 @@ def denoiser_trace(arch: Architecture, main: Component, module: torch.nn.Module,
     return _TRACES[key]
 
 
+def denoiser_training_peak(arch: Architecture, main: Component, m, half, shape: CallShape) -> int:
+    """Bytes per sample of one denoiser call's forward + backward at its peak, with model.gradient_checkpointing as set."""
+    key = ("training", arch.source, main.name, m.finetune, m.lora_rank, tuple(m.lora_targets), half, shape, m.gradient_checkpointing)
+    if key not in _TRACES:
+        module = build_on_meta(main)  # a fresh copy: checkpointing changes the blocks' forward
+        make_trainable_on_meta(module, m)
+        dtype = half or torch.float32
+        with _quiet_diffusers():
+            module.to(dtype)
+        if m.gradient_checkpointing:
+            from drl.models.checkpointing import enable_activation_checkpointing
+
+            enable_activation_checkpointing(module)
+        module.train()
+        _TRACES[key] = trace_training_peak(module, denoiser_inputs(main, dataclasses.replace(shape, dtype=dtype)))
+    return _TRACES[key]
+
+
+def vae_training_peak(arch: Architecture, vae: Component, module: torch.nn.Module, latent: int, frames: int, half) -> int:
+    """Bytes per image of a frozen VAE decode with gradient into the latents (AlignProp's reward): forward + backward."""
+    key = ("training", arch.source, vae.name, latent, frames, half)
+    if key not in _TRACES:
+        module.requires_grad_(False)
+        _TRACES[key] = trace_training_peak(_Decoder(module), _vae_input(vae, latent, frames, half), output=lambda out: out, input_grad=True)
+    return _TRACES[key]
+
+
+def _vae_input(vae: Component, latent: int, frames: int, half):
+    channels = vae.config.get("latent_channels") or vae.config.get("z_dim", 4)
+    size = (1, channels, frames, latent, latent) if "temperal_downsample" in vae.config else (1, channels, latent, latent)
+    dtype = half or torch.float32
+    return lambda: ((torch.randn(*size, dtype=dtype),), {})
+
+
 def vae_trace(arch: Architecture, vae: Component, module: torch.nn.Module, latent: int, frames: int, half) -> Trace:
     """One image's (or clip's) no-grad decode: the decoder alone (a rollout never encodes)."""
     key = (arch.source, vae.name, latent, frames, half)
     if key not in _TRACES:
-        channels = vae.config.get("latent_channels") or vae.config.get("z_dim", 4)
-        size = (1, channels, frames, latent, latent) if "temperal_downsample" in vae.config else (1, channels, latent, latent)
-        dtype = half or torch.float32
         with _quiet_diffusers():
-            module.to(dtype)
-        _TRACES[key] = trace_call(_Decoder(module), lambda: ((torch.randn(*size, dtype=dtype),), {}))
+            module.to(half or torch.float32)
+        _TRACES[key] = trace_call(_Decoder(module), _vae_input(vae, latent, frames, half))
     return _TRACES[key]
 
 

@@ -7,9 +7,15 @@ One call at batch 1 (activations grow linearly in the batch) is traced once per 
   block_inputs   bytes of the inputs of the denoiser's blocks (its top-level ModuleLists and mid block): what
                  activation checkpointing keeps instead of the blocks' saved tensors
   largest_block  the saved bytes of the largest block: what the backward recomputes at once when checkpointed
-  working_set    the largest single op's inputs plus outputs: the no-grad call's transient, beyond its inputs
+  working_set    the largest single op's inputs plus outputs
+  no_grad_peak   the most bytes alive at once during a no-grad call (what sampling adds to its inputs): every
+                 storage an op creates counts from its creation until Python frees it, so a UNet's skip
+                 connections, held from its down blocks to its up blocks, are in it (the largest op alone is not)
 
-With checkpointing the call keeps saved - sum over blocks + block_inputs + largest_block. The meta device runs
+trace_training_peak runs the call's forward and backward and gives the most bytes alive at once (activations, the
+backward's gradient buffers), the parameters' gradients excluded: what one update call adds, measured rather than
+summed from saved tensors and the largest op (that sum was 1.5x short of a measured peak on the tiny SD 1.x
+pipeline, scripts/check_memory_plan.py). With checkpointing the call keeps saved - sum over blocks + block_inputs + largest_block. The meta device runs
 PyTorch's own shape functions, so nothing is allocated: SD3.5-medium's 2.2 B parameters trace in seconds.
 Attention is traced through SDPA's math path (meta has no fused kernel): its [L, L] scores are not what the
 fused CPU and GPU kernels keep, so they are left out of ``saved`` (the fused kernels keep only a log-sum-exp).
@@ -18,6 +24,7 @@ fused CPU and GPU kernels keep, so they are left out of ``saved`` (the fused ker
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +41,7 @@ class Trace:
     largest_block: int
     saved_in_blocks: int
     working_set: int
+    no_grad_peak: int
 
     def kept(self, checkpointing: bool) -> int:
         """Bytes kept for the backward of one sample, with or without activation checkpointing."""
@@ -48,6 +56,41 @@ def _key(t: torch.Tensor) -> int:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.untyped_storage().nbytes()
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the storages that ops create, alive from creation until freed (weakref.finalize on the storage), as
+    a sequence of events; storages made before the mode (weights, inputs) and views of them are not counted."""
+
+    def __init__(self, before: set[int]):
+        super().__init__()
+        self.before = before
+        self.alive: dict[int, tuple[int, int]] = {}  # storage key -> (event id, bytes)
+        self.events: list[tuple[int, int]] = []  # (event id, +bytes at creation / -bytes when freed)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and _key(t) not in self.before and _key(t) not in self.alive:
+                storage, ident = t.untyped_storage(), len(self.events)
+                self.alive[_key(t)] = (ident, storage.nbytes())
+                self.events.append((ident, storage.nbytes()))
+                weakref.finalize(storage, self._free, _key(t))
+        return out
+
+    def _free(self, key: int) -> None:
+        ident, nbytes = self.alive.pop(key)
+        self.events.append((ident, -nbytes))
+
+    def peak(self, excluded: set[int] = frozenset()) -> int:
+        """The most bytes alive at once, leaving out the storages alive now whose keys are ``excluded``."""
+        skip = {self.alive[k][0] for k in excluded if k in self.alive}
+        live = top = 0
+        for ident, delta in self.events:
+            if ident not in skip:
+                live += delta
+                top = max(top, live)
+        return top
 
 
 class _WorkingSet(TorchDispatchMode):
@@ -107,8 +150,7 @@ def trace_call(
     for i, block in enumerate(blocks_of(module)):
         handles.append(block.register_forward_pre_hook(enter(i), with_kwargs=True))
         handles.append(block.register_forward_hook(leave, with_kwargs=True))
-    args, kwargs = make_inputs()
-    args, kwargs = torch.utils._pytree.tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, (args, kwargs))
+    args, kwargs = _meta_inputs(make_inputs)
     working = _WorkingSet(weights)
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), working, _math_attention():
@@ -117,13 +159,51 @@ def trace_call(
     finally:
         for h in handles:
             h.remove()
+    live = _LiveBytes(weights | _storages((args, kwargs)))
+    with torch.no_grad(), live, _math_attention():
+        result = module(*args, **kwargs)
+        del result
     return Trace(
         saved=sum(saved.values()),
         block_inputs=sum(inputs.values()),
         largest_block=max(per_block.values(), default=0),
         saved_in_blocks=sum(per_block.values()),
         working_set=working.largest,
+        no_grad_peak=live.peak(),
     )
+
+
+def trace_training_peak(
+    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: out[0],
+    input_grad: bool = False,
+) -> int:
+    """The most bytes alive at once during ``module(...)``'s forward and a backward from its output (weights, inputs
+    and the parameters' gradients left out), on the meta device. ``input_grad``: the first input carries gradient
+    (a frozen VAE decoding a sample that AlignProp's reward differentiates)."""
+    weights = {_key(t) for t in (*module.parameters(), *module.buffers())}
+    args, kwargs = _meta_inputs(make_inputs)
+    if input_grad:
+        first = next(t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+        first.requires_grad_(True)
+    live = _LiveBytes(weights | _storages((args, kwargs)))
+    with torch.enable_grad(), live, _math_attention():
+        out = output(module(*args, **kwargs))
+        out.backward(torch.ones_like(out))
+        del out
+    grads = {_key(p.grad) for p in module.parameters() if p.grad is not None}
+    peak = live.peak(excluded=grads)
+    for p in module.parameters():
+        p.grad = None
+    return peak
+
+
+def _meta_inputs(make_inputs: Callable[[], tuple[tuple, dict]]) -> tuple[tuple, dict]:
+    args, kwargs = make_inputs()
+    return torch.utils._pytree.tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, (args, kwargs))
+
+
+def _storages(tree) -> set[int]:
+    return {_key(t) for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)}
 
 
 @contextlib.contextmanager

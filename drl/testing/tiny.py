@@ -87,24 +87,24 @@ def _text_config(tokenizer, **kw) -> CLIPTextConfig:
     return CLIPTextConfig(**{**base, **kw})
 
 
-def _vae(latent_channels: int = 4, **kw) -> AutoencoderKL:
-    """A 2x-downsampling VAE: 16 px images <-> 8 px latents."""
-    return AutoencoderKL(
+def _vae(latent_channels: int = 4, block_out_channels: tuple[int, ...] = (8, 16), **kw) -> AutoencoderKL:
+    """A VAE that downsamples 2x per block after the first: (8, 16) maps 16 px images <-> 8 px latents."""
+    base = dict(
         in_channels=3,
         out_channels=3,
         latent_channels=latent_channels,
-        block_out_channels=(8, 16),
+        block_out_channels=block_out_channels,
         layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        down_block_types=("DownEncoderBlock2D",) * len(block_out_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(block_out_channels),
         norm_num_groups=4,
         sample_size=16,
-        **kw,
     )
+    return AutoencoderKL(**{**base, **kw})
 
 
 def _unet(cross_attention_dim: int, **kw) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
+    base = dict(
         sample_size=8,
         in_channels=4,
         out_channels=4,
@@ -115,8 +115,8 @@ def _unet(cross_attention_dim: int, **kw) -> UNet2DConditionModel:
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=4,
         norm_num_groups=4,
-        **kw,
     )
+    return UNet2DConditionModel(**{**base, **kw})
 
 
 def build_tiny_sd(seed: int = 0) -> T2IModel:
@@ -128,6 +128,27 @@ def build_tiny_sd(seed: int = 0) -> T2IModel:
     denoiser = _unet(TEXT_DIM)
     torch.manual_seed(seed + 2)
     vae = _vae()
+    return T2IModel(tokenizer, text_encoder, denoiser, dict(DDIMScheduler(**SD_SCHEDULER).config), vae)
+
+
+SMALL_TEXT_DIM = 64
+
+
+def build_small_sd(seed: int = 0) -> T2IModel:
+    """The small SD 1.x pipeline of the time-to-reward issue: 64 px images from 16 x 16 latents, large enough
+    that convolutions and attention, not Python, take a call's time. CLIP text encoder hidden 64, 2 layers;
+    UNet blocks (64, 128), 2 layers each, head dim 8, 32 norm groups; VAE blocks (32, 64, 64) (x4)."""
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        _text_config(tokenizer, hidden_size=SMALL_TEXT_DIM, intermediate_size=2 * SMALL_TEXT_DIM, num_attention_heads=4)
+    )
+    torch.manual_seed(seed + 1)
+    denoiser = _unet(
+        SMALL_TEXT_DIM, sample_size=16, block_out_channels=(64, 128), layers_per_block=2, attention_head_dim=8, norm_num_groups=32
+    )
+    torch.manual_seed(seed + 2)
+    vae = _vae(block_out_channels=(32, 64, 64), norm_num_groups=32, sample_size=64)
     return T2IModel(tokenizer, text_encoder, denoiser, dict(DDIMScheduler(**SD_SCHEDULER).config), vae)
 
 
