@@ -116,7 +116,7 @@ CASES = {
     }),
     "sd35m": Case(_sd35_medium, ["model=sd3", "scheduler=flow", "model.resolution=256", "scheduler.num_steps=2",
                                  "scheduler.guidance_scale=1.0"], {
-        "ddpo": [*DDPO, "train.samples_per_epoch=1", "train.batch_size=1"],
+        "ddpo": [*DDPO, "train.samples_per_epoch=1", "train.batch_size=1", "algorithm.timestep_fraction=0.5"],
     }),
 }
 """Settings: the batches are large enough that tensors, not the interpreter's objects (tens of MiB of RSS that a
@@ -153,7 +153,9 @@ def planned(case: str, overrides: list[str]) -> dict:
     plan = plan_for(architecture_of(model, case), compose_config(overrides))
     weights = sum(line.bytes for line in plan.resident if line.what.startswith(("denoiser weights", "text encoders", "VAE")))
     rollout = sum(line.bytes for line in plan.resident if line.what.startswith("one epoch's rollout"))
+    built = plan.resident_bytes - rollout  # weights, optimizer state, encoders, VAE, reward: there before an epoch
     return {"weights": weights, "sampling": plan.sampling_peak, "update": plan.update_peak, "peak": plan.peak,
+            "peak_over_built": plan.peak - built,
             # what each phase adds to the memory at its start (the rollout is made during the sampling)
             "sampling_added": rollout + max((line.bytes for line in plan.sampling), default=0),
             "update_added": sum(line.bytes for line in plan.update),
@@ -242,13 +244,11 @@ def measured(case: str, overrides: list[str], warmup_epochs: int) -> dict:
         before_update = probe.now() - base
         algorithm.update(batch, index)
         update = probe.peak() - base
-        return {"sampling": sampling, "update": update, "sampling_added": sampling - before_sampling,
-                "update_added": update - before_update, "before_sampling": before_sampling, "before_update": before_update}
+        return {"before_sampling": before_sampling, "sampling": sampling, "before_update": before_update, "update": update}
 
     for index in range(warmup_epochs):  # the optimizer's moments, the allocator's and kernels' caches
         epoch(index)
-    phases = epoch(warmup_epochs)
-    return {"weights": 0 if probe.cuda else weights, "peak": max(phases["sampling"], phases["update"]), **phases}
+    return derived({"weights": 0 if probe.cuda else weights, **epoch(warmup_epochs)})
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -261,22 +261,33 @@ def run_child(config: dict, warmup_epochs: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-PHASES = {  # row -> what it compares
-    "weights": "the networks' weights: RSS growth when they are built (CPU only)",
-    "sampling": "peak of the sampling (rollout, decode, rewards) over the baseline",
-    "update": "peak of the update over the baseline",
-    "peak": "the larger of the two",
-    "sampling_added": "sampling peak over the memory at its start (the plan's sampling lines + the rollout)",
-    "update_added": "update peak over the memory at its start (the plan's update lines)",
+PHASES = {  # row -> (what it compares, held to the tolerance)
+    "peak_over_built": ("the run's peak over the memory once the model is built, trained parts, optimizer state and "
+                        "all (after the warm-up epochs): the issue's measure", True),
+    "sampling_added": ("the sampling's peak over the memory at its start: the plan's sampling lines + the rollout", True),
+    "update_added": ("the update's peak over the memory at its start: the plan's update lines", True),
+    "weights": ("the networks' weights: RSS growth while they are built (CPU only; tiny models: Python objects)", False),
+    "sampling": ("the sampling's peak over the memory before the model was built", False),
+    "update": ("the update's peak over the memory before the model was built", False),
+    "peak": ("the larger of the two: on the CPU with the run's Python objects (tens of MiB) the plan leaves out", False),
 }
 
 
+def derived(measure: dict) -> dict:
+    """The compared figures from the child's raw ones (bytes over the baseline before the model was built)."""
+    peak = max(measure["sampling"], measure["update"])
+    return {**measure, "peak": peak, "peak_over_built": peak - measure["before_sampling"],
+            "sampling_added": measure["sampling"] - measure["before_sampling"],
+            "update_added": measure["update"] - measure["before_update"]}
+
+
 def rows(config: dict, plan: dict, measure: dict) -> list[dict]:
+    measure = derived(measure)
     phases = [p for p in PHASES if p != "weights" or measure["weights"]]
     if config["algorithm"] == "alignprop":  # it samples inside its update (with gradients): no sampling phase
         phases = [p for p in phases if not p.startswith("sampling")]
     return [{"case": config["case"], "algorithm": config["algorithm"], "checkpointing": config["checkpointing"],
-             "phase": p, "plan_mib": plan[p] / MiB, "measured_mib": measure[p] / MiB,
+             "phase": p, "plan_mib": plan[p] / MiB, "measured_mib": measure[p] / MiB, "checked": PHASES[p][1],
              "ratio": measure[p] / plan[p] if plan[p] else float("nan")} for p in phases]
 
 
@@ -317,15 +328,19 @@ def main() -> None:
         for row in rows(config, plan, run["measured"]):
             table.append(row)
             print(f"{row['case']:<6} {row['algorithm']:<10} {'on' if row['checkpointing'] else 'off':<4} {row['phase']:<14} "
-                  f"{row['plan_mib']:>10.1f} {row['measured_mib']:>13.1f} {row['ratio']:>6.2f}", flush=True)
+                  f"{row['plan_mib']:>10.1f} {row['measured_mib']:>13.1f} {row['ratio']:>6.2f}{'' if row['checked'] else '  (shown)'}",
+                  flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": table, "runs": runs}, f, indent=1)
-    off = [r for r in table if abs(r["ratio"] - 1) > args.tolerance]
+    checked = [r for r in table if r["checked"]]
+    off = [r for r in checked if abs(r["ratio"] - 1) > args.tolerance]
+    for phase, (what, held) in PHASES.items():
+        print(f"  {phase:<16}{what}{'' if held else ' (shown, not held to the tolerance)'}")
     if off:
-        print(f"{len(off)} of {len(table)} figures are off by more than {args.tolerance:.0%}.")
+        print(f"{len(off)} of {len(checked)} checked figures are off by more than {args.tolerance:.0%}.")
         sys.exit(1)
-    print(f"every figure within {args.tolerance:.0%} of the plan.")
+    print(f"all {len(checked)} checked figures within {args.tolerance:.0%} of the plan.")
 
 
 if __name__ == "__main__":

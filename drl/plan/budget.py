@@ -13,10 +13,13 @@ would make them (peft LoRA, or every weight), and each phase's transient memory 
                  1/W per GPU, plus the largest block gathered whole (FSDP2 gathers a block before it runs)
   rollout        one epoch's trajectories on the device: latents [N, S + 1, ...] fp32, the prompts'
                  conditioning, the decoded samples
-  update         the denoiser's forward + backward on train.batch_size pairs (x 2 with guidance), traced
-                 with and without model.gradient_checkpointing
-  sampling       the larger of: a no-grad denoiser call on the sampling batch (x 2 with guidance), the text
-                 encoders on that batch of prompts, a VAE decode of model.vae_decode_chunk images
+  update         the denoiser's forward + backward on train.batch_size pairs (x 2 with guidance), traced whole
+                 (its live peak) with model.gradient_checkpointing as set; AlignProp adds the chain's other
+                 calls (their activations, or their inputs when checkpoint_denoiser) and the VAE decode's backward
+  sampling       the larger of: a no-grad denoiser call on the sampling batch (x 2 with guidance), a VAE
+                 decode of model.vae_decode_chunk images (each traced for its live peak)
+
+Checked against measured peaks (scripts/check_memory_plan.py, docs/results/2026-12-07-memory-plan.md).
   reward         the reward model's weights (published parameter counts, drl.plan.rewards)
 
 The peak is the larger of (everything resident + sampling) and (everything resident + gradients + update).
@@ -99,13 +102,23 @@ class DenoiserSizes:
     trainable: int
     frozen: int
     largest_block: int  # parameters of the largest block of a ModuleList (one FSDP unit)
+    buffer_bytes: int = 0  # buffers, as built (fp32: cast_frozen casts parameters only)
+
+
+def buffer_bytes(module: torch.nn.Module, float_bytes: int | None = None) -> int:
+    """Bytes of the module's buffers; ``float_bytes``: the size its floating-point buffers are cast to (None: as built).
+    Buffers hold memory as weights do; the plan missed them until a measurement showed it: SD3.5-medium's fixed
+    positional embedding ([1, 384^2, 1536] fp32, 864 MiB) was the 856 MiB its planned weights fell short of the
+    RSS its random-weight build measured (scripts/check_memory_plan.py)."""
+    return sum(b.numel() * (float_bytes if float_bytes and b.is_floating_point() else b.element_size()) for b in module.buffers())
 
 
 def denoiser_sizes(module: torch.nn.Module) -> DenoiserSizes:
     blocks = [b for child in module.children() if isinstance(child, torch.nn.ModuleList) for b in child]
     trainable = _numel(p for p in module.parameters() if p.requires_grad)
     total = _numel(module.parameters())
-    return DenoiserSizes(total, trainable, total - trainable, max((_numel(b.parameters()) for b in blocks), default=total))
+    return DenoiserSizes(total, trainable, total - trainable, max((_numel(b.parameters()) for b in blocks), default=total),
+                         buffer_bytes(module))
 
 
 def make_trainable_on_meta(module: torch.nn.Module, model_cfg) -> None:
@@ -147,7 +160,7 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
     # ------------------------------------------------------------- resident
     resident = [
         Line(f"denoiser weights ({main.class_name}{' x2 experts' if n == 2 else ''})",
-             n * (sizes.frozen * (frozen_bytes if lora else 4) + sizes.trainable * 4) // shards,
+             n * (sizes.frozen * (frozen_bytes if lora else 4) + sizes.trainable * 4 + sizes.buffer_bytes) // shards,
              f"{count(n * sizes.params)} parameters; {'frozen base ' + _dtype_name(half) + ', adapters fp32' if lora else 'fp32 (trained)'}"
              + (f"; 1/{shards} per GPU (FSDP)" if shards > 1 else "")),
         Line("optimizer state (AdamW, 2 moments)", n * sizes.trainable * 8 // shards,
@@ -165,14 +178,16 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
     encoders = arch.of_role("text_encoder")
     offload = getattr(m, "text_encoder_offload", False)
     encoder_params = sum(parameters_of(arch, c) for c in encoders)
+    encoder_bytes = encoder_params * frozen_bytes + sum(buffer_bytes(_built(arch, c), frozen_bytes) for c in encoders)
     resident.append(Line(
-        "text encoders (" + ", ".join(c.class_name for c in encoders) + ")", 0 if offload else encoder_params * frozen_bytes,
+        "text encoders (" + ", ".join(c.class_name for c in encoders) + ")", 0 if offload else encoder_bytes,
         f"{count(encoder_params)} parameters, " + ("on the CPU (model.text_encoder_offload=true: prompts encoded once, cached)" if offload else _dtype_name(half)),
     ))
     vae = next(iter(arch.of_role("vae")), None)
     vae_module = _built(arch, vae) if vae is not None else None
     if vae_module is not None:
-        resident.append(Line(f"VAE ({vae.class_name})", parameters_of(arch, vae) * frozen_bytes, _dtype_name(half)))
+        resident.append(Line(f"VAE ({vae.class_name})", parameters_of(arch, vae) * frozen_bytes + buffer_bytes(vae_module, frozen_bytes),
+                             _dtype_name(half)))
     reward_total, reward_note = reward_bytes(cfg.reward)
     resident.append(Line("reward model(s)", reward_total, reward_note))
 
@@ -198,16 +213,17 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
     # ------------------------------------------------------------ sampling
     trace = denoiser_trace(arch, main, module, m, half, shape(1))
     sample_batch = (t.sample_batch_size or t.batch_size) * cfg_calls
-    sampling = [Line("denoiser call, no grad", sample_batch * trace.no_grad_peak, f"batch {sample_batch}: the most bytes alive at once")]
+    sampling = [Line("denoiser call, no grad", sample_batch * trace.no_grad_call,
+                     f"batch {sample_batch}: the most bytes alive at once + the largest convolution's output")]
     if vae_module is not None:
         chunk = min(m.vae_decode_chunk, t.sample_batch_size or t.batch_size)
-        sampling.append(Line("VAE decode, no grad", chunk * vae_trace(arch, vae, vae_module, latent, frames, half).no_grad_peak,
+        sampling.append(Line("VAE decode, no grad", chunk * vae_trace(arch, vae, vae_module, latent, frames, half).no_grad_call,
                              f"{chunk} images (model.vae_decode_chunk)"))
 
     # -------------------------------------------------------------- update
     # One call's forward + backward is traced whole (drl.plan.tracing.trace_training_peak): the activations and the
-    # backward's gradient buffers at their joint peak. Summing the saved tensors and the largest op instead came out
-    # 1.5x short of the measured peak on the tiny SD 1.x pipeline (scripts/check_memory_plan.py).
+    # backward's gradient buffers at their joint peak, as the allocator sees them (within 5% of the measured update
+    # on the tiny, small and SD3.5-medium-size runs, scripts/check_memory_plan.py).
     train_batch = t.batch_size * cfg_calls
     without, with_ckpt = train_batch * trace.kept(False), train_batch * trace.kept(True)
     call_peak = train_batch * denoiser_training_peak(arch, main, m, half, shape(1))
