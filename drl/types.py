@@ -29,6 +29,7 @@ class Conditioning:
         SD3 (flow)   encoder_hidden_states [B, L, D], pooled_projections [B, P]
         FLUX.1       encoder_hidden_states [B, L, D], pooled_projections [B, P] (+ Kontext: source_latents [B, C, h, w])
         Qwen-Image   encoder_hidden_states [B, L, D], encoder_hidden_states_mask [B, L] (L: the batch's longest prompt)
+        Z-Image      the same as Qwen-Image
     """
 
     tensors: dict[str, torch.Tensor]

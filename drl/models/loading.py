@@ -19,6 +19,7 @@ from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path
 from drl.models.t2v import DENOISER_CLASSES, T2VModel, UNet3DConditionModel
 from drl.models.wan import is_wan_layout, load_wan
+from drl.models.z_image import ZImageModel
 
 
 def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None) -> T2IModel:
@@ -61,7 +62,7 @@ def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None
 
 
 FAMILY_CLASSES = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model, "flux": FluxModel, "flux_kontext": FluxKontextModel,
-                 "qwen_image": QwenImageModel}
+                 "qwen_image": QwenImageModel, "z_image": ZImageModel}
 
 
 # Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
@@ -108,6 +109,13 @@ COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
         ("tokenizer", "tokenizer", "tokenizer", True),
         ("scheduler_config", "scheduler", "scheduler", True),
         ("vae", "vae", "AutoencoderKLQwenImage", True),
+    ],
+    "z_image": [
+        ("denoiser", "transformer", "ZImageTransformer2DModel", True),
+        ("text_encoder", "text_encoder", "Qwen3Model", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
     ],
 }
 
