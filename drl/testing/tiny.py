@@ -45,7 +45,7 @@ from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
 from drl.models.toy import TOY_SCHEDULER_CONFIG
-from drl.models.wan import WanModel
+from drl.models.wan import WanExperts, WanModel
 from drl.models.z_image import ZImageModel
 from drl.rewards.clip import CLIP_MEAN, CLIP_STD, AestheticHead
 
@@ -360,6 +360,39 @@ def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
     return WanModel(tokenizer, text_encoder, transformer, config, vae, num_frames=num_frames, max_sequence_length=MAX_TOKENS)
 
 
+def _wan_transformer(seed: int, channels: int = 4) -> WanTransformer3DModel:
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=channels, out_channels=channels,
+        text_dim=TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32,
+    )  # fmt: skip
+
+
+def build_tiny_wan22(seed: int = 0, num_frames: int = 5) -> WanModel:
+    """Wan2.2-T2V-A14B layout: Wan2.1's components with two experts, transformer/ (high noise) and transformer_2/
+    (low noise, its own weights), switched at boundary_ratio 0.875 as the release's model_index.json says."""
+    wan = build_tiny_wan(seed, num_frames)
+    experts = WanExperts(wan.denoiser, _wan_transformer(seed + 3), boundary=875.0)
+    return WanModel(**{**_init_fields(wan), "denoiser": experts, "boundary_ratio": 0.875})
+
+
+def build_tiny_wan22_ti2v(seed: int = 0, num_frames: int = 5) -> WanModel:
+    """Wan2.2-TI2V-5B layout: one transformer taking a timestep per latent token (expand_timesteps), Wan2.2's VAE
+    (residual, 2x2 patchified: 16x smaller frames, 4x fewer latent frames). 64 px frames -> 4 x 4 latents."""
+    wan = build_tiny_wan(seed, num_frames)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLWan(
+        base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        is_residual=True, patch_size=2, scale_factor_spatial=16, in_channels=12, out_channels=12,  # RGB x a 2x2 patch
+        latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0],
+    )  # fmt: skip
+    return WanModel(**{**_init_fields(wan), "vae": vae, "expand_timesteps": True})
+
+
+def _init_fields(model) -> dict:
+    return {f.name: getattr(model, f.name) for f in fields(model) if f.init}
+
+
 def save_tiny_clip(directory: str | Path, seed: int = 0, image_size: int = 16) -> Path:
     """A tiny CLIPModel + tokenizer + preprocessor_config.json in the layout of openai/clip-vit-large-patch14."""
     directory = Path(directory)
@@ -405,7 +438,7 @@ def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, 
 BUILDERS = {
     "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan,
     "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "qwen_image": build_tiny_qwen_image,
-    "z_image": build_tiny_z_image,
+    "z_image": build_tiny_z_image, "wan22": build_tiny_wan22, "wan22_ti2v": build_tiny_wan22_ti2v,
 }
 
 
