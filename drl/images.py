@@ -30,7 +30,7 @@ from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
 from drl.models.checkpointing import enable_activation_checkpointing
 from drl.models.finetune import has_lora, setup_trainable
-from drl.models.loading import load_t2i
+from drl.models.loading import configure_t2i, load_t2i
 from drl.models.prompt_cache import offload_text_encoders
 from drl.models.t2i import T2IModel
 from drl.prompts import build_prompt_source
@@ -66,11 +66,7 @@ def build_model(cfg: Config) -> T2IModel:
         if cfg.model.family == "sd3":
             return build_toy_flow(cfg.model.resolution, seed=cfg.seed)
         return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
-    model = load_t2i(cfg.model.path, cfg.model.family)
-    model.decode_chunk_size, model.resolution = cfg.model.vae_decode_chunk, cfg.model.resolution
-    if hasattr(model, "guidance"):  # a guidance-distilled family (FLUX)
-        model.guidance = cfg.model.distilled_guidance
-    return model
+    return configure_t2i(load_t2i(cfg.model.path, cfg.model.family), cfg.model)
 
 
 def toy_prompts_warning(model: T2IModel, prompts: PromptsConfig) -> str | None:

@@ -243,3 +243,11 @@ def test_an_editing_model_without_source_images_is_refused(kontext_dir):
     model.resolution = 16
     with pytest.raises(ValueError, match=r"^A FluxKontextModel edits a source image given with each prompt: use a prompts file"):
         model.condition(["make it green"], [{}])
+
+
+def test_drl_eval_loads_the_base_with_the_configured_distilled_guidance(family_dirs):
+    from drl.config import ModelConfig
+    from drl.evaluation.models import load_base
+
+    model = load_base(ModelConfig(path=family_dirs["flux"], family="flux", resolution=16, distilled_guidance=2.0))
+    assert model.guidance == 2.0 and model.resolution == 16  # FluxModel's default is 3.5

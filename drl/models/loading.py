@@ -61,6 +61,15 @@ def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None
     return model
 
 
+def configure_t2i(model: T2IModel, m) -> T2IModel:
+    """What the model config ``m`` sets on a loaded image model, for drl-train and drl-eval alike: the decode chunk,
+    the resolution and the distilled guidance a guidance-embedded family (FLUX.1-dev) runs with."""
+    model.decode_chunk_size, model.resolution = m.vae_decode_chunk, m.resolution
+    if hasattr(model, "guidance"):
+        model.guidance = m.distilled_guidance
+    return model
+
+
 FAMILY_CLASSES = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model, "flux": FluxModel, "flux_kontext": FluxKontextModel,
                  "qwen_image": QwenImageModel, "z_image": ZImageModel}
 
