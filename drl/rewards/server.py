@@ -262,6 +262,9 @@ def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedRew
     cfg = compose_config([*overrides, "logger=none"])
     video = cfg.model.kind == "t2v"
     reward = build_reward(cfg.reward, device, video=video, group_size=0)  # the group layout comes with each request
+    latent = [r.name for r in reward.rewards + reward.monitors if r.space == "latent"]
+    if latent:
+        raise ConfigError(f"reward {latent[0]!r} reads latents (space: latent), and drl-reward-server is sent decoded samples: score it in the training process.")
     shape = (3, cfg.model.resolution, cfg.model.resolution)
     dry_call_plugins(reward, (cfg.model.num_frames, *shape) if video else shape, ["a test prompt"], device, needs_grad=False)
     return reward, video
