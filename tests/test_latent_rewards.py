@@ -191,3 +191,14 @@ def test_the_reward_server_refuses_a_latent_term_at_start(plugin, capsys):
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.count("\n") == 1
     assert "reward 'lat' reads latents (space: latent), and drl-reward-server is sent decoded samples" in err
+
+
+def test_the_latent_reward_benchmark_counts_no_decode_for_the_latent_term(tiny_sd15, tmp_path):
+    from conftest import load_script
+
+    bench = load_script("bench_latent_reward")
+    results = bench.main(["--repeats", "1", "--json", str(tmp_path / "latent.json"), "model=sd15", f"model.path={tiny_sd15}", *SMALL])
+    for algorithm in ("ddpo", "alignprop"):
+        r = results[algorithm]
+        assert r["decodes_per_call"]["pixel"] >= 1 and r["decodes_per_call"]["latent"] == 0
+        assert r["pixel_s"] > 0 and r["latent_s"] > 0 and len(r["runs"]["pixel"]) == 1
