@@ -4,7 +4,8 @@ On the model of the overrides (default: the small pipeline, a tiny SD1.x: `pytho
 /tmp/tiny-sd15`), it times DDPO's sampling block (sampling and scoring, drl.rewards.overlap.collect_and_score)
 and one AlignProp update (its chain with gradients, the reward, the backward), each with the pixel term and with
 the latent term, interleaved over --repeats, and reports the medians and the VAE decodes each made. The terms
-cost next to nothing, so the difference is the decode (and, for AlignProp, the decode's backward).
+cost next to nothing, so the difference is the decode (and, for AlignProp, the decode's backward); the time of
+the decode alone (the epoch's latents, no gradient) is printed beside it, the saving to expect.
 
     python scripts/bench_latent_reward.py model=sd15 model.path=/tmp/tiny-sd15 model.resolution=64
     python scripts/bench_latent_reward.py --repeats 5 model=sd15 model.path=/tmp/tiny-sd15 model.resolution=64 scheduler.num_steps=20
@@ -87,6 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
                 counts[space] = decodes.count - before
         pixel, latent = statistics.median(times["pixel"]), statistics.median(times["latent"])
         results[algorithm] = {"pixel_s": pixel, "latent_s": latent, "saving": 1 - latent / pixel, "runs": times, "decodes_per_call": counts}
+        if algorithm == "ddpo":  # the decode alone, on an epoch's latents
+            latents = torch.randn(cfg.train.samples_per_epoch, *ctx.collector.latent_shape, generator=generator)
+            with torch.no_grad():
+                decode = []
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    ctx.model.decode(latents)
+                    decode.append(time.perf_counter() - t0)
+            results["decode_s"] = statistics.median(decode)
+            print(f"decode alone ({cfg.train.samples_per_epoch} latents {list(ctx.collector.latent_shape)}): {results['decode_s']:.3f} s", flush=True)
         what = "sampling + scoring" if algorithm == "ddpo" else "one update"
         print(f"{algorithm:9s} {what:18s} pixel term {pixel:7.3f} s ({counts['pixel']} decodes)   latent term {latent:7.3f} s "
               f"({counts['latent']} decodes)   saving {100 * (1 - latent / pixel):5.1f}%", flush=True)  # fmt: skip
