@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.rewards.overlap import collect_and_score
     from drl.train import build_context, seed_everything
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                 collect_and_score(algo, ctx.collector, rewards[space], generator, overlap=False)
             else:
                 ctx.reward = rewards[space]
-                algo.update(algo.collect(generator))
+                algo.update(algo.collect(generator), 0)
 
         once("pixel"), once("latent")  # warm-up
         for _ in range(args.repeats):

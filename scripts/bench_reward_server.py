@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.time_limit_s
     overrides = args.overrides or ["reward=toy_alignment"]
 
-    from drl.cli import compose_config
+    from drl.compose import compose_config
     from drl.rewards.server import load_reward
 
     cfg = compose_config([*overrides, "logger=none"])

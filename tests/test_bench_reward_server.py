@@ -29,6 +29,7 @@ def test_the_check_catches_a_missing_a_repeated_a_failed_and_a_wrong_answer():
     assert bench.check({(0, 0): None}, close, {(0, 0): torch.tensor([0.0, 1.0])})["answered_once"] == 1
 
 
+@pytest.mark.slow  # a server subprocess: about 90 s on the shared 2-core machine
 def test_concurrent_clients_are_each_answered_once_with_their_own_scores(tmp_path, capsys):
     out = tmp_path / "load.json"
     code = bench.main(["--clients", "3", "--requests", "2", "--samples", "2", "--max-batch", "4", "--max-wait-ms", "20",

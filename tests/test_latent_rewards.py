@@ -193,6 +193,7 @@ def test_the_reward_server_refuses_a_latent_term_at_start(plugin, capsys):
     assert "reward 'lat' reads latents (space: latent), and drl-reward-server is sent decoded samples" in err
 
 
+@pytest.mark.slow  # about 20 s on the shared machine
 def test_the_latent_reward_benchmark_counts_no_decode_for_the_latent_term(tiny_sd15, tmp_path):
     from conftest import load_script
 
