@@ -11,7 +11,7 @@ import torch
 from conftest import SMALL, compose_config, read_records
 
 import drl.train
-from drl.errors import RewardError
+from drl.errors import ConfigError, RewardError
 from drl.models.t2i import T2IModel
 from drl.rewards import WeightedReward
 from drl.rewards.base import Reward
@@ -203,3 +203,14 @@ def test_the_latent_reward_benchmark_counts_no_decode_for_the_latent_term(tiny_s
         r = results[algorithm]
         assert r["decodes_per_call"]["pixel"] >= 1 and r["decodes_per_call"]["latent"] == 0
         assert r["pixel_s"] > 0 and r["latent_s"] > 0 and len(r["runs"]["pixel"]) == 1
+
+
+def test_drl_eval_refuses_a_latent_term_before_loading_a_model(plugin, tmp_path):
+    from test_drl_eval import eval_config
+
+    from drl.evaluation.compare import compare
+
+    cfg = eval_config("reward.terms.toy_aesthetic=0", latent_term(plugin, 3))
+    with pytest.raises(ConfigError, match=r"^reward 'lat' reads latents \(space: latent\), and drl-eval scores decoded samples and reference images"):
+        compare(cfg, tmp_path / "out", torch.device("cpu"))
+    assert not (tmp_path / "out").exists()

@@ -181,6 +181,14 @@ class WeightedReward:
         return {f"{EVAL_PREFIX}{r.name}": r.score(reads(r, samples, latents), prompts, metadata, 0)[0] for r in self.eval_rewards}
 
 
+def refuse_latent_terms(reward: WeightedReward, why: str) -> None:
+    """ConfigError (one sentence) when a term, monitor or evaluation term reads latents, for a program that scores only
+    decoded samples; ``why`` ends the sentence: what the program is given, and what to do instead."""
+    latent = [r.name for r in reward.rewards + reward.monitors + reward.eval_rewards if r.space == "latent"]
+    if latent:
+        raise ConfigError(f"reward {latent[0]!r} reads latents (space: latent), and {why}")
+
+
 def reads(reward: Reward, samples: torch.Tensor | None, latents: torch.Tensor | None) -> torch.Tensor:
     """What ``reward`` is called on: the latents for space "latent", else the decoded samples."""
     wanted = latents if reward.space == "latent" else samples

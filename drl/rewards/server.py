@@ -264,15 +264,13 @@ def make_app(
 def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedReward, bool]:
     """The weighted reward that drl-train would build from ``overrides``, and whether it scores clips."""
     from drl.compose import compose_config
-    from drl.rewards import build_reward
+    from drl.rewards import build_reward, refuse_latent_terms
     from drl.rewards.plugin import dry_call_plugins
 
     cfg = compose_config([*overrides, "logger=none"])
     video = cfg.model.kind == "t2v"
     reward = build_reward(cfg.reward, device, video=video, group_size=0)  # the group layout comes with each request
-    latent = [r.name for r in reward.rewards + reward.monitors if r.space == "latent"]
-    if latent:
-        raise ConfigError(f"reward {latent[0]!r} reads latents (space: latent), and drl-reward-server is sent decoded samples: score it in the training process.")
+    refuse_latent_terms(reward, "drl-reward-server is sent decoded samples: score it in the training process.")
     shape = (3, cfg.model.resolution, cfg.model.resolution)
     dry_call_plugins(reward, (cfg.model.num_frames, *shape) if video else shape, ["a test prompt"], device, needs_grad=False)
     return reward, video
