@@ -42,13 +42,8 @@ def latent_term(plugin: str, channels: int, *flags: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Contexts built here run outside train(), which would set hardware.num_threads=1: on a shared CPU, more threads
-    than free cores make a tiny denoiser call many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Contexts built here run outside train(): one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +106,8 @@ def test_a_latent_term_gets_x0_whether_scored_in_chunks_or_whole_and_on_a_pixel_
         torch.testing.assert_close(scores, batch.clean_latents[:, 0].flatten(1).mean(1), atol=0, rtol=0)
         results.append(scores)
     torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)  # the same computation, chunk by chunk
-    pixel = f"+reward.terms.pix={{_target_: {plugin}.brightness}}"
-    ctx, reward, algorithm = build_context(compose_config([*base, latent_term(plugin, 3), pixel]))
-    batch, scores = collect_and_score(algorithm, ctx.collector, reward, torch.Generator().manual_seed(3), True)
+    both = WeightedReward([*reward.rewards, Reward("pix", lambda images, prompts, metadata: images.flatten(1).mean(1), False)], [1.0, 1.0])
+    batch, scores = collect_and_score(algorithm, ctx.collector, both, torch.Generator().manual_seed(3), True)
     torch.testing.assert_close(batch.samples, ((batch.clean_latents + 1) / 2).clamp(0, 1), atol=0, rtol=0)
     torch.testing.assert_close(batch.reward_terms["lat"], results[0], atol=0, rtol=0)  # same seed, same x_0
 
