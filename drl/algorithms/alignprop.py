@@ -86,7 +86,8 @@ class AlignProp(Algorithm):
             mask = masks[0] if len(masks) == 1 else torch.cat([m.expand(b, -1) for m, b in zip(masks, sizes)])  # [S] or [n, S]
             frames = self._decode_frames()
             samples, latents, cond = ctx.collector.sample_with_grad(
-                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True, decode_samples=ctx.reward.needs_pixels
+                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True,
+                decode_samples=ctx.reward.needs_pixels, metadata=metadata,
             )  # samples [n, ...] in [0, 1] (None: every reward reads latents, the VAE is skipped); latents [n, *latent_shape]
             scores, call_terms = ctx.reward(samples, prompts, metadata, latents=latents)  # [n], name -> [n]
             x0 = latents.detach()
