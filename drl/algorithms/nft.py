@@ -40,9 +40,13 @@ class NFT(Algorithm):
     def __init__(self, cfg: NFTConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
         self.cfg: NFTConfig = cfg
+        self.sample_calls = self.update_calls = 0  # denoiser sample-steps of this epoch's rollout and update
 
     def collect(self, generator: torch.Generator) -> Rollout:
-        return collect_groups(self.ctx, self.cfg.group_size, generator)
+        before = self.ctx.collector.denoiser_rows
+        batch = collect_groups(self.ctx, self.cfg.group_size, generator)
+        self.sample_calls = self.ctx.collector.denoiser_rows - before
+        return batch
 
     def update(self, batch: Rollout, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
@@ -58,6 +62,7 @@ class NFT(Algorithm):
         num_pairs = b.numel()
 
         ctx.model.denoiser.train()
+        self.update_calls = 0
         old = torch.cat(
             [self._predict(x_t[c], t[c], cond[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)]
         )
@@ -76,6 +81,7 @@ class NFT(Algorithm):
                     if cfg.kl_coef > 0:
                         with ctx.autocast():
                             kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
+                        self.update_calls += len(c)
                         loss = loss + cfg.kl_coef * kl
                     (loss * (len(c) / len(minibatch))).backward()
                     deviation = (prediction.detach().float() - old[c]).abs()
@@ -97,6 +103,8 @@ class NFT(Algorithm):
                 "train/optimizer_steps": optimizer_steps,
                 "train/pairs": num_pairs,
                 "train/lr": self.lr,
+                "train/denoiser_calls_sample": self.sample_calls,
+                "train/denoiser_calls_update": self.update_calls,
             }
         )
         return metrics
@@ -105,4 +113,5 @@ class NFT(Algorithm):
         """The conditional prediction (no guidance); float32 without gradient for v_old."""
         with torch.set_grad_enabled(grad), self.ctx.autocast():
             out = self.ctx.model.denoise(x_t, t, cond)
+        self.update_calls += x_t.shape[0]
         return out if grad else out.detach().float()
