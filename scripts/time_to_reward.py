@@ -222,16 +222,19 @@ def run_drl(args, common: list[str], config: Config, seed: int, run_dir: Path) -
     if process["returncode"] != 0:
         raise RuntimeError(f"{config.name} seed {seed} failed (exit {process['returncode']}): see {run_dir / 'train.log'}")
     counts = epoch_counts(read_jsonl(run_dir / "run" / "metrics.jsonl"))
-    points = evaluate_checkpoints(overrides, run_dir, sorted(snapshots.glob("*.pt")), args)
-    by_epoch = {c["epoch"]: c for c in counts}
-    paired = [{**by_epoch[p["epoch"]], **p} for p in paired_curve(points)]
+    paired = []
+    if args.measure == "paired":  # epoch_mean reads the epochs' own rewards: nothing to evaluate
+        points = evaluate_checkpoints(overrides, run_dir, sorted(snapshots.glob("*.pt")), args)
+        by_epoch = {c["epoch"]: c for c in counts}
+        paired = [{**by_epoch[p["epoch"]], **p} for p in paired_curve(points)]
     return {"config": config.name, "seed": seed, "kind": "drl", "overrides": overrides, "paired": paired, "epochs": counts[1:], **process}
 
 
 def run_external(args, config: Config, seed: int, run_dir: Path) -> dict:
     """An external run (trl_anchor's ddpo): its JSON's epochs as the curve."""
     out = run_dir / "external.json"
-    command = [a.format(seed=seed, epochs=args.epochs, json=out) for a in config.command]
+    fill = {"{seed}": str(seed), "{epochs}": str(args.epochs), "{json}": str(out)}
+    command = [fill.get(a, a) for a in config.command]  # whole words only: other braces stay as written
     print(f"[{config.name} seed {seed}] {shlex.join(command)}", flush=True)
     process = run_child(command, log=run_dir / "train.log")
     if process["returncode"] != 0:

@@ -21,7 +21,7 @@ def test_groups_are_the_overrides_minus_seed_and_hydra_keys():
 
 def test_a_three_seed_sweep_is_one_row_with_the_mean_and_se_over_seeds(tmp_path, random_toy_model, capsys):
     sweep = tmp_path / "sweep"
-    args = ["-m", "seed=0,1,2", *TINY, "train.epochs=1", "train.eval_size=4", f"model.path={random_toy_model}", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "seed=0,1,2", *TINY, "train.epochs=1", "train.eval_size=4", "hardware.num_threads=1", f"model.path={random_toy_model}", f"hydra.sweep.dir={sweep}"]
     result = drl_train(args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     summary.main([str(sweep)])

@@ -3,6 +3,7 @@ end to end (two drl-train children, their checkpoints evaluated on fixed inputs,
 
 import json
 import math
+import sys
 
 import pytest
 from conftest import load_script
@@ -79,3 +80,24 @@ def test_smoke_mode_runs_two_configurations_and_writes_table_json_and_figure(tmp
     assert (tmp_path / "reward_vs_cpu.png").stat().st_size > 0
     again = ttr.main(["--smoke", "--out", str(tmp_path), "--report-only"])  # finished runs are read, not rerun
     assert [r["cpu_s_to_target"] for r in again["rows"]] == [r["cpu_s_to_target"] for r in summary["rows"]]
+
+
+def test_the_trl_config_parses_and_an_external_run_is_read_from_its_json(tmp_path):
+    """scripts/ttr/trl_small.yaml names trl's run through shared/tools/trl_anchor (only epoch_mean can compare it);
+    an external command that writes the harness's JSON (epochs: wall_s, cpu_s, samples, reward_mean) is timed from it."""
+    args, configs, _, baseline = ttr.parse_args(["--configs", "scripts/ttr/trl_small.yaml", "--measure", "epoch_mean"])
+    assert baseline == "trl" and "trl_anchor.py" in configs[0].command[1] and "{json}" in configs[0].command
+    with pytest.raises(SystemExit):
+        ttr.parse_args(["--configs", "scripts/ttr/trl_small.yaml"])  # paired: trl has no paired evaluation
+    writer = (
+        "import json, sys; json.dump({'derived': {'unet_calls_sampling_per_epoch': 640, 'unet_fwd_bwd_training_per_epoch': 640},"
+        " 'epochs': [{'epoch': e, 'wall_s': 2.0, 'cpu_s': 1.5, 'samples': 32, 'reward_mean': -5.0 + e} for e in range(int(sys.argv[2]))]},"
+        " open(sys.argv[1], 'w'))"
+    )
+    config = ttr.Config("fake_trl", command=[sys.executable, "-c", writer, "{json}", "{epochs}"])
+    args.epochs = 5
+    result = ttr.run_external(args, config, 0, tmp_path)
+    points = ttr.curve(result, "epoch_mean", 3)  # 3-epoch running means: -4, -3, -2 after epochs 2, 3, 4
+    assert [p["value"] for p in points] == [-4.0, -3.0, -2.0]
+    reach = ttr.first_reach(points, -3.0)
+    assert (reach["epoch"], reach["cpu_s"], reach["denoiser_calls"], reach["samples"]) == (3, 6.0, 4 * 1280, 128)

@@ -1,10 +1,12 @@
-"""The denoising (L_simple) loss of a batch of clean latents, shared by pretrain and RWR."""
+"""The denoising (L_simple) loss of a batch of clean latents, shared by pretrain and RWR; the forward-process pairs
+and the prediction's KL to the reference, shared by NFT and AWM."""
 
 from __future__ import annotations
 
 import torch
 
 from drl.algorithms.ddpo import select_train_steps
+from drl.algorithms.regularization import prediction_kl
 from drl.losses import l_simple
 from drl.sampling import add_noise, sample_training_timesteps, training_target
 from drl.types import Conditioning
@@ -68,3 +70,14 @@ def forward_process_pairs(batch, schedule, timestep_fraction: float, generator: 
     x_t = add_noise(schedule, x0, noise, t)  # [N, C, h, w]
     target = training_target(schedule, x0, noise, t)  # [N, C, h, w]
     return b, t, x0, x_t, target
+
+
+def kl_to_reference(algorithm, prediction: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """The mean KL of ``prediction`` [n, *D] to the frozen reference's on the same inputs when algorithm.cfg.kl_coef > 0
+    (its denoiser calls added to algorithm.update_calls), else 0."""
+    if algorithm.cfg.kl_coef <= 0:
+        return torch.zeros((), device=prediction.device)
+    with algorithm.ctx.autocast():
+        kl = prediction_kl(prediction, algorithm.reference(x_t, t, cond)).mean()
+    algorithm.update_calls += x_t.shape[0]
+    return kl

@@ -15,8 +15,7 @@ import torch
 
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.ddpo import group_advantages
-from drl.algorithms.denoising import forward_process_pairs
-from drl.algorithms.regularization import prediction_kl
+from drl.algorithms.denoising import forward_process_pairs, kl_to_reference
 from drl.algorithms.schemas.nft import NFTConfig
 from drl.losses import nft_loss
 from drl.sampling import x0_error_scale
@@ -77,12 +76,8 @@ class NFT(Algorithm):
                     loss = nft_loss(
                         prediction, old[c], target[c], r[b[c]], cfg.beta, scale[c], cfg.adaptive_weighting, cfg.adv_clip_max
                     ).mean()
-                    kl = torch.zeros((), device=ctx.device)
-                    if cfg.kl_coef > 0:
-                        with ctx.autocast():
-                            kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
-                        self.update_calls += len(c)
-                        loss = loss + cfg.kl_coef * kl
+                    kl = kl_to_reference(self, prediction, x_t[c], t[c], cond[c])  # 0 without kl_coef
+                    loss = loss + cfg.kl_coef * kl
                     (loss * (len(c) / len(minibatch))).backward()
                     deviation = (prediction.detach().float() - old[c]).abs()
                     if first_dev is None:
