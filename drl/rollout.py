@@ -64,11 +64,12 @@ class RolloutCollector:
         finally:
             self.on_chunk = None
 
-    def uncond(self, n: int) -> Conditioning | None:
-        """The empty prompt's conditioning (batch n) when guidance is on, else None."""
+    def uncond(self, n: int, cond: Conditioning | None = None) -> Conditioning | None:
+        """The empty prompt's conditioning (batch n) when guidance is on, else None; an image-conditioned
+        model keeps ``cond``'s source image in it."""
         if self.guidance_scale == 1.0:
             return None
-        return self.model.negative_conditioning(n)
+        return self.model.negative_conditioning(n, like=cond)
 
     @torch.no_grad()
     def collect(
@@ -93,7 +94,10 @@ class RolloutCollector:
             x_T = None if initial_noise is None else initial_noise[start : start + self.batch_size]
             rows = torch.arange(start, min(start + self.batch_size, len(prompts)))
             chunks.append(
-                self._collect_chunk(prompts[start : start + self.batch_size], generator, x_T, window, rows // shared, record_means)
+                self._collect_chunk(
+                    prompts[start : start + self.batch_size], generator, x_T, window, rows // shared, record_means,
+                    metadata[start : start + self.batch_size],
+                )  # fmt: skip
             )
             if self.on_chunk is not None:
                 self.on_chunk(chunks[-1]["samples"], prompts[start : start + self.batch_size], metadata[start : start + self.batch_size])
@@ -121,10 +125,11 @@ class RolloutCollector:
         window: SDEWindow | None = None,
         groups: torch.Tensor | None = None,
         record_means: bool = False,
+        metadata: list[dict] | None = None,
     ) -> dict:
         n = len(prompts)
-        cond = self.model.encode_prompts(prompts)  # batch n
-        uncond = self.uncond(n)
+        cond = self.model.condition(prompts, metadata)  # batch n (an editing model: the source images' latents too)
+        uncond = self.uncond(n, cond)
         noise = gaussian_noise(generator, self.dtype, self.device, self.dtype)
         x = noise((n, *self.latent_shape)) if x_T is None else x_T.to(device=self.device, dtype=self.dtype)  # x_T: [n, C, h, w]
         denoise = self._denoiser(cond, uncond)
@@ -187,6 +192,7 @@ class RolloutCollector:
         stop_step: int | None = None,
         decode_frames: torch.Tensor | None = None,
         with_latents: bool = False,
+        metadata: list[dict] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, Conditioning]:
         """Run the chain with gradients through the steps where ``grad_steps`` [S] is True
         ([B, S]: each sample its own steps).
@@ -204,11 +210,13 @@ class RolloutCollector:
 
         ``with_latents``: also return the clean latents that were decoded [B, *latent_shape] (detached)
         and the prompts' conditioning, for a KL-to-reference term at the samples' own points.
+
+        ``metadata``: the prompts' (an image-conditioned model reads each one's source image).
         """
         decode = self.model.decode if decode_frames is None else functools.partial(self.model.decode, frames=decode_frames)
         n = len(prompts)
-        cond = self.model.encode_prompts(prompts)  # batch n
-        uncond = self.uncond(n)
+        cond = self.model.condition(prompts, metadata)  # batch n
+        uncond = self.uncond(n, cond)
         noise = gaussian_noise(generator, self.dtype, self.device, self.dtype)
         x = noise((n, *self.latent_shape))  # x_T: [n, C, h, w]
         chain = run_chain(

@@ -86,7 +86,7 @@ class AlignProp(Algorithm):
             mask = masks[0] if len(masks) == 1 else torch.cat([m.expand(b, -1) for m, b in zip(masks, sizes)])  # [S] or [n, S]
             frames = self._decode_frames()
             samples, x0, cond = ctx.collector.sample_with_grad(
-                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True
+                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True, metadata=metadata
             )  # samples [n, ...] in [0, 1]; x0 [n, *latent_shape] detached
             scores, call_terms = ctx.reward(samples, prompts, metadata)  # [n], name -> [n]
             for name, values in call_terms.items():

@@ -100,11 +100,15 @@ def build_plugin(name: str, spec: Mapping, device: torch.device) -> Reward:
     )
 
 
-def dry_call(reward: Reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool, group_size: int) -> None:
+def dry_call(
+    reward: Reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool, group_size: int,
+    metadata: list[dict] | None = None,
+) -> None:  # fmt: skip
     """Score a tiny random batch once before training, so a broken reward fails in seconds, not after an epoch.
 
     sample_shape: one sample's shape, (3, H, W) or (F, 3, H, W). needs_grad: the algorithm backpropagates
     the reward (AlignProp), so a reward declared differentiable must return scores with a gradient.
+    metadata: the prompts' (an editing task's source images), cycled as the prompts are; default {} each.
     """
     n = max(2, group_size if reward.groupwise else 2)
     generator = torch.Generator().manual_seed(0)
@@ -113,7 +117,8 @@ def dry_call(reward: Reward, sample_shape: tuple[int, ...], prompts: list[str], 
     batch_prompts = [prompts[0] if reward.groupwise else prompts[k % len(prompts)] for k in range(n)]
     with torch.enable_grad() if needs_grad else torch.no_grad():
         try:
-            scores, _ = reward.score(samples, batch_prompts, [{} for _ in range(n)], group_size=n)
+            batch_metadata = [{} if not metadata else metadata[0 if reward.groupwise else k % len(metadata)] for k in range(n)]
+            scores, _ = reward.score(samples, batch_prompts, batch_metadata, group_size=n)
         except RewardError:
             raise
         except Exception as e:
@@ -129,8 +134,10 @@ def dry_call(reward: Reward, sample_shape: tuple[int, ...], prompts: list[str], 
         )
 
 
-def dry_call_plugins(reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool) -> None:
+def dry_call_plugins(
+    reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool, metadata: list[dict] | None = None
+) -> None:  # fmt: skip
     """dry_call every plug-in term, monitor and evaluation reward of a WeightedReward (built-ins are trusted)."""
     for r in reward.rewards + reward.monitors + reward.eval_rewards:
         if r.plugin:
-            dry_call(r, sample_shape, prompts, device, needs_grad and r in reward.rewards, reward.group_size)
+            dry_call(r, sample_shape, prompts, device, needs_grad and r in reward.rewards, reward.group_size, metadata)
