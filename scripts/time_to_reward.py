@@ -396,6 +396,9 @@ def main(argv=None) -> dict:
             results.append(json.loads(done.read_text()))
             last = results[-1]["epochs"][-1] if results[-1]["epochs"] else {}
             print(f"[{config.name} seed {seed}] {len(results[-1]['epochs'])} epochs, {fmt(last.get('cpu_s'))} CPU s", flush=True)
+    configs = [c for c in configs if any(r["config"] == c.name for r in results)]  # --report-only: the finished ones
+    if not any(c.name == baseline for c in configs):
+        sys.exit(f"time_to_reward: error: no finished run of the baseline {baseline!r} under {args.out}.")
     summary = aggregate(results, configs, baseline, args.measure, args.window, args.target)
     text = table(summary)
     command = "python scripts/time_to_reward.py " + shlex.join((argv if argv is not None else sys.argv[1:]))
