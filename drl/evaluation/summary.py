@@ -53,7 +53,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
         return "—"
     if math.isinf(value):
         return "∞"
-    return f"{value:.{digits}g}"
+    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"  # 2460, not 2.46e+03
 
 
 def fmt_mean_se(pair: tuple[float, float], digits: int = 3) -> str:
