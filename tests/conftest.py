@@ -65,6 +65,18 @@ def tiny_config():
     return compose_config
 
 
+@pytest.fixture
+def one_torch_thread():
+    """For contexts built outside train() (which would set hardware.num_threads=1): on a shared CPU, more threads than
+    free cores make a tiny denoiser call many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def random_toy_model(tmp_path_factory) -> str:
     """A randomly initialised toy model saved in diffusers' layout (fast; independent of shipped weights)."""
