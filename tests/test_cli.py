@@ -48,7 +48,7 @@ def test_a_run_directory_hydra_cannot_create_is_one_sentence(tmp_path):
     result = drl_train(["hydra.run.dir=a_file/run"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"drl-train: error: Not a directory: {tmp_path / 'a_file' / 'run'} (Hydra could not create the run directory; choose another with hydra.run.dir=...)."
+        "drl-train: error: Not a directory: a_file/run (Hydra could not create the run directory; choose another with hydra.run.dir=...)."
     )
 
 
