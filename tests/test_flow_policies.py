@@ -201,3 +201,39 @@ def test_dsrl_steers_a_frozen_flow_policy_through_its_ode_noise(flow_bc, tmp_pat
     assert end > start + 0.1, (start, end)
     after = load_policy(tmp_path).denoiser.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ------------------------------------------------------------- slow: MuJoCo and Pendulum
+@pytest.mark.slow
+def test_pendulum_fql_runs_on_chunks_from_a_generated_dataset(tmp_path):
+    """FQL on Pendulum-v1 with Ta = 2 from a small random dataset: finite losses, an evaluation, the one-step policy saved."""
+    from drl.envs.dataset import generate_dataset
+
+    data = generate_dataset("Pendulum-v1", lambda obs, rng: rng.uniform(-1, 1, (len(obs), 1)), 1000, seed=0, name="random").save(tmp_path / "p.npz")
+    cfg = compose_config(
+        ["experiment=pendulum_fql", f"env.dataset={data}", "model.action_horizon=2", "model.hidden_dim=32", "train.epochs=2",
+         "algorithm.steps_per_epoch=20", "train.batch_size=32", "env.eval_every=2", "env.eval_episodes=2", "logger=none", "hardware.num_threads=1"],
+        tiny=False,
+    )
+    train(cfg, tmp_path / "run")
+    records = read_records(tmp_path / "run")
+    assert all(math.isfinite(r["train/loss"]) and math.isfinite(r["train/critic_loss"]) for r in records)
+    assert "eval/return_mean" in records[-1] and (tmp_path / "run" / "one_step_policy.pt").is_file()
+
+
+@pytest.mark.slow
+def test_hopper_reinflow_fine_tunes_a_chunked_flow_bc_policy(tmp_path):
+    """Flow BC (Ta = 4) on a small random Hopper-v5 dataset, then two epochs of ReinFlow: the ratio starts at 1, the std stays
+    within its bounds, and the value function and noise network are saved."""
+    from drl.envs.dataset import generate_dataset
+
+    data = generate_dataset("Hopper-v5", lambda obs, rng: rng.uniform(-1, 1, (len(obs), 3)), 2000, seed=0, name="random").save(tmp_path / "h.npz")
+    common = ["model.hidden_dim=32", "env.eval_episodes=2", "logger=none", "hardware.num_threads=1"]
+    train(compose_config(["experiment=hopper_flow_bc_chunks", f"env.dataset={data}", "train.epochs=1", "algorithm.steps_per_epoch=50",
+                          "train.batch_size=64", *common], tiny=False), tmp_path / "bc")
+    train(compose_config(["experiment=hopper_reinflow", f"model.path={tmp_path / 'bc'}", "train.epochs=2", "train.samples_per_epoch=200",
+                          "env.eval_every=2", "algorithm.critic_warmup_epochs=0", *common], tiny=False), tmp_path / "rf")
+    records = read_records(tmp_path / "rf")
+    assert records[0]["train/ratio_dev_first"] < 1e-4
+    assert all(0.1 - 1e-6 <= r["train/noise_std"] <= 0.24 + 1e-6 and math.isfinite(r["train/loss"]) for r in records)
+    assert (tmp_path / "rf" / "noise_network.pt").is_file() and (tmp_path / "rf" / "value_function.pt").is_file()

@@ -69,9 +69,9 @@ class PolicyPPO(Algorithm):
 
     def policy_loss(
         self, batch: DecisionBatch, b: torch.Tensor, i: torch.Tensor | None, adv: torch.Tensor, train_actor: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """(the actor's loss, the PPO ratios [n], stats) of the units (b, i) with advantages ``adv``; regularisers
-        that only move the actor are computed when ``train_actor``."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
+        """(the actor's loss terms, the PPO ratios [n], stats) of the units (b, i) with advantages ``adv``: the clipped
+        surrogate first, then regularisers, which are computed when ``train_actor``."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- sampling
@@ -173,11 +173,12 @@ class PolicyPPO(Algorithm):
         loss = cfg.vf_coef * value_loss
         stats = {"train/value_loss": value_loss.detach()}
         with torch.set_grad_enabled(train_actor):
-            policy_loss, ratio, policy_stats = self.policy_loss(batch, b, i, adv, train_actor)
+            policy_terms, ratio, policy_stats = self.policy_loss(batch, b, i, adv, train_actor)
         stats.update(policy_stats)
         stats.update({"train/approx_kl": ((ratio - 1) - ratio.log()).mean().detach(), "ratio_dev": float((ratio.detach() - 1).abs().max())})
         if train_actor:
-            loss = loss + policy_loss
+            for term in policy_terms:
+                loss = loss + term
         stats["loss"] = loss
         stats["train/loss"] = loss.detach()
         return stats

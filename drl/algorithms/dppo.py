@@ -75,12 +75,12 @@ class DPPO(PolicyPPO):
         log_prob = self._log_prob(states, batch.latents[b, i], batch.latents[b, i + 1], batch.timesteps[b, i])
         ratio = torch.exp(log_prob - batch.log_probs[b, i] / self.dims)
         loss, clipfrac = ppo_clip_loss(adv, ratio, self.cfg.clip_range)
-        stats = {"train/policy_loss": loss.detach(), "train/clipfrac": clipfrac}
+        stats, terms = {"train/policy_loss": loss.detach(), "train/clipfrac": clipfrac}, [loss]
         if train_actor and self.cfg.bc_coef > 0:
             bc_loss = self._bc_loss(states)
-            loss = loss + self.cfg.bc_coef * bc_loss
+            terms.append(self.cfg.bc_coef * bc_loss)
             stats["train/bc_loss"] = bc_loss.detach()
-        return loss, ratio, stats
+        return terms, ratio, stats
 
     def _bc_loss(self, states: torch.Tensor) -> torch.Tensor:
         """-log p_theta of the base policy's own chains at these states, over its K fine-tuned steps (DPPO's BC)."""

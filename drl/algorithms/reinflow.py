@@ -85,7 +85,7 @@ class ReinFlow(PolicyPPO):
         entropy = chain_entropy_rate(stds)  # [n]
         stats = {"train/policy_loss": loss.detach(), "train/clipfrac": clipfrac, "train/entropy": entropy.mean().detach(),
                  "train/noise_std": stds.mean().detach()}
-        return loss - cfg.ent_coef * entropy.mean(), ratio, stats
+        return [loss, -cfg.ent_coef * entropy.mean()], ratio, stats
 
     # -------------------------------------------------------------------- export
     def export_policy(self):
