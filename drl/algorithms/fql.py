@@ -15,41 +15,25 @@ one-step policy and the critics are saved beside it (export_extra).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
-from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import with_evaluation
+from drl.algorithms.base import TrainContext
+from drl.algorithms.control_base import OfflineTwinQ
 from drl.algorithms.control_losses import fql_critic_loss, fql_distillation_loss, fql_q_loss, policy_bc_loss, td_target
 from drl.algorithms.schemas.fql import FQLConfig
-from drl.models.critic import OneStepPolicy, TwinQ, soft_update
+from drl.models.critic import OneStepPolicy, soft_update
 from drl.types import TransitionBatch
 
 
-class FQL(Algorithm):
+class FQL(OfflineTwinQ):
     def __init__(self, cfg: FQLConfig, ctx: TrainContext):
         policy, model_cfg = ctx.model, ctx.cfg.model
         torch.manual_seed(ctx.cfg.seed)
         self.one_step = OneStepPolicy(policy.obs_dim, policy.act_dim, model_cfg.hidden_dim, model_cfg.num_layers).to(ctx.device)
         super().__init__(cfg, ctx, params=[*ctx.params, *self.one_step.parameters()])  # the BC flow and the one-step policy
         self.cfg: FQLConfig = cfg
-        self.critic = TwinQ(policy.obs_dim, policy.act_dim, cfg.critic_hidden_dim).to(ctx.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-
-    def collect(self, generator: torch.Generator) -> TransitionBatch:
-        return self.ctx.collector.sample(self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size, generator)
-
-    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
-        totals: dict[str, list[float]] = {}
-        for index in torch.arange(len(batch)).split(self.ctx.cfg.train.batch_size):
-            for key, value in self.gradient_step(batch.minibatch(index)).items():
-                totals.setdefault(key, []).append(value)
-        metrics = {key: float(np.mean(values)) for key, values in totals.items()}
-        metrics["train/lr"] = self.lr
-        return with_evaluation(self.ctx, metrics, epoch, self.evaluation_actor, as_reward=True)
+        self.build_critics(cfg.critic_hidden_dim, cfg.critic_lr)
 
     # -------------------------------------------------------------------- acting
     def one_step_actions(self, states: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -121,17 +105,8 @@ class FQL(Algorithm):
 
     # --------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {
-            **super().state_dict(),
-            "one_step": self.one_step.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-        }
+        return {**super().state_dict(), "one_step": self.one_step.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.one_step.load_state_dict(state["one_step"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
