@@ -192,7 +192,7 @@ def test_dsrl_steers_a_frozen_flow_policy_through_its_ode_noise(flow_bc, tmp_pat
     run, _ = flow_bc
     before = {k: v.clone() for k, v in load_policy(run).denoiser.state_dict().items()}
     cfg = compose_config(
-        ["experiment=bandit_dsrl", "model=flow_policy", "scheduler=flow", "scheduler.eta=0", f"model.path={run}", *BANDIT,
+        ["experiment=bandit_dsrl", "model=flow_policy", "scheduler=flow", "scheduler.eta=0", "scheduler.num_steps=4", f"model.path={run}", *BANDIT,
          "train.epochs=4", "train.samples_per_epoch=128", "train.batch_size=128", "algorithm.updates_per_epoch=40", "env.eval_every=4"],
         tiny=False,
     )
