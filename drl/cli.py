@@ -130,9 +130,60 @@ def relaunched(config, run_dir: Path) -> float:
 
 
 def main() -> None:
+    if "--plan" in sys.argv[1:]:  # the memory plan of this config instead of the run (drl/plan/)
+        from drl.plan.cli import plan_main
+
+        plan_main([arg for arg in sys.argv[1:] if arg != "--plan"])
+        exit_without_teardown(0)
     register_configs()
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(run)()
-    exit_without_teardown(0)  # every run (or sweep job) has finished and written all it leaves
+    with hydra_errors_in_one_sentence():
+        hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(run)()
+    exit_without_teardown(0)
+
+
+OURS = "DRL_COMPACT_HYDRA_ERRORS"  # marks a HYDRA_FULL_ERROR=1 that drl set, not the user (children inherit both)
+
+
+@contextlib.contextmanager
+def hydra_errors_in_one_sentence():
+    """Hydra's composition errors (a misspelt key, a wrong type, an unknown group option) end with one sentence and
+    exit 2, like drl's own checks. HYDRA_FULL_ERROR=1 makes Hydra raise them instead of printing its few-line
+    report, so drl sets it, unless the user did, who then gets Hydra's full traceback as Hydra documents."""
+    import os
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(OURS) != "1":
+        yield
+        return
+    os.environ["HYDRA_FULL_ERROR"], os.environ[OURS] = "1", "1"
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as e:
+        fail(hydra_error_sentence(e))
+    except OSError as e:  # Hydra creating the run directory (or a sweep's) before drl's code runs
+        fail(f"{e.strerror or e}: {e.filename} (Hydra could not create the run directory; choose another with hydra.run.dir=...).")
+
+
+def hydra_error_sentence(error: Exception) -> str:
+    """One sentence for a Hydra composition error, from the exception's own fields and first line."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException) and error.options:
+        missing = error.missing_cfg_file or str(error).split("'")[1]
+        group = missing.rsplit("/", 1)[0]
+        return (f"{group}={missing.rsplit('/', 1)[-1]} is not an option of the '{group}' group; its options are "
+                f"{', '.join(error.options)} (your own go in a directory on Hydra's search path: docs/guide/configuration.md).")
+    if isinstance(error, OverrideParseException):
+        return f"an override could not be parsed: {str(error).splitlines()[0]} (the grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)."
+    cause = error.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if full_key and "not in" in str(cause):
+        return f"{full_key} is not a key of drl's config: check its spelling (`drl-train <your overrides> --cfg job` prints every key)."
+    if full_key:
+        return f"{full_key}: {str(cause).splitlines()[0].rstrip('.')}."
+    return f"{str(error).splitlines()[0].rstrip('.')}."  # every run (or sweep job) has finished and written all it leaves
 
 
 def exit_without_teardown(code: int) -> None:

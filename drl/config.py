@@ -23,7 +23,7 @@ from drl.algorithms import ALGORITHMS, algorithms_where, domain_of, domain_probl
 from drl.algorithms.schemas.base import AlgorithmConfig
 from drl.checks import choice as _choice, fraction as _fraction, positive as _positive, scheduler_noise_problems
 from drl.errors import ConfigError
-from drl.models.layout import model_directory_problems
+from drl.models.layout import FAMILIES, FLOW_FAMILIES, model_directory_problems
 
 
 # --------------------------------------------------------------------------- model
@@ -34,7 +34,8 @@ class ModelConfig:
     path: str = "drl:toy_t2i"
     """Diffusers save_pretrained directory, a hub id (diffusers downloads it into its cache), or drl:<name> for a model shipped with drl."""
     family: str = "auto"
-    """Model layout: sd (1.x/2.x), sdxl, sd3 (flow matching; needs scheduler=flow) or auto (from the directory)."""
+    """Model layout: sd (1.x/2.x), sdxl, or a flow-matching family that needs scheduler=flow (sd3, flux, flux_kontext,
+    qwen_image), or auto (from the directory's model_index.json)."""
     from_scratch: bool = False
     """Build randomly initialised components with the toy architecture instead of loading `path` (pretraining)."""
     resolution: int = 32
@@ -48,7 +49,10 @@ class ModelConfig:
     lora_targets: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     """Module names (peft target_modules) that receive LoRA adapters."""
     gradient_checkpointing: bool = False
-    """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute."""
+    """Recompute the denoiser's activations in the backward pass: less memory, ~30% more compute (every family: diffusers' own switch, else each block under torch.utils.checkpoint; drl/models/checkpointing.py)."""
+    text_encoder_offload: bool = False
+    """Keep the text encoders on the CPU, encode each distinct prompt there once and cache its conditioning
+    (drl/models/prompt_cache.py): their weights (T5-XXL: 4.8 B parameters) never take device memory."""
     compile: bool = False
     """torch.compile the denoiser (after the reference copy is taken): the first epoch pays the compilation. On a CPU it did not pay (toy run: 0.92x epoch throughput, docs/results/2026-12-03-speed.md); try it on a GPU."""
     vae_decode_chunk: int = 8
@@ -57,6 +61,9 @@ class ModelConfig:
     """What `path` holds: t2i (images) or t2v (clips: a video denoiser, drl/models/t2v.py)."""
     num_frames: int = 8
     """Frames per generated clip (kind=t2v)."""
+    distilled_guidance: float = 3.5
+    """The guidance value a guidance-distilled transformer embeds (FLUX.1-dev's guidance_scale); one call per step.
+    Ignored by models without a guidance embedding; scheduler.guidance_scale is true classifier-free guidance."""
 
 
 @dataclass
@@ -376,19 +383,19 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "scheduler.guidance_scale", s.guidance_scale)
     p += scheduler_noise_problems(s)
     _choice(p, "model.finetune", m.finetune, ("full", "lora"))
-    _choice(p, "model.family", m.family, ("auto", "sd", "sdxl", "sd3"))
+    _choice(p, "model.family", m.family, ("auto", *FAMILIES))
     _positive(p, "model.vae_decode_chunk", m.vae_decode_chunk)
-    if (m.family == "sd3") != (s.kind == "flow") and m.family != "auto":
-        p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models (sd3) take scheduler=flow, the others ddim or ddpm.")
+    if (m.family in FLOW_FAMILIES) != (s.kind == "flow") and m.family != "auto":
+        p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models ({', '.join(FLOW_FAMILIES)}) take scheduler=flow, the others ddim or ddpm.")
     if cfg.env is None and m.kind == "t2i":
         p.extend(model_directory_problems(m, s))
     _positive(p, "model.lora_rank", m.lora_rank)
     _positive(p, "model.resolution", m.resolution)
     _choice(p, "model.kind", m.kind, ("t2i", "t2v"))
     _positive(p, "model.num_frames", m.num_frames)
-    if m.kind == "t2v" and m.gradient_checkpointing:
-        p.append("model.gradient_checkpointing=true is not available for UNet3DConditionModel (diffusers has none); "
-                 "AlignProp's algorithm.checkpoint_denoiser=true checkpoints every denoiser call instead.")
+    if m.text_encoder_offload and getattr(a, "train_text_encoder", False):
+        p.append("model.text_encoder_offload=true caches the prompts' conditioning, so the text encoder cannot train: "
+                 "set algorithm.train_text_encoder=false.")
     _choice(p, "hardware.device", cfg.hardware.device, ("auto", "cpu", "cuda"))
     _choice(p, "hardware.mixed_precision", cfg.hardware.mixed_precision, ("no", "bf16", "fp16"))
     _positive(p, "hardware.num_threads", cfg.hardware.num_threads, allow_zero=True)

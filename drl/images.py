@@ -28,8 +28,10 @@ from drl.diagnostics import DriftProbe
 from drl.evaluation.features import is_toy_model
 from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
+from drl.models.checkpointing import enable_activation_checkpointing
 from drl.models.finetune import has_lora, setup_trainable
 from drl.models.loading import load_t2i
+from drl.models.prompt_cache import offload_text_encoders
 from drl.models.t2i import T2IModel
 from drl.prompts import build_prompt_source
 from drl.rewards import WeightedReward, build_reward
@@ -66,6 +68,8 @@ def build_model(cfg: Config) -> T2IModel:
         return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
     model = load_t2i(cfg.model.path, cfg.model.family)
     model.decode_chunk_size, model.resolution = cfg.model.vae_decode_chunk, cfg.model.resolution
+    if hasattr(model, "guidance"):  # a guidance-distilled family (FLUX)
+        model.guidance = cfg.model.distilled_guidance
     return model
 
 
@@ -91,13 +95,16 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     ``model``: an already built model to use instead of loading cfg.model (benchmarks build
     random weights at full size in memory rather than writing gigabytes to disk).
     """
-    model = (build_model(cfg) if model is None else model).to(device)
+    model = build_model(cfg) if model is None else model
+    if cfg.model.text_encoder_offload:  # before the move: the encoders never reach the device
+        offload_text_encoders(model, device)
+    model = model.to(device)
     model.text_encoder.eval()
     params = make_trainable(model, cfg)
     if cfg.model.gradient_checkpointing:
-        model.denoiser.enable_gradient_checkpointing()
+        enable_activation_checkpointing(model.denoiser)
     model.denoiser.eval()
-    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps, cfg.scheduler.sde_type)
+    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps, cfg.scheduler.sde_type, model.shift_mu())
     autocast = make_autocast(device, cfg.hardware.mixed_precision)
     if cfg.hardware.mixed_precision != "no":
         model.cast_frozen(torch.bfloat16 if cfg.hardware.mixed_precision == "bf16" else torch.float16)
@@ -118,7 +125,10 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
         print(warning, file=sys.stderr, flush=True)
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
-    dry_call_plugins(reward, sample_shape, prompts.first(2), device, needs_grad=cfg.algorithm.needs_differentiable_reward)
+    dry_call_plugins(
+        reward, sample_shape, prompts.first(2), device, cfg.algorithm.needs_differentiable_reward, prompts.first_conditions(2),
+        collector.latent_shape,
+    )  # fmt: skip
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original
@@ -193,11 +203,13 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int, failu
     n = max(cfg.train.grid_size, cfg.train.eval_size)
     pool = list(cfg.prompts.grid_prompts) or ctx.prompts.first(n)
     prompts = [pool[k % len(pool)] for k in range(n)]
+    # an editing task's source images go with its own prompts (grid_prompts carry none)
+    metadata = [{} for _ in prompts] if cfg.prompts.grid_prompts else ctx.prompts.first_conditions(n)
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
-    batch = ctx.collector.collect(prompts, [{} for _ in prompts], generator)
+    batch = ctx.collector.collect(prompts, metadata, generator)
     with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
-        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0)
-        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata)  # noqa: E731 (reward.eval_terms)
+        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0, latents=batch.final_latents)
+        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata, batch.final_latents)  # noqa: E731 (reward.eval_terms)
         batch.reward_terms.update(evaluate() if failures is None else failures.run("eval_terms", evaluate, default={}))
     return batch, prompts
 

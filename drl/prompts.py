@@ -27,6 +27,12 @@ class PromptSource:
         """A fixed, varied list of n prompts (the pool cycled), for before/after grids."""
         return [self.pool[i % len(self.pool)] for i in range(n)]
 
+    def first_conditions(self, n: int) -> list[dict]:
+        """The metadata of :meth:`first`'s prompts that the model conditions on (an editing task's source
+        image); {} for prompts that carry none, so evaluation rewards see what they always saw."""
+        entries = [self.pool_metadata[i % len(self.pool)] for i in range(n)]
+        return [{"source_image": m["source_image"]} if "source_image" in m else {} for m in entries]
+
 
 def build_prompt_source(cfg: PromptsConfig, video: bool = False) -> PromptSource:
     """``video``: source=toy draws the video world's prompts ("a red circle moving right")."""
@@ -44,6 +50,8 @@ def build_prompt_source(cfg: PromptsConfig, video: bool = False) -> PromptSource
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"prompts.path={str(path)!r} does not exist; give a text file with one prompt per line.")
+    if path.suffix == ".jsonl":
+        return _image_prompts(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -53,3 +61,41 @@ def build_prompt_source(cfg: PromptsConfig, video: bool = False) -> PromptSource
         raise ConfigError(f"prompts.path={str(path)!r} holds no prompts (one per line expected).")
     return PromptSource(lines, [{} for _ in lines])
 
+
+
+def _image_prompts(path: Path) -> PromptSource:
+    """A JSONL file of {"prompt": ..., "image": path relative to the file}: an editing instruction (or an
+    image-to-video prompt) and its source image, read with PIL only (nothing in the file executes) into
+    metadata["source_image"] [3, H, W] float in [0, 1], which the model conditions on and a reward may read."""
+    import json
+
+    prompts, metadata = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise ConfigError(f"prompts.path={str(path)!r} line {number} is not JSON: give one {{\"prompt\": ..., \"image\": ...}} object per line.") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not isinstance(record.get("image"), str):
+            raise ConfigError(f"prompts.path={str(path)!r} line {number} needs a \"prompt\" and an \"image\" string (the image's path relative to the file).")
+        prompts.append(record["prompt"])
+        metadata.append({"source_image": read_source_image(path.parent / record["image"], f"prompts.path={str(path)!r} line {number}")})
+    if not prompts:
+        raise ConfigError(f"prompts.path={str(path)!r} holds no prompts (one JSON object per line expected).")
+    return PromptSource(prompts, metadata)
+
+
+def read_source_image(path: Path, where: str) -> torch.Tensor:
+    """An image file -> [3, H, W] float in [0, 1] (PIL decodes it; RGB). ``where`` names the line that gave it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: image {str(path)!r} does not exist (image paths are relative to the prompts file).")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ConfigError(f"{where}: {str(path)!r} is not an image PIL can read ({e.__class__.__name__}).") from None
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3)
+    return pixels.permute(2, 0, 1).float() / 255

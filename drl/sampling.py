@@ -81,15 +81,16 @@ class NoiseSchedule:
         return prev[index]
 
 
-def make_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo") -> NoiseSchedule | FlowSchedule:
+def make_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo", mu: float | None = None) -> NoiseSchedule | FlowSchedule:
     """Read a diffusers scheduler's schedule for ``num_steps`` sampling steps.
 
     A FlowMatchEulerDiscreteScheduler gives a FlowSchedule (drl.sampling_flow) whose stochastic steps take
-    the noise form ``sde_type`` (flow_grpo or cps; DDIM/DDPM schedules have only their own). Otherwise this uses the scheduler's own ``set_timesteps`` (so "leading"/"trailing" spacing and
+    the noise form ``sde_type`` (flow_grpo or cps; DDIM/DDPM schedules have only their own) and, where the scheduler
+    shifts by resolution (``use_dynamic_shifting``), the shift ``mu`` (T2IModel.shift_mu). Otherwise this uses the scheduler's own ``set_timesteps`` (so "leading"/"trailing" spacing and
     ``steps_offset`` behave exactly as in diffusers) and its own previous-timestep rule.
     """
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-        return make_flow_schedule(scheduler, num_steps, sde_type)
+        return make_flow_schedule(scheduler, num_steps, sde_type, mu)
     if sde_type != "flow_grpo":
         raise ValueError(f"sde_type={sde_type} is a noise form of flow schedules; {type(scheduler).__name__} has its own.")
     if getattr(scheduler.config, "thresholding", False):

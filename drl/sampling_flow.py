@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -84,14 +85,23 @@ class FlowSchedule:
 SDE_TYPES = ("flow_grpo", "cps")
 
 
-def make_flow_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo") -> FlowSchedule:
+def make_flow_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo", mu: float | None = None) -> FlowSchedule:
     """Read a diffusers FlowMatchEulerDiscreteScheduler's levels for ``num_steps`` steps (its own shift);
-    ``sde_type``: the noise form of its stochastic steps (module docstring)."""
+    ``sde_type``: the noise form of its stochastic steps (module docstring).
+
+    A scheduler with ``use_dynamic_shifting`` (FLUX, Qwen-Image, Z-Image) shifts by the image's size: ``mu`` is that
+    shift (the model's shift_mu), applied to the unshifted levels 1, 1 - 1/S, ..., 1/S as those pipelines pass them.
+    Its equivalent static shift (e^μ, or μ for time_shift_type=linear) is what compress_tail re-shifts with."""
     if sde_type not in SDE_TYPES:
         raise ValueError(f"Unknown flow sde_type {sde_type!r}; use one of {', '.join(SDE_TYPES)}.")
     if scheduler.config.use_dynamic_shifting:
-        raise ValueError("Flow schedulers with use_dynamic_shifting (Flux-style) are not supported; SD3/3.5 use a fixed shift.")
-    scheduler.set_timesteps(num_steps)
+        if mu is None:
+            raise ValueError("This flow scheduler shifts by resolution (use_dynamic_shifting): pass the model's shift mu.")
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / num_steps, num_steps), mu=mu)
+        shift = mu if scheduler.config.time_shift_type == "linear" else math.exp(mu)
+    else:
+        scheduler.set_timesteps(num_steps)
+        shift = float(scheduler.config.shift)
     sigmas = scheduler.sigmas.double().clone()  # [S + 1], the last is 0
     return FlowSchedule(
         sigmas=sigmas,
@@ -99,7 +109,7 @@ def make_flow_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo") -
         num_train_timesteps=int(scheduler.config.num_train_timesteps),
         sigma_clip=float(sigmas[1]),
         sde_type=sde_type,
-        shift=float(scheduler.config.shift),
+        shift=shift,
     )
 
 

@@ -52,7 +52,7 @@ def non_finite(value: Any, prefix: str = "") -> list[str]:
 def schema_problems(raw: DictConfig, obj: Any) -> list[str]:
     """Sentences for the unknown keys of the composed ``raw`` and the non-finite numbers of its typed ``obj``."""
     problems = [
-        f"{name} is not a key of drl's config (a '+' override adds keys that nothing reads): check its spelling in drl/config.py."
+        f"{name} is not a key of drl's config (a '+' override adds keys that nothing reads): check its spelling (`drl-train <your overrides> --cfg job` prints every key)."
         for name in unknown_keys(raw)
     ]
     problems += [f"{name} must be a finite number (got NaN or inf)." for name in non_finite(obj)]

@@ -27,6 +27,8 @@ class Conditioning:
         SD 1.x/2.x   encoder_hidden_states [B, L, D]
         SDXL         encoder_hidden_states [B, L, D], text_embeds [B, P], time_ids [B, 6]
         SD3 (flow)   encoder_hidden_states [B, L, D], pooled_projections [B, P]
+        FLUX.1       encoder_hidden_states [B, L, D], pooled_projections [B, P] (+ Kontext: source_latents [B, C, h, w])
+        Qwen-Image   encoder_hidden_states [B, L, D], encoder_hidden_states_mask [B, L] (L: the batch's longest prompt)
     """
 
     tensors: dict[str, torch.Tensor]
@@ -42,7 +44,9 @@ class Conditioning:
 
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
-        return Conditioning({k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors})
+        """Batches joined. Text of another length (Qwen-Image's and Z-Image's prompts are as long as the longest in
+        their batch) is zero-padded on the token axis; those models carry a token mask that is padded with it."""
+        return Conditioning({k: torch.cat(_pad_tokens([p.tensors[k] for p in parts])) for k in parts[0].tensors})
 
     def expand(self, n: int) -> Conditioning:
         """A batch of one -> n views of it (no copy)."""
@@ -50,6 +54,14 @@ class Conditioning:
 
     def to(self, *args, **kwargs) -> Conditioning:
         return Conditioning({k: v.to(*args, **kwargs) for k, v in self.tensors.items()})
+
+
+def _pad_tokens(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[B_k, L_k, ...] with different L_k -> each zero-padded to the longest L (dim 1); others unchanged."""
+    if len({t.shape[1:] for t in tensors}) == 1 or any(t.ndim < 2 for t in tensors):
+        return tensors
+    longest = max(t.shape[1] for t in tensors)
+    return [torch.cat([t, t.new_zeros(t.shape[0], longest - t.shape[1], *t.shape[2:])], dim=1) for t in tensors]
 
 
 @dataclass
@@ -69,7 +81,7 @@ class Rollout:
     timesteps: torch.Tensor  # [B, S] the denoiser's timestep: long (DDPM/DDIM) or float σ·1000 (flow)
     log_probs: torch.Tensor  # [B, S] float32, exact (summed) log p(x_{t-1} | x_t) at sampling time
     stochastic: torch.Tensor  # [S] bool: steps with a density (trainable by likelihood methods)
-    samples: torch.Tensor  # [B, 3, H, W] float in [0, 1], the decoded x_0
+    samples: torch.Tensor | None  # [B, 3, H, W] float in [0, 1], the decoded x_0; None when every reward reads latents
     rewards: torch.Tensor | None = None  # [B] float32, filled in by the train loop (on a control task, by the collector)
     reward_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B] unweighted
     means: torch.Tensor | None = None  # [B, S, C, h, w] float32 μ_θ(x_t) of each step at sampling (GRPO-Guard's ratio)

@@ -21,10 +21,11 @@ def drl_train(args, cwd):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["algorithm=nope"], 1, "Could not find 'algorithm/nope'"),
-        (["train.epochs=abc"], 1, "Value 'abc' of type 'str' could not be converted to Integer"),
+        (["algorithm=nope"], 2, "drl-train: error: algorithm=nope is not an option of the 'algorithm' group; its options are alignprop, awm,"),
+        (["train.epochs=abc"], 2, "drl-train: error: train.epochs: Value 'abc' of type 'str' could not be converted to Integer."),
+        (["train.epochs=[1"], 2, "drl-train: error: an override could not be parsed: no viable alternative at input '[1'"),
         (["train.epochs=-1"], 2, "drl-train: error: invalid config: train.epochs=-1 must be > 0."),
-        (["algorithm.no_such_key=1"], 1, "Key 'no_such_key' not in 'DDPOConfig'"),
+        (["algorithm.no_such_key=1"], 2, "drl-train: error: algorithm.no_such_key is not a key of drl's config: check its spelling"),
         (["+foo=1"], 2, "foo is not a key of drl's config"),
         (["+train.epoch=3"], 2, "train.epoch is not a key of drl's config"),
         (["reward.terms.toy_aesthetic=nan"], 2, "reward.terms.toy_aesthetic must be a finite number"),
@@ -39,6 +40,16 @@ def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, args, code, messag
     assert result.returncode == code
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line.lower()]) == 1, result.stderr  # progress bars may precede it
+
+
+def test_a_run_directory_hydra_cannot_create_is_one_sentence(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = drl_train(["hydra.run.dir=a_file/run"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"drl-train: error: Not a directory: {tmp_path / 'a_file' / 'run'} (Hydra could not create the run directory; choose another with hydra.run.dir=...)."
+    )
 
 
 def test_help_lists_the_groups(tmp_path):

@@ -37,7 +37,7 @@ INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 YAML_PATH = re.compile(r"^#\s*((?:~/|\$HOME/)?[\w./-]+\.yaml)\b")
 # Hydra's own command-line flags: (takes a value)
 HYDRA_FLAGS = {"-m": False, "--multirun": False, "--help": False, "-h": False, "--hydra-help": False, "--resolve": False,
-               "--info": False, "-i": False, "--cfg": True, "-c": True, "--package": True, "-p": True}  # fmt: skip
+               "--info": False, "-i": False, "--plan": False, "--cfg": True, "-c": True, "--package": True, "-p": True}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -63,13 +63,8 @@ def test_compressed_tail_is_mixgrpos_post_window_schedule():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Contexts built here run outside train(), which would set hardware.num_threads=1: on a shared CPU, more threads
-    than free cores make a tiny denoiser call many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Contexts built here run outside train(): one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def test_toy_flow_selects_the_flow_scheduler():
     "overrides, message",
     [
         (["model=toy_flow", "scheduler=ddim"],
-         r"^model\.family=sd3 does not fit scheduler\.kind=ddim: flow models \(sd3\) take scheduler=flow, the others ddim or ddpm\.$"),
+         r"^model\.family=sd3 does not fit scheduler\.kind=ddim: flow models \(sd3, flux, .*\) take scheduler=flow, the others ddim or ddpm\.$"),
         (["model=toy_flow", "scheduler=ddpm"], r"^model\.family=sd3 does not fit scheduler\.kind=ddpm"),
         (["model=toy_flow", "model.family=auto", "scheduler=ddim"],
          r"^model\.path=drl:toy_flow holds a flow-matching model, which scheduler=ddim cannot sample: use scheduler=flow\.$"),

@@ -22,7 +22,7 @@ import torch
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.ddpo import group_advantages
-from drl.algorithms.denoising import forward_process_pairs
+from drl.algorithms.denoising import forward_process_pairs, pair_minibatch_epochs
 from drl.algorithms.regularization import prediction_kl
 from drl.algorithms.schemas.awm import AWMConfig
 from drl.losses import awm_log_likelihood, ppo_clip_loss
@@ -64,33 +64,25 @@ class AWM(Algorithm):
         with torch.no_grad():  # L_old: the sampling weights on the same noised inputs, before any step
             old = torch.cat([self._log_likelihood(x_t[c], t[c], cond[c], target[c], sigma[c])[0] for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)])
 
-        totals = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_base": 0.0, "grad_norm": 0.0}
-        first_ratio_dev, optimizer_steps = None, 0
-        for _ in range(cfg.num_inner_epochs):
-            order = torch.randperm(num_pairs, generator=self.generator)
-            for minibatch in order.chunk(cfg.minibatches):
-                for c in chunks(minibatch, ctx.cfg.train.batch_size):
-                    log_likelihood, prediction = self._log_likelihood(x_t[c], t[c], cond[c], target[c], sigma[c])
-                    log_ratio = log_likelihood - old[c]
-                    ratio = torch.exp(log_ratio)
-                    loss, clipfrac = ppo_clip_loss(advantages[b[c]], ratio, cfg.clip_range)
-                    kl = torch.zeros((), device=ctx.device)
-                    if cfg.kl_coef > 0:
-                        with ctx.autocast():
-                            kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
-                        self.update_calls += len(c)
-                        loss = loss + cfg.kl_coef * kl
-                    (loss * (len(c) / len(minibatch))).backward()
-                    if first_ratio_dev is None:
-                        first_ratio_dev = float((ratio.detach() - 1).abs().max())  # before any update: 0 on-policy
-                    weight = len(c) / num_pairs / cfg.num_inner_epochs
-                    totals["loss"] += float(loss.detach()) * weight
-                    totals["approx_kl"] += float(0.5 * log_ratio.detach().pow(2).mean()) * weight
-                    totals["clipfrac"] += float(clipfrac) * weight
-                    totals["kl_to_base"] += float(kl.detach()) * weight
-                grad_norm, stepped = self.optimizer_step()
-                totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
-                optimizer_steps += stepped
+        first_ratio_dev = None
+
+        def chunk_loss(c: torch.Tensor):
+            nonlocal first_ratio_dev
+            log_likelihood, prediction = self._log_likelihood(x_t[c], t[c], cond[c], target[c], sigma[c])
+            log_ratio = log_likelihood - old[c]
+            ratio = torch.exp(log_ratio)
+            loss, clipfrac = ppo_clip_loss(advantages[b[c]], ratio, cfg.clip_range)
+            kl = torch.zeros((), device=ctx.device)
+            if cfg.kl_coef > 0:
+                with ctx.autocast():
+                    kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
+                self.update_calls += len(c)
+                loss = loss + cfg.kl_coef * kl
+            if first_ratio_dev is None:
+                first_ratio_dev = float((ratio.detach() - 1).abs().max())  # before any update: 0 on-policy
+            return loss, {"approx_kl": 0.5 * log_ratio.detach().pow(2).mean(), "clipfrac": clipfrac, "kl_to_base": kl.detach()}
+
+        totals, optimizer_steps = pair_minibatch_epochs(self, num_pairs, chunk_loss)
         ctx.model.denoiser.eval()
         metrics = {f"train/{k}": v for k, v in totals.items()}
         metrics.update(

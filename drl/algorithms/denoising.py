@@ -1,9 +1,14 @@
-"""The denoising (L_simple) loss of a batch of clean latents, shared by pretrain and RWR."""
+"""The denoising (L_simple) loss of a batch of clean latents, shared by pretrain and RWR; the forward-process
+pairs and their minibatch loop, shared by NFT and AWM."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
+
 import torch
 
+from drl.algorithms.base import chunks
 from drl.algorithms.ddpo import select_train_steps
 from drl.losses import l_simple
 from drl.sampling import add_noise, sample_training_timesteps, training_target
@@ -68,3 +73,29 @@ def forward_process_pairs(batch, schedule, timestep_fraction: float, generator: 
     x_t = add_noise(schedule, x0, noise, t)  # [N, C, h, w]
     target = training_target(schedule, x0, noise, t)  # [N, C, h, w]
     return b, t, x0, x_t, target
+
+
+def pair_minibatch_epochs(algorithm, num_pairs: int, chunk_loss: Callable) -> tuple[dict[str, float], int]:
+    """NFT's and AWM's update loop over N forward-process pairs: ``num_inner_epochs`` shuffled passes, one optimizer
+    step per minibatch, each minibatch in chunks of ``train.batch_size`` whose gradients accumulate.
+
+    chunk_loss(c) takes the pair indices of a chunk [n] and returns (its mean loss with gradient, {name: the chunk's
+    mean of another metric}). Returns the pair-weighted means of loss and those metrics, the mean grad_norm, and the
+    number of optimizer steps taken.
+    """
+    cfg, ctx = algorithm.cfg, algorithm.ctx
+    totals: dict[str, float] = defaultdict(float)
+    optimizer_steps = 0
+    for _ in range(cfg.num_inner_epochs):
+        order = torch.randperm(num_pairs, generator=algorithm.generator)
+        for minibatch in order.chunk(cfg.minibatches):
+            for c in chunks(minibatch, ctx.cfg.train.batch_size):
+                loss, others = chunk_loss(c)
+                (loss * (len(c) / len(minibatch))).backward()
+                weight = len(c) / num_pairs / cfg.num_inner_epochs
+                for name, value in {"loss": loss.detach(), **others}.items():
+                    totals[name] += float(value) * weight
+            grad_norm, stepped = algorithm.optimizer_step()
+            totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
+            optimizer_steps += stepped
+    return dict(totals), optimizer_steps

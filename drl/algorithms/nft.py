@@ -15,7 +15,7 @@ import torch
 
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.ddpo import group_advantages
-from drl.algorithms.denoising import forward_process_pairs
+from drl.algorithms.denoising import forward_process_pairs, pair_minibatch_epochs
 from drl.algorithms.regularization import prediction_kl
 from drl.algorithms.schemas.nft import NFTConfig
 from drl.losses import nft_loss
@@ -62,32 +62,23 @@ class NFT(Algorithm):
             [self._predict(x_t[c], t[c], cond[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)]
         )
 
-        totals = {"loss": 0.0, "kl_to_base": 0.0, "old_deviation": 0.0, "grad_norm": 0.0}
-        first_dev, optimizer_steps = None, 0
-        for _ in range(cfg.num_inner_epochs):
-            order = torch.randperm(num_pairs, generator=self.generator)
-            for minibatch in order.chunk(cfg.minibatches):
-                for c in chunks(minibatch, ctx.cfg.train.batch_size):
-                    prediction = self._predict(x_t[c], t[c], cond[c], grad=True)
-                    loss = nft_loss(
-                        prediction, old[c], target[c], r[b[c]], cfg.beta, scale[c], cfg.adaptive_weighting, cfg.adv_clip_max
-                    ).mean()
-                    kl = torch.zeros((), device=ctx.device)
-                    if cfg.kl_coef > 0:
-                        with ctx.autocast():
-                            kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
-                        loss = loss + cfg.kl_coef * kl
-                    (loss * (len(c) / len(minibatch))).backward()
-                    deviation = (prediction.detach().float() - old[c]).abs()
-                    if first_dev is None:
-                        first_dev = float(deviation.max())  # before any update: v_θ = v_old
-                    weight = len(c) / num_pairs / cfg.num_inner_epochs
-                    totals["loss"] += float(loss.detach()) * weight
-                    totals["kl_to_base"] += float(kl.detach()) * weight
-                    totals["old_deviation"] += float(deviation.pow(2).mean()) * weight
-                grad_norm, stepped = self.optimizer_step()
-                totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
-                optimizer_steps += stepped
+        first_dev = None
+
+        def chunk_loss(c: torch.Tensor):
+            nonlocal first_dev
+            prediction = self._predict(x_t[c], t[c], cond[c], grad=True)
+            loss = nft_loss(prediction, old[c], target[c], r[b[c]], cfg.beta, scale[c], cfg.adaptive_weighting, cfg.adv_clip_max).mean()
+            kl = torch.zeros((), device=ctx.device)
+            if cfg.kl_coef > 0:
+                with ctx.autocast():
+                    kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
+                loss = loss + cfg.kl_coef * kl
+            deviation = (prediction.detach().float() - old[c]).abs()
+            if first_dev is None:
+                first_dev = float(deviation.max())  # before any update: v_θ = v_old
+            return loss, {"kl_to_base": kl.detach(), "old_deviation": deviation.pow(2).mean()}
+
+        totals, optimizer_steps = pair_minibatch_epochs(self, num_pairs, chunk_loss)
         ctx.model.denoiser.eval()
         metrics = {f"train/{k}": v for k, v in totals.items()}
         metrics.update(

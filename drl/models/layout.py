@@ -16,8 +16,16 @@ PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+    "FluxKontextPipeline": "flux_kontext",
+    "QwenImagePipeline": "qwen_image",
 }
-FLOW_FAMILIES = ("sd3",)  # families sampled by the flow SDE (scheduler=flow); the others take ddim or ddpm
+# Video pipelines (model.kind=t2v): Wan2.1 and Wan2.2 (two experts: transformer_2 below boundary_ratio).
+VIDEO_PIPELINES = {"WanPipeline": "wan", "TextToVideoSDPipeline": "modelscope"}
+# families sampled by the flow SDE (scheduler=flow); the others take ddim or ddpm
+FLOW_FAMILIES = ("sd3", "flux", "flux_kontext", "qwen_image")
+IMAGE_CONDITIONED = ("flux_kontext",)  # families that edit a source image given with each prompt
+FAMILIES = ("sd", "sdxl", *FLOW_FAMILIES)
 
 
 def resolve_path(path: str) -> str:
@@ -40,11 +48,22 @@ def model_index(location: str | Path) -> dict:
 
 
 def detect_family(location: str | Path) -> str:
-    """sd, sdxl or sd3 of a local directory: its model_index.json's pipeline class where drl knows it, else its
-    layout (transformer/ -> sd3, text_encoder_2/ -> sdxl, otherwise sd)."""
-    family = PIPELINE_FAMILIES.get(model_index(location).get("_class_name"))
-    if family is not None:
-        return family
+    """The family of a local directory: its model_index.json's pipeline class; without one, its layout
+    (transformer/ -> sd3, text_encoder_2/ -> sdxl, otherwise sd: older saves and drl's toy models).
+
+    A pipeline class drl does not train is refused in one sentence naming the directory (it used to read as
+    whatever its folders resembled: any transformer/ as SD3)."""
+    name = model_index(location).get("_class_name")
+    if name in PIPELINE_FAMILIES:
+        return PIPELINE_FAMILIES[name]
+    if name is not None:
+        from drl.errors import ConfigError
+
+        video = " (a video pipeline: use model.kind=t2v, e.g. model=wan22)" if name in VIDEO_PIPELINES else ""
+        raise ConfigError(
+            f"{location} holds a {name}{video}, which is not a text-to-image family drl trains: "
+            f"use a directory of one of {', '.join(sorted(PIPELINE_FAMILIES))}."
+        )
     local = Path(location)
     if (local / "transformer").is_dir():
         return "sd3"
@@ -76,7 +95,12 @@ def model_directory_problems(m, s) -> list[str]:
         if m.family not in ("auto", "sd", "sd3"):
             return [f"model.from_scratch=true builds a toy architecture: model.family=sd3 (toy_flow's transformer) or sd (toy_t2i's UNet); there is no toy {m.family}."]
         return []
-    found = local_family(m.path)
+    from drl.errors import ConfigError
+
+    try:
+        found = local_family(m.path)
+    except ConfigError as refusal:  # a pipeline class drl does not train
+        return [str(refusal)]
     if found is None or m.family not in ("auto", found):
         return [] if found is None else [f"model.family={m.family} but model.path={m.path} holds a {found} model: use model.family=auto (or {found})."]
     if m.family == "auto" and (found in FLOW_FAMILIES) != (s.kind == "flow"):  # an explicit family: find_problems says it

@@ -11,14 +11,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from drl.errors import ConfigError
+from drl.models.flux import FluxKontextModel, FluxModel
+from drl.models.qwen_image import QwenImageModel
 from drl.models.layout import detect_family
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path
 from drl.models.t2v import DENOISER_CLASSES, T2VModel, UNet3DConditionModel
 from drl.models.wan import is_wan_layout, load_wan
-
-FAMILIES = ("sd", "sdxl", "sd3")
 
 
 def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None) -> T2IModel:
@@ -43,8 +43,8 @@ def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None
             f"model.family={family} but {location} holds a {found} model: use model.family=auto "
             f"(or model.family={found}, with the model config of that family)."
         )
-    cls = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model}[family]
-    spec = COMPONENTS[family]
+    cls = FAMILY_CLASSES[family]
+    spec = COMPONENTS[COMPONENTS_OF.get(family, family)]
     if denoiser_class is not None:
         spec = [(name, sub, denoiser_class if name == "denoiser" else loader, required) for name, sub, loader, required in spec]
     parts = load_components(location, local.is_dir(), spec)
@@ -55,7 +55,13 @@ def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None
         encoder.requires_grad_(False)
     if model.vae is not None:
         model.vae.requires_grad_(False)
+    if hasattr(model, "max_sequence_length"):  # never past what the tokenizer was made for
+        model.max_sequence_length = min(model.max_sequence_length, model.text_tokenizer_length())
     return model
+
+
+FAMILY_CLASSES = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model, "flux": FluxModel, "flux_kontext": FluxKontextModel,
+                 "qwen_image": QwenImageModel}
 
 
 # Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
@@ -87,7 +93,26 @@ COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
         ("scheduler_config", "scheduler", "scheduler", True),
         ("vae", "vae", "AutoencoderKL", True),
     ],
+    "flux": [
+        ("denoiser", "transformer", "FluxTransformer2DModel", True),
+        ("text_encoder", "text_encoder", "CLIPTextModel", True),
+        ("text_encoder_2", "text_encoder_2", "T5EncoderModel", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("tokenizer_2", "tokenizer_2", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
+    ],
+    "qwen_image": [
+        ("denoiser", "transformer", "QwenImageTransformer2DModel", True),
+        ("text_encoder", "text_encoder", "Qwen2_5_VLForConditionalGeneration", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKLQwenImage", True),
+    ],
 }
+
+
+COMPONENTS_OF = {"flux_kontext": "flux"}  # families whose directories hold another's components
 
 
 def _pipeline_flag(location: str, key: str, default: bool) -> bool:

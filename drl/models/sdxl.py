@@ -42,7 +42,7 @@ class SDXLModel(T2IModel):
             {"encoder_hidden_states": torch.cat(hidden, dim=-1), "text_embeds": pooled, "time_ids": time_ids.to(pooled.dtype)}
         )
 
-    def negative_conditioning(self, n: int) -> Conditioning:
+    def negative_conditioning(self, n: int, like: Conditioning | None = None) -> Conditioning:
         cond = self.encode_prompts([""])
         if self.force_zeros_for_empty_prompt:
             cond = Conditioning({k: (v if k == "time_ids" else torch.zeros_like(v)) for k, v in cond.tensors.items()})

@@ -69,8 +69,14 @@ class T2IModel(DenoiserModel):
     def encode_prompts_with_grad(self, prompts: list[str]) -> Conditioning:
         return Conditioning({"encoder_hidden_states": self.text_encoder(_token_ids(self.tokenizer, prompts, self.device))[0]})
 
-    def negative_conditioning(self, n: int) -> Conditioning:
-        """The unconditional branch of classifier-free guidance: the empty prompt, batch n."""
+    def condition(self, prompts: list[str], metadata: list[dict] | None = None) -> Conditioning:
+        """What the collector conditions each sample on: the prompts' encoding; an image-conditioned model
+        (drl.models.layout.IMAGE_CONDITIONED) adds each prompt's metadata["source_image"]."""
+        return self.encode_prompts(prompts)
+
+    def negative_conditioning(self, n: int, like: Conditioning | None = None) -> Conditioning:
+        """The unconditional branch of classifier-free guidance: the empty prompt, batch n. ``like``: the
+        conditional branch, whose source image an image-conditioned model keeps."""
         return self.encode_prompts([""]).expand(n)
 
     def denoiser_kwargs(self, cond: Conditioning) -> dict:
@@ -83,7 +89,8 @@ class T2IModel(DenoiserModel):
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        """Where inputs go: the denoiser's device, or the CPU while offloaded text encoders encode (drl.models.prompt_cache)."""
+        return getattr(self, "inputs_device", None) or self.denoiser.device
 
     # ------------------------------------------------------------ denoiser
     def denoise(
@@ -102,12 +109,16 @@ class T2IModel(DenoiserModel):
         """
         denoiser = self.denoiser if denoiser is None else denoiser
         if guidance_scale == 1.0 or uncond is None:
-            return denoiser(latents, timestep=t, **self.denoiser_kwargs(cond)).sample
-        both = denoiser(
-            torch.cat([latents, latents]), timestep=torch.cat([t, t]), **self.denoiser_kwargs(Conditioning.cat([uncond, cond]))
-        ).sample
+            return self.forward_denoiser(denoiser, latents, t, cond)
+        both = self.forward_denoiser(denoiser, torch.cat([latents, latents]), torch.cat([t, t]), Conditioning.cat([uncond, cond]))
         uncond_out, cond_out = both.chunk(2)
         return uncond_out + guidance_scale * (cond_out - uncond_out)
+
+    def forward_denoiser(self, denoiser: torch.nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One unguided call of ``denoiser`` on latents [B, *D] at t [B] -> its output [B, *D]. Families whose
+        transformer takes another layout (FLUX's packed 2x2 patches, Z-Image's list of clips) convert here, so
+        the latents everyone else sees keep the VAE's own shape."""
+        return denoiser(latents, timestep=t, **self.denoiser_kwargs(cond)).sample
 
     # ------------------------------------------------------------- decoder
     @property
@@ -157,6 +168,11 @@ class T2IModel(DenoiserModel):
         latents = self.vae.encode(pixels.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist.mean
         return ((latents - shift) * scale).to(dtype)
 
+    def shift_mu(self) -> float | None:
+        """The resolution-dependent shift μ of a flow scheduler with ``use_dynamic_shifting`` (FLUX, Qwen-Image);
+        None for the others (drl.models.flow_family computes it)."""
+        return None
+
     def make_scheduler(self, kind: str):
         """A fresh scheduler of ``kind`` with the model's own noise schedule."""
         self.check_scheduler_kind(kind)
@@ -171,7 +187,9 @@ class T2IModel(DenoiserModel):
 
     # ------------------------------------------------------------ placement
     def to(self, device: torch.device | str) -> "T2IModel":
-        for part in (*self.text_encoders, self.denoiser, self.vae):
+        """Move every network; text encoders offloaded to the CPU (drl.models.prompt_cache) stay there."""
+        encoders = [] if getattr(self, "text_encoders_offloaded", False) else self.text_encoders
+        for part in (*encoders, self.denoiser, self.vae):
             if part is not None:
                 part.to(device)
         return self

@@ -3,7 +3,7 @@
 Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
 character) whose vocabulary is written here, and every network is built from a small config.
 
-    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, wan, clip
+    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, wan, clip
     drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from diffusers import (
     AutoencoderKLWan,
     DDIMScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
     SD3Transformer2DModel,
     UNet2DConditionModel,
     WanTransformer3DModel,
@@ -37,6 +39,8 @@ from transformers import (
     UMT5EncoderModel,
 )
 
+from drl.models.flux import FluxKontextModel, FluxModel
+from drl.models.qwen_image import QwenImageModel
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
@@ -200,6 +204,105 @@ def build_tiny_sd3(seed: int = 0, with_t5: bool = True) -> SD3Model:
     )
 
 
+# FLUX.1's scheduler: shifted by resolution, μ from 0.5 (256 tokens) to 1.15 (4096 tokens).
+FLUX_SCHEDULER = dict(
+    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+)
+
+
+def build_tiny_flux(seed: int = 0, guidance_embeds: bool = True) -> FluxModel:
+    """FLUX.1 layout: FluxTransformer2DModel (guidance-embedded, as -dev; False: as -schnell) over 2x2-packed latents,
+    CLIP (pooled) + T5 (tokens), a 16-channel-style shifted VAE (here 4 channels), a resolution-shifted flow scheduler.
+
+    16 px images -> 8 x 8 latents -> 16 tokens of 4 * 4 channels.
+    """
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    t5_dim = 2 * TEXT_DIM
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=t5_dim, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    torch.manual_seed(seed + 2)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels x a 2x2 patch
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=t5_dim,
+        pooled_projection_dim=TEXT_DIM,  # CLIP's pooled output (not projected)
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
+    )
+    torch.manual_seed(seed + 3)
+    vae = _vae(scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER)
+    return FluxModel(
+        tokenizer, text_encoder, transformer, dict(scheduler.config), vae,
+        text_encoder_2=text_encoder_2, tokenizer_2=build_clip_tokenizer(32), max_sequence_length=32,
+    )  # fmt: skip
+
+
+def build_tiny_flux_kontext(seed: int = 0) -> FluxKontextModel:
+    """FLUX.1-Kontext layout: FLUX.1-dev's components saved as a FluxKontextPipeline (same classes; the source
+    image's tokens join the generated ones)."""
+    flux = build_tiny_flux(seed)
+    return FluxKontextModel(**{f.name: getattr(flux, f.name) for f in fields(flux) if f.init})
+
+
+def build_qwen_tokenizer(max_length: int = 64):
+    """A real Qwen2Tokenizer (byte-level BPE) with a character vocabulary, no merges, Qwen's chat special tokens
+    and a chat template of Qwen's shape (Z-Image applies it)."""
+    from transformers import Qwen2Tokenizer
+
+    vocab = {c: i for i, c in enumerate(_byte_characters())}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=max_length, unk_token=None, pad_token="<|endoftext|>",
+                               eos_token="<|im_end|>", errors="replace")  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tokenizer
+
+
+def build_tiny_qwen_image(seed: int = 0) -> QwenImageModel:
+    """Qwen-Image layout: QwenImageTransformer2DModel over 2x2-packed latents, AutoencoderKLQwenImage (here 2x, 4
+    channels, non-trivial per-channel statistics), a Qwen2.5-VL text encoder, Qwen2Tokenizer, a resolution-shifted
+    flow scheduler. 16 px images -> 8 x 8 latents -> 16 tokens."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_qwen_tokenizer(512)  # characters: the chat template's system turn alone takes ~150
+    torch.manual_seed(seed)
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+    )  # fmt: skip
+    vision_config = dict(depth=1, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_heads=2, out_hidden_size=TEXT_DIM,
+                         fullatt_block_indexes=[0], window_size=28)  # fmt: skip
+    config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **text_config)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    torch.manual_seed(seed + 1)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=TEXT_DIM, axes_dims_rope=(2, 2, 4),
+    )  # fmt: skip
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLQwenImage(
+        base_dim=4, z_dim=4, dim_mult=[1, 1], num_res_blocks=1, temperal_downsample=[False],
+        latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0],
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256, max_image_seq_len=8192,
+        time_shift_type="exponential", shift_terminal=0.02,
+    )  # fmt: skip
+    return QwenImageModel(tokenizer, text_encoder, transformer, dict(scheduler.config), vae, max_sequence_length=256)
+
+
 def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
     """Wan2.1 layout: WanTransformer3DModel + AutoencoderKLWan (4x in time, 8x in space) + UMT5 + flow scheduler.
 
@@ -275,7 +378,8 @@ def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, 
 
 
 BUILDERS = {
-    "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan
+    "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan,
+    "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "qwen_image": build_tiny_qwen_image,
 }
 
 

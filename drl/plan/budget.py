@@ -1,0 +1,372 @@
+"""The memory plan: what one GPU holds at the peak of a run, line by line, before anything is loaded.
+
+The networks are built on the meta device at their real size (drl.plan.architecture), made trainable as the run
+would make them (peft LoRA, or every weight), and each phase's transient memory is traced on fake tensors
+(drl.plan.tracing). What the plan mirrors of a run (drl/images.py, drl/algorithms/base.py):
+
+  weights        fp32; with hardware.mixed_precision=bf16|fp16 the frozen parts (text encoders, VAE, the
+                 denoiser's base weights under LoRA) are stored in that dtype; trained weights stay fp32
+  trainable      LoRA adapters or every denoiser weight, fp32: gradients 4 B and AdamW's two moments 8 B each
+  reference      KL or DPO: LoRA runs its base with the adapters disabled (0 B); full fine-tuning keeps a copy
+  EMA            algorithm.ema_decay > 0: a fp32 copy of the trained weights
+  FSDP           hardware.sharding=fsdp: the denoiser's weights, gradients, moments (and its reference copy) are
+                 1/W per GPU, plus the largest block gathered whole (FSDP2 gathers a block before it runs)
+  rollout        one epoch's trajectories on the device: latents [N, S + 1, ...] fp32, the prompts'
+                 conditioning, the decoded samples
+  update         the denoiser's forward + backward on train.batch_size pairs (x 2 with guidance), traced
+                 with and without model.gradient_checkpointing
+  sampling       the larger of: a no-grad denoiser call on the sampling batch (x 2 with guidance), the text
+                 encoders on that batch of prompts, a VAE decode of model.vae_decode_chunk images
+  reward         the reward model's weights (published parameter counts, drl.plan.rewards)
+
+The peak is the larger of (everything resident + sampling) and (everything resident + gradients + update).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from drl.models.sd3 import _quiet_diffusers
+from drl.plan.architecture import Architecture, Component, PlanError, architecture_for, build_on_meta
+from drl.plan.inputs import CallShape, denoiser_inputs
+from drl.plan.rewards import reward_bytes
+from drl.plan.tracing import Trace, trace_call
+
+GiB = 2**30
+CARDS_GB = (24, 48, 80)
+DEVICE_RESERVE = 1.0 * GiB  # the CUDA context and the allocator's slack: outside max_memory_allocated, inside the card
+TOY_PATHS = {"sd3": "drl:toy_flow"}  # model.from_scratch builds the shipped toy's architecture
+
+
+@dataclass
+class Line:
+    what: str
+    bytes: int
+    note: str = ""
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes per GPU, by line; ``peak`` is the larger phase. ``options`` holds what the run turns on."""
+
+    model: str
+    source: str
+    resident: list[Line]
+    sampling: list[Line]
+    update: list[Line]
+    activations_without_checkpointing: int
+    activations_with_checkpointing: int
+    world_size: int
+    options: dict = field(default_factory=dict)
+    denoiser_params: int = 0
+    trainable_params: int = 0
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(line.bytes for line in self.resident)
+
+    @property
+    def sampling_peak(self) -> int:
+        return self.resident_bytes + max((line.bytes for line in self.sampling), default=0)
+
+    @property
+    def update_peak(self) -> int:
+        return self.resident_bytes + sum(line.bytes for line in self.update)
+
+    @property
+    def peak(self) -> int:
+        return max(self.sampling_peak, self.update_peak)
+
+    def fits(self, card_gb: int) -> bool:
+        return self.peak + DEVICE_RESERVE <= card_gb * 1e9
+
+
+# ----------------------------------------------------------------------------- sizes
+def _numel(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def _half_dtype(mixed_precision: str) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+
+
+@dataclass
+class DenoiserSizes:
+    params: int  # every weight, adapters included
+    trainable: int
+    frozen: int
+    largest_block: int  # parameters of the largest block of a ModuleList (one FSDP unit)
+
+
+def denoiser_sizes(module: torch.nn.Module) -> DenoiserSizes:
+    blocks = [b for child in module.children() if isinstance(child, torch.nn.ModuleList) for b in child]
+    trainable = _numel(p for p in module.parameters() if p.requires_grad)
+    total = _numel(module.parameters())
+    return DenoiserSizes(total, trainable, total - trainable, max((_numel(b.parameters()) for b in blocks), default=total))
+
+
+def make_trainable_on_meta(module: torch.nn.Module, model_cfg) -> None:
+    """Freeze or adapt the meta module as drl.models.finetune.setup_trainable does the real one."""
+    from drl.models.finetune import setup_trainable
+
+    try:
+        setup_trainable(module, model_cfg.finetune, model_cfg.lora_rank, model_cfg.lora_alpha, model_cfg.lora_targets)
+    except ValueError as e:
+        raise PlanError(str(e)) from None
+
+
+# ------------------------------------------------------------------------- the plan
+def memory_plan(cfg) -> MemoryPlan:
+    """The per-GPU memory plan of a checked Config (drl.config.Config) of a text-to-image or video run."""
+    if cfg.env is not None:
+        raise PlanError("the memory plan sizes image and video runs; a control policy (env=...) is a small MLP.")
+    path = TOY_PATHS.get(cfg.model.family, "drl:toy_t2i") if cfg.model.from_scratch else cfg.model.path
+    arch = architecture_for(path)
+    return plan_for(arch, cfg)
+
+
+def plan_for(arch: Architecture, cfg) -> MemoryPlan:
+    m, hw, a, t, s = cfg.model, cfg.hardware, cfg.algorithm, cfg.train, cfg.scheduler
+    half = _half_dtype(hw.mixed_precision)
+    world = hw.num_processes * hw.num_nodes
+    shards = world if hw.sharding == "fsdp" else 1
+    frozen_bytes = torch.finfo(half).bits // 8 if half is not None else 4
+
+    denoisers = arch.of_role("denoiser")
+    if not denoisers:
+        raise PlanError(f"the memory plan found no denoiser in {arch.source}.")
+    main = denoisers[0]
+    module, sizes = trainable_denoiser(arch, main, m)
+    n = len(denoisers)  # Wan2.2's two experts: both resident, both adapted
+    lora = m.finetune == "lora"
+    cfg_calls = 2 if s.guidance_scale != 1.0 else 1
+
+    # ------------------------------------------------------------- resident
+    resident = [
+        Line(f"denoiser weights ({main.class_name}{' x2 experts' if n == 2 else ''})",
+             n * (sizes.frozen * (frozen_bytes if lora else 4) + sizes.trainable * 4) // shards,
+             f"{count(n * sizes.params)} parameters; {'frozen base ' + _dtype_name(half) + ', adapters fp32' if lora else 'fp32 (trained)'}"
+             + (f"; 1/{shards} per GPU (FSDP)" if shards > 1 else "")),
+        Line("optimizer state (AdamW, 2 moments)", n * sizes.trainable * 8 // shards,
+             f"{count(n * sizes.trainable)} trainable ({'LoRA r' + str(m.lora_rank) if lora else 'full'}), fp32"),
+    ]
+    if shards > 1:
+        resident.append(Line("FSDP: one block gathered whole", 2 * sizes.largest_block * (frozen_bytes if lora else 4),
+                             "the running block and the next one prefetched"))
+    needs_reference = a.kl_coef > 0 or _needs_reference(a.name)
+    if needs_reference:
+        resident.append(Line("reference model", 0 if lora else n * sizes.params * 4 // shards,
+                             "LoRA with its adapters disabled: no copy" if lora else "a frozen fp32 copy of the denoiser"))
+    if a.ema_decay > 0:
+        resident.append(Line("EMA of the trained weights", n * sizes.trainable * 4 // shards, "fp32"))
+    encoders = arch.of_role("text_encoder")
+    offload = getattr(m, "text_encoder_offload", False)
+    encoder_params = sum(parameters_of(arch, c) for c in encoders)
+    resident.append(Line(
+        "text encoders (" + ", ".join(c.class_name for c in encoders) + ")", 0 if offload else encoder_params * frozen_bytes,
+        f"{count(encoder_params)} parameters, " + ("on the CPU (model.text_encoder_offload=true: prompts encoded once, cached)" if offload else _dtype_name(half)),
+    ))
+    vae = next(iter(arch.of_role("vae")), None)
+    vae_module = _built(arch, vae) if vae is not None else None
+    if vae_module is not None:
+        resident.append(Line(f"VAE ({vae.class_name})", parameters_of(arch, vae) * frozen_bytes, _dtype_name(half)))
+    reward_total, reward_note = reward_bytes(cfg.reward)
+    resident.append(Line("reward model(s)", reward_total, reward_note))
+
+    # -------------------------------------------------------------- shapes
+    scale = vae_spatial_factor(vae)
+    latent = m.resolution // scale
+    frames = latent_frames(vae, m.num_frames) if m.kind == "t2v" else 1
+    tokens = text_tokens(arch, m)
+    dtype = torch.float32
+    shape = lambda batch: CallShape(batch, latent, frames, tokens, dtype)  # noqa: E731
+    channels = latent_channels(main, vae)
+    latent_numel = channels * latent * latent * frames
+    cond_width = conditioning_width(main)
+    steps = s.num_steps
+    rollout = t.samples_per_epoch * (
+        (steps + 1) * latent_numel * 4  # latents, fp32
+        + steps * 8  # log-probs, timesteps
+        + tokens * cond_width * (frozen_bytes if half is not None else 4)  # the prompts' conditioning
+        + 3 * m.resolution * m.resolution * (m.num_frames if m.kind == "t2v" else 1) * 4  # decoded samples
+    )
+    resident.append(Line("one epoch's rollout", rollout, f"{t.samples_per_epoch} samples x {steps} steps"))
+
+    # ------------------------------------------------------------ sampling
+    trace = denoiser_trace(arch, main, module, m, half, shape(1))
+    sample_batch = (t.sample_batch_size or t.batch_size) * cfg_calls
+    sampling = [Line("denoiser call, no grad", sample_batch * trace.working_set, f"batch {sample_batch}: its largest op's inputs and outputs")]
+    if vae_module is not None:
+        chunk = min(m.vae_decode_chunk, t.sample_batch_size or t.batch_size)
+        sampling.append(Line("VAE decode, no grad", chunk * vae_trace(arch, vae, vae_module, latent, frames, half).working_set,
+                             f"{chunk} images (model.vae_decode_chunk)"))
+
+    # -------------------------------------------------------------- update
+    train_batch = t.batch_size * cfg_calls
+    without, with_ckpt = train_batch * trace.kept(False), train_batch * trace.kept(True)
+    transient = train_batch * trace.working_set  # the backward's gradient buffers of the largest op
+    chain = chain_steps(a, steps)
+    activations = with_ckpt if m.gradient_checkpointing else without
+    if a.name == "alignprop":  # gradient through `chain` denoiser calls, each kept (or recomputed) until the backward
+        per_call = with_ckpt if m.gradient_checkpointing else without
+        stored = train_batch * latent_numel * 4 * chain
+        activations = (train_batch * trace.kept(True) + stored) if a.checkpoint_denoiser else per_call * chain
+    update = [
+        Line("gradients", n * sizes.trainable * 4 // shards, "fp32, alive until the optimizer step"),
+        Line("activations kept for the backward", activations,
+             f"batch {train_batch}" + (f", {chain} chained steps" if a.name == "alignprop" else "")
+             + (", checkpointed" if m.gradient_checkpointing else "")),
+        Line("backward working set", transient, "the largest op's inputs and outputs"),
+    ]
+    return MemoryPlan(
+        model=arch.name, source=arch.source, resident=resident, sampling=sampling, update=update,
+        activations_without_checkpointing=without, activations_with_checkpointing=with_ckpt, world_size=shards,
+        options=_options(cfg), denoiser_params=n * sizes.params, trainable_params=n * sizes.trainable,
+    )
+
+
+_BUILT: dict[tuple, object] = {}  # meta modules and sizes, per architecture and setting: replans (the advice) reuse them
+
+
+def _built(arch: Architecture, component: Component) -> torch.nn.Module:
+    key = (arch.source, component.name)
+    if key not in _BUILT:
+        _BUILT[key] = build_on_meta(component)
+    return _BUILT[key]
+
+
+def parameters_of(arch: Architecture, component: Component) -> int:
+    return _numel(_built(arch, component).parameters())
+
+
+def trainable_denoiser(arch: Architecture, main: Component, m) -> tuple[torch.nn.Module, DenoiserSizes]:
+    """The denoiser on the meta device, made trainable as model.finetune says, and its sizes."""
+    key = (arch.source, main.name, m.finetune, m.lora_rank, m.lora_alpha, tuple(m.lora_targets))
+    if key not in _BUILT:
+        module = build_on_meta(main)
+        make_trainable_on_meta(module, m)
+        _BUILT[key] = (module, denoiser_sizes(module))
+    return _BUILT[key]
+
+
+_TRACES: dict[tuple, Trace] = {}  # one trace per architecture and setting: replans (the advice) reuse it
+
+
+def denoiser_trace(arch: Architecture, main: Component, module: torch.nn.Module, m, half, shape: CallShape) -> Trace:
+    key = (arch.source, main.name, m.finetune, m.lora_rank, tuple(m.lora_targets), half, shape)
+    if key not in _TRACES:
+        dtype = half or torch.float32  # autocast on the meta device is not available: trace the call in the half dtype
+        with _quiet_diffusers():  # its warning on casting with to()
+            module.to(dtype)
+        _TRACES[key] = trace_call(module, denoiser_inputs(main, dataclasses.replace(shape, dtype=dtype)))
+    return _TRACES[key]
+
+
+def vae_trace(arch: Architecture, vae: Component, module: torch.nn.Module, latent: int, frames: int, half) -> Trace:
+    """One image's (or clip's) no-grad decode: the decoder alone (a rollout never encodes)."""
+    key = (arch.source, vae.name, latent, frames, half)
+    if key not in _TRACES:
+        channels = vae.config.get("latent_channels") or vae.config.get("z_dim", 4)
+        size = (1, channels, frames, latent, latent) if "temperal_downsample" in vae.config else (1, channels, latent, latent)
+        dtype = half or torch.float32
+        with _quiet_diffusers():
+            module.to(dtype)
+        _TRACES[key] = trace_call(_Decoder(module), lambda: ((torch.randn(*size, dtype=dtype),), {}))
+    return _TRACES[key]
+
+
+def _needs_reference(name: str) -> bool:
+    from drl.algorithms import IMAGES, algorithm_class
+
+    return bool(getattr(algorithm_class(name, IMAGES), "needs_reference", False))
+
+
+def chain_steps(a, steps: int) -> int:
+    """Denoiser calls that carry gradient in one AlignProp chain (its largest truncation)."""
+    if a.name != "alignprop":
+        return 1
+    return steps if a.truncation == "all" else min(a.truncation_steps, steps)
+
+
+def _dtype_name(half: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(half, "fp32")
+
+
+def _options(cfg) -> dict:
+    m, hw = cfg.model, cfg.hardware
+    return {
+        "model.gradient_checkpointing": m.gradient_checkpointing,
+        "model.text_encoder_offload": getattr(m, "text_encoder_offload", False),
+        "model.finetune": m.finetune,
+        "model.lora_rank": m.lora_rank,
+        "train.batch_size": cfg.train.batch_size,
+        "hardware.mixed_precision": hw.mixed_precision,
+        "hardware.sharding": hw.sharding,
+        "hardware.num_processes": hw.num_processes * hw.num_nodes,
+    }
+
+
+# ------------------------------------------------------------- geometry of a pipeline
+def vae_spatial_factor(vae: Component | None) -> int:
+    if vae is None:
+        return 1  # pixel-space (drl's toy models)
+    c = vae.config
+    if "temperal_downsample" in c:  # Wan / Qwen-Image VAEs: 2x per stage
+        return 2 ** len(c["temperal_downsample"])
+    return 2 ** (len(c.get("block_out_channels", (1,))) - 1)
+
+
+def latent_frames(vae: Component | None, num_frames: int) -> int:
+    if vae is not None and "temperal_downsample" in vae.config:
+        factor = 2 ** sum(bool(x) for x in vae.config["temperal_downsample"])
+        return (num_frames - 1) // factor + 1
+    return num_frames
+
+
+def latent_channels(denoiser: Component, vae: Component | None) -> int:
+    c = denoiser.config
+    if denoiser.class_name in ("FluxTransformer2DModel", "QwenImageTransformer2DModel"):
+        return c["in_channels"] // 4  # 2 x 2 packed patches
+    return c.get("in_channels", 4)
+
+
+def conditioning_width(denoiser: Component) -> int:
+    c = denoiser.config
+    return c.get("joint_attention_dim") or c.get("cross_attention_dim") or c.get("text_dim") or 768
+
+
+def text_tokens(arch: Architecture, m) -> int:
+    if arch.text_tokens is not None:
+        return arch.text_tokens
+    encoders = arch.of_role("text_encoder")
+    lengths = [c.config.get("max_position_embeddings", 77) for c in encoders if "max_position_embeddings" in c.config]
+    clip = max(lengths, default=77)
+    main = arch.of_role("denoiser")[0]
+    if main.class_name == "SD3Transformer2DModel" and len(encoders) > 1:
+        return clip + 256  # the T5 slot (drl's t5_max_length), zeros when the T5 is absent
+    return clip
+
+
+class _Decoder(torch.nn.Module):
+    """The VAE's decode as a module call (what the tracer runs)."""
+
+    def __init__(self, vae: torch.nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z):
+        return self.vae.decode(z).sample
+
+
+def with_overrides(cfg, **changes):
+    """``cfg`` with some keys of its groups replaced: with_overrides(cfg, model={'finetune': 'lora'})."""
+    groups = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in changes.items()}
+    return dataclasses.replace(cfg, **groups)
+
+
+def count(n: int) -> str:
+    """A parameter count as people write it: 2.24 B, 3.6 M, 950 k."""
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
