@@ -55,7 +55,7 @@ def test_a_run_directory_hydra_cannot_create_is_one_sentence(tmp_path):
 def test_help_lists_the_groups(tmp_path):
     result = drl_train(["--help"], tmp_path)
     assert result.returncode == 0
-    for line in ("algorithm: alignprop, awm, bc, ddpo, diffusion_ql, dpo, dppo, dsrl, nft, pretrain, rwr", "scheduler: ddim, ddpm", "hardware: cpu, gpu"):
+    for line in ("algorithm: alignprop, awm, bc, ddpo, diffusion_ql, dpo, dppo, dsrl, fql, nft, pretrain, reinflow, rwr", "scheduler: ddim, ddpm", "hardware: cpu, gpu"):
         assert line in result.stdout
 
 
