@@ -122,8 +122,9 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
     dry_call_plugins(
-        reward, sample_shape, prompts.first(2), device, cfg.algorithm.needs_differentiable_reward, prompts.first_conditions(2)
-    )
+        reward, sample_shape, prompts.first(2), device, cfg.algorithm.needs_differentiable_reward, prompts.first_conditions(2),
+        collector.latent_shape,
+    )  # fmt: skip
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original
@@ -203,8 +204,8 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int, failu
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
     batch = ctx.collector.collect(prompts, metadata, generator)
     with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
-        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0)
-        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata)  # noqa: E731 (reward.eval_terms)
+        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0, latents=batch.final_latents)
+        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata, batch.final_latents)  # noqa: E731 (reward.eval_terms)
         batch.reward_terms.update(evaluate() if failures is None else failures.run("eval_terms", evaluate, default={}))
     return batch, prompts
 
