@@ -96,6 +96,16 @@ class FlowTransformerModel(T2IModel):
         return FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
 
     # -------------------------------------------------------------- saving
+    def pipeline_components(self) -> dict:
+        """One text encoder (Qwen-Image, Z-Image); FLUX adds its second."""
+        return {
+            "scheduler": self.make_scheduler("flow"),
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "tokenizer": self.tokenizer,
+            "transformer": self.denoiser,
+        }
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         with _quiet_diffusers():
             self.to_pipeline().save_pretrained(directory)

@@ -61,12 +61,3 @@ class ZImageModel(FlowTransformerModel):
         captions = [text[i][mask[i]] for i in range(len(clips))]  # B x [L_i, D]
         out = denoiser(clips, 1 - t.to(text.dtype) / 1000, captions, return_dict=False)[0]  # t' = 1 - σ
         return -torch.stack(out)[:, :, 0]  # the velocity [B, C, h, w]
-
-    def pipeline_components(self) -> dict:
-        return {
-            "scheduler": self.make_scheduler("flow"),
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "tokenizer": self.tokenizer,
-            "transformer": self.denoiser,
-        }
