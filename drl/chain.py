@@ -56,6 +56,7 @@ def run_chain(
     ode_solver: str = "euler",
     prev_x0: torch.Tensor | None = None,
     record_means: bool = False,
+    step_std: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Chain:
     """Denoise x_T [B, *D] through every timestep of ``schedule``.
 
@@ -75,12 +76,16 @@ def run_chain(
     in parts). ``ode_solver="dpmpp_2m"``: the deterministic steps of a flow schedule take DPM-Solver++(2M)
     (drl.sampling_flow.flow_dpmpp_2m_step), whose history is each step's x̂_0; ``prev_x0`` carries it in
     from a previous part (no gradient: rollouts only). ``record_means``: also keep every step's μ_θ.
+    ``step_std(x_t, t [B])``: each step's std, [B] or [B, *D], in place of the schedule's (ReinFlow's noise network;
+    the step's mean stays the schedule's); not with per-row ``grad_steps``.
     """
     n = x.shape[0]
     first, stop = steps if steps is not None else (0, schedule.num_steps)
     etas = list(eta) if isinstance(eta, (list, tuple)) else [eta] * schedule.num_steps
     if ode_solver != "euler" and (grad_steps is not None or checkpoint_steps or schedule.kind != "flow"):
         raise ValueError(f"ode_solver={ode_solver} solves a flow model's deterministic steps in rollouts without gradients.")
+    if step_std is not None and grad_steps is not None and grad_steps.dim() > 1:
+        raise ValueError("step_std gives one std per row of the whole batch: it does not split rows by grad_steps.")
     timesteps = schedule.timesteps.to(x.device)[first:stop]
     latents, log_probs, stochastic, means = [x], [], [], []
     checkpointed = ("reentrant" if reentrant else "non_reentrant") if checkpoint_steps else False
@@ -91,7 +96,8 @@ def run_chain(
         multistep = ode_solver == "dpmpp_2m" and etas[i] == 0
         # partial binds this step's t and z now: a checkpointed step is recomputed later, in backward.
         step = functools.partial(
-            _step, schedule, t=t_batch, noise=z, eta=etas[i], min_std=min_std, prev_x0=x0 if multistep else None, multistep=multistep
+            _step, schedule, t=t_batch, noise=z, eta=etas[i], min_std=min_std, prev_x0=x0 if multistep else None, multistep=multistep,
+            step_std=step_std,
         )
         grad = None if grad_steps is None else grad_steps[..., i]  # [] or [B]
         if grad is None or grad.dim() == 0 or bool(grad.all()) or not bool(grad.any()):
@@ -122,9 +128,10 @@ def run_chain(
     )
 
 
-def _step(schedule, denoise, x, t, noise, eta, min_std, rows=None, prev_x0=None, multistep=False):
+def _step(schedule, denoise, x, t, noise, eta, min_std, rows=None, prev_x0=None, multistep=False, step_std=None):
     """x_t -> (x_{t-1}, x̂_0, log-prob [B], stochastic [B], μ_θ); ``rows`` [b]: only those rows of the batch.
-    ``multistep``: a deterministic DPM-Solver++(2M) flow step from the previous step's x̂_0 ``prev_x0``."""
+    ``multistep``: a deterministic DPM-Solver++(2M) flow step from the previous step's x̂_0 ``prev_x0``.
+    ``step_std(x_t, t)``: the step's own std (run_chain)."""
     if rows is not None:
         t, noise, denoise = t[rows], noise[rows], functools.partial(denoise, rows=rows)
         prev_x0 = None if prev_x0 is None else prev_x0[rows]
@@ -132,7 +139,8 @@ def _step(schedule, denoise, x, t, noise, eta, min_std, rows=None, prev_x0=None,
         x_prev, x0 = flow_dpmpp_2m_step(schedule, denoise(x, t), t, x, prev_x0)
         zeros = torch.zeros(x.shape[0], device=x.device)
         return x_prev.to(x.dtype), x0, zeros, zeros.bool(), x_prev
-    out = denoising_step(schedule, denoise(x, t), t, x, eta=eta, noise=noise, min_std=min_std)
+    std = None if step_std is None else step_std(x, t)
+    out = denoising_step(schedule, denoise(x, t), t, x, eta=eta, noise=noise, min_std=min_std, std=std)
     return out.prev_sample, out.pred_original_sample, out.log_prob, out.stochastic, out.mean
 
 

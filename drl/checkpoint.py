@@ -144,16 +144,18 @@ def load_checkpoint(path: Path | str) -> dict:
     return state
 
 
-def export_lora(denoiser: torch.nn.Module, directory: Path, pipeline_cls=None, layers_arg: str = "unet_lora_layers") -> None:
+def export_lora(denoiser: torch.nn.Module, directory: Path, pipeline_cls=None, layers_arg: str = "unet_lora_layers", prefix: str = "") -> None:
     """Save LoRA adapters in diffusers' format: a plain diffusers user calls pipe.load_lora_weights(directory).
 
     ``pipeline_cls.save_lora_weights(directory, **{layers_arg: ...})`` writes the file: StableDiffusionPipeline
     (the default) and StableDiffusionXLPipeline take ``unet_lora_layers``, StableDiffusion3Pipeline
-    ``transformer_lora_layers``.
+    ``transformer_lora_layers``. ``prefix``: export only the adapters of that submodule, named as in it (one of
+    Wan2.2's experts, ``transformer_2.``).
     """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+    layers = {k[len(prefix) :]: v for k, v in get_peft_model_state_dict(denoiser).items() if k.startswith(prefix)}
+    layers = convert_state_dict_to_diffusers(layers)
     (pipeline_cls or StableDiffusionPipeline).save_lora_weights(directory, **{layers_arg: layers}, safe_serialization=True)

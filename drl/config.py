@@ -35,7 +35,7 @@ class ModelConfig:
     """Diffusers save_pretrained directory, a hub id (diffusers downloads it into its cache), or drl:<name> for a model shipped with drl."""
     family: str = "auto"
     """Model layout: sd (1.x/2.x), sdxl, or a flow-matching family that needs scheduler=flow (sd3, flux, flux_kontext,
-    qwen_image), or auto (from the directory's model_index.json)."""
+    qwen_image, z_image), or auto (from the directory's model_index.json)."""
     from_scratch: bool = False
     """Build randomly initialised components with the toy architecture instead of loading `path` (pretraining)."""
     resolution: int = 32
@@ -78,6 +78,9 @@ class PolicyModelConfig(ModelConfig):
     path: str = ""
     """A policy/ directory written by a drl-train run (e.g. of algorithm=bc) to start from; empty with from_scratch=true."""
     from_scratch: bool = True
+    policy_kind: str = "diffusion"
+    """diffusion (epsilon prediction on Diffusion-QL's VP schedule; scheduler=ddpm or ddim) or flow (a rectified-flow
+    velocity on the flow schedule, sampled by the flow ODE with scheduler=flow scheduler.eta=0: model=flow_policy)."""
     hidden_dim: int = 256
     """Width of each hidden layer of the MLP denoiser."""
     num_layers: int = 3
@@ -85,7 +88,8 @@ class PolicyModelConfig(ModelConfig):
     time_dim: int = 16
     """Size of the sinusoidal timestep embedding."""
     diffusion_steps: int = 5
-    """T of the VP noise schedule (Diffusion-QL uses 5); scheduler.num_steps must not exceed it."""
+    """T of the VP noise schedule (Diffusion-QL uses 5); scheduler.num_steps must not exceed it. A flow policy's time is
+    continuous: any scheduler.num_steps samples it."""
     beta_min: float = 0.1
     """VP schedule's beta_min (Diffusion-QL's vp_beta_schedule)."""
     beta_max: float = 10.0
@@ -447,6 +451,12 @@ def find_problems(cfg: Config) -> list[str]:
     return p
 
 
+POLICY_SCHEDULERS = {"diffusion": ("ddpm", "ddim"), "flow": ("flow",)}
+"""model.policy_kind -> the scheduler kinds that sample it."""
+POLICY_MODELS = {"diffusion": "diffusion_policy", "flow": "flow_policy"}
+"""model.policy_kind -> the model config (conf/model/) that builds one."""
+
+
 def control_problems(cfg) -> list[str]:
     """Every fault of a control config, as sentences (no gymnasium import: this runs before any work)."""
     p: list[str] = []
@@ -457,7 +467,16 @@ def control_problems(cfg) -> list[str]:
     rewards = [*cfg.reward.terms, *cfg.reward.monitor, *cfg.reward.eval_terms]
     if rewards:
         p.append(f"Control runs are rewarded by the environment, not by a reward model: leave out the reward ({', '.join(rewards)}).")
-    if s.num_steps > m.diffusion_steps:
+    if m.policy_kind not in POLICY_SCHEDULERS:
+        p.append(f"model.policy_kind={m.policy_kind!r} is not one of {', '.join(POLICY_SCHEDULERS)}.")
+    elif s.kind not in POLICY_SCHEDULERS[m.policy_kind]:
+        p.append(f"model.policy_kind={m.policy_kind} samples with scheduler={' or '.join(POLICY_SCHEDULERS[m.policy_kind])}, not scheduler.kind={s.kind}.")
+    elif m.policy_kind not in a.policy_kinds:
+        p.append(
+            f"algorithm={a.name} takes a {' or '.join(a.policy_kinds)} policy, not the {m.policy_kind} policy of model={m.name} "
+            f"(model.policy_kind; e.g. model={POLICY_MODELS[a.policy_kinds[0]]})."
+        )
+    if m.policy_kind == "diffusion" and s.num_steps > m.diffusion_steps:
         p.append(
             f"scheduler.num_steps={s.num_steps} exceeds model.diffusion_steps={m.diffusion_steps}: set scheduler.num_steps={m.diffusion_steps}."
         )

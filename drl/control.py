@@ -18,7 +18,7 @@ import torch
 from drl.algorithms import CONTROL, algorithm_class
 from drl.algorithms.base import Algorithm, TrainContext
 from drl.algorithms.control_base import ControlAlgorithm
-from drl.config import Config
+from drl.config import POLICY_MODELS, Config
 from drl.envs.chunking import Horizons
 from drl.envs.collector import DatasetReader, PolicyCollector
 from drl.envs.dataset import OfflineDataset, bandit_dataset
@@ -27,7 +27,7 @@ from drl.envs.episodes import vector_options
 from drl.envs.evaluate import evaluate, save_video, scatter_actions
 from drl.envs.make import BANDIT_ID, space_shapes
 from drl.errors import ConfigError
-from drl.models.policy import DiffusionPolicy, load_policy
+from drl.models.policy import POLICY_CLASSES, DiffusionPolicy, load_policy
 from drl.rewards import WeightedReward
 from drl.sampling import make_schedule
 
@@ -46,8 +46,14 @@ def build_policy(cfg: Config, device: torch.device) -> DiffusionPolicy:
     obs_shape, action_shape = space_shapes(cfg.env.id, Horizons.of(cfg.model))
     if cfg.model.from_scratch:
         sizes = int(np.prod(obs_shape)), int(np.prod(action_shape))
-        return DiffusionPolicy.build(*sizes, cfg.model, seed=cfg.seed, obs_shape=obs_shape, action_shape=action_shape).to(device)
+        cls = POLICY_CLASSES[cfg.model.policy_kind]
+        return cls.build(*sizes, cfg.model, seed=cfg.seed, obs_shape=obs_shape, action_shape=action_shape).to(device)
     policy = load_policy(cfg.model.path)
+    if policy.kind != cfg.model.policy_kind:
+        raise ConfigError(
+            f"The policy at model.path={cfg.model.path!r} is a {policy.kind} policy; model={cfg.model.name} "
+            f"expects model.policy_kind={cfg.model.policy_kind}: load it with model={POLICY_MODELS[policy.kind]}."
+        )
     if (policy.obs_shape, policy.action_shape) != (obs_shape, action_shape):
         raise ConfigError(
             f"The policy at model.path={cfg.model.path!r} reads observations {list(policy.obs_shape)} and acts {list(policy.action_shape)}; "

@@ -34,7 +34,9 @@ from drl.config import HardwareConfig
 from drl.errors import ConfigError
 
 RANK_SEED_STRIDE = 100_003  # rank r samples with seed + r * stride: different noise and prompts per rank
-SUMMED_METRICS = {"samples", "samples_per_s", "train/pairs"}  # totals over ranks
+# Totals over ranks: counts, throughput, the epoch's CPU seconds (user + sys) and denoiser calls (sample-steps
+# through the denoiser, guided ones counted twice) are the job's, summed over its processes.
+SUMMED_METRICS = {"samples", "samples_per_s", "train/pairs", "cpu_s", "train/denoiser_calls_sample", "train/denoiser_calls_update"}
 GRADIENT_BUCKET_ELEMENTS = 2**24  # float32: 64 MB per all-reduce call, bounded extra memory for large models
 MAX_METRICS = {"train/ratio_dev_first", "sample_time_s", "update_time_s"}  # worst rank / wall time
 

@@ -30,7 +30,7 @@ from drl.evaluation.hacking import QualityProbe
 from drl.logging import RunLogger
 from drl.models.checkpointing import enable_activation_checkpointing
 from drl.models.finetune import has_lora, setup_trainable
-from drl.models.loading import load_t2i
+from drl.models.loading import configure_t2i, load_t2i
 from drl.models.prompt_cache import offload_text_encoders
 from drl.models.t2i import T2IModel
 from drl.prompts import build_prompt_source
@@ -66,11 +66,7 @@ def build_model(cfg: Config) -> T2IModel:
         if cfg.model.family == "sd3":
             return build_toy_flow(cfg.model.resolution, seed=cfg.seed)
         return build_toy_t2i(cfg.model.resolution, seed=cfg.seed)
-    model = load_t2i(cfg.model.path, cfg.model.family)
-    model.decode_chunk_size, model.resolution = cfg.model.vae_decode_chunk, cfg.model.resolution
-    if hasattr(model, "guidance"):  # a guidance-distilled family (FLUX)
-        model.guidance = cfg.model.distilled_guidance
-    return model
+    return configure_t2i(load_t2i(cfg.model.path, cfg.model.family), cfg.model)
 
 
 def toy_prompts_warning(model: T2IModel, prompts: PromptsConfig) -> str | None:
@@ -126,8 +122,9 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     sample_shape = (3, cfg.model.resolution, cfg.model.resolution)
     sample_shape = (cfg.model.num_frames, *sample_shape) if cfg.model.kind == "t2v" else sample_shape
     dry_call_plugins(
-        reward, sample_shape, prompts.first(2), device, cfg.algorithm.needs_differentiable_reward, prompts.first_conditions(2)
-    )
+        reward, sample_shape, prompts.first(2), device, cfg.algorithm.needs_differentiable_reward, prompts.first_conditions(2),
+        collector.latent_shape,
+    )  # fmt: skip
     ctx = TrainContext(cfg, model, schedule, collector, prompts, params, reward, device, autocast)
     algorithm = algorithm_class(cfg.algorithm.name, IMAGES)(cfg.algorithm, ctx)
     if cfg.model.compile:  # after the algorithm's frozen reference copy: a compiled module's deepcopy would still call the original
@@ -207,8 +204,8 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int, failu
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
     batch = ctx.collector.collect(prompts, metadata, generator)
     with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
-        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0)
-        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata)  # noqa: E731 (reward.eval_terms)
+        batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0, latents=batch.final_latents)
+        evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata, batch.final_latents)  # noqa: E731 (reward.eval_terms)
         batch.reward_terms.update(evaluate() if failures is None else failures.run("eval_terms", evaluate, default={}))
     return batch, prompts
 

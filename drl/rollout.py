@@ -51,18 +51,29 @@ class RolloutCollector:
         # Latents stay float32 under mixed precision, so that the stored x_{t-1} is the one the
         # log-prob was computed on (float64 models, in gradient checks, keep float64).
         self.dtype = torch.float64 if model.denoiser.dtype == torch.float64 else torch.float32
-        self.on_chunk: Callable[[torch.Tensor, list, list], None] | None = None  # see chunk_callback
+        self.on_chunk: Callable[[torch.Tensor | None, list, list, torch.Tensor], None] | None = None  # see chunk_callback
+        self.decode_samples = True  # see decoding
         self.denoiser_rows = 0  # sample-steps evaluated by the denoiser so far (guided: 2 per step)
 
     @contextlib.contextmanager
-    def chunk_callback(self, fn: Callable[[torch.Tensor, list, list], None]):
-        """Within the block, collect() hands each finished chunk (samples [b, ...], prompts, metadata) to ``fn``
-        before denoising the next one (drl.rewards.overlap scores it meanwhile)."""
+    def chunk_callback(self, fn: Callable[[torch.Tensor | None, list, list, torch.Tensor], None]):
+        """Within the block, collect() hands each finished chunk (samples [b, ...] or None, prompts, metadata,
+        x_0 latents [b, *latent_shape]) to ``fn`` before denoising the next one (drl.rewards.overlap scores it meanwhile)."""
         self.on_chunk = fn
         try:
             yield
         finally:
             self.on_chunk = None
+
+    @contextlib.contextmanager
+    def decoding(self, needed: bool):
+        """Within the block, collect() decodes x_0 only if ``needed``; otherwise (every reward reads latents)
+        Rollout.samples is None and the VAE is not run."""
+        before, self.decode_samples = self.decode_samples, needed
+        try:
+            yield
+        finally:
+            self.decode_samples = before
 
     def uncond(self, n: int, cond: Conditioning | None = None) -> Conditioning | None:
         """The empty prompt's conditioning (batch n) when guidance is on, else None; an image-conditioned
@@ -100,7 +111,8 @@ class RolloutCollector:
                 )  # fmt: skip
             )
             if self.on_chunk is not None:
-                self.on_chunk(chunks[-1]["samples"], prompts[start : start + self.batch_size], metadata[start : start + self.batch_size])
+                chunk = chunks[-1]
+                self.on_chunk(chunk["samples"], prompts[start : start + self.batch_size], metadata[start : start + self.batch_size], chunk["clean_latents"])
         cat = lambda key: torch.cat([c[key] for c in chunks])  # noqa: E731
         uncond = None if chunks[0]["uncond"] is None else Conditioning.cat([c["uncond"] for c in chunks])
         return Rollout(
@@ -112,7 +124,7 @@ class RolloutCollector:
             timesteps=cat("timesteps"),
             log_probs=cat("log_probs"),
             stochastic=chunks[0]["stochastic"],
-            samples=cat("samples"),
+            samples=cat("samples") if self.decode_samples else None,
             means=cat("means") if record_means else None,
             clean_latents=cat("clean_latents") if window is not None else None,
         )
@@ -147,7 +159,7 @@ class RolloutCollector:
             "stochastic": stored.stochastic,  # [S]
             "means": stored.means,  # [n, S, C, h, w] or None
             "clean_latents": final,  # [n, C, h, w] x_0
-            "samples": self.model.decode(final),  # [n, 3, H, W], or clips [n, F, 3, H, W]
+            "samples": self.model.decode(final) if self.decode_samples else None,  # [n, 3, H, W], or clips [n, F, 3, H, W]
         }
 
     def _windowed_chain(self, x, cond, uncond, noise, window: SDEWindow, groups: torch.Tensor | None, record_means: bool):
@@ -192,8 +204,9 @@ class RolloutCollector:
         stop_step: int | None = None,
         decode_frames: torch.Tensor | None = None,
         with_latents: bool = False,
+        decode_samples: bool = True,
         metadata: list[dict] | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, Conditioning]:
+    ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor, Conditioning]:
         """Run the chain with gradients through the steps where ``grad_steps`` [S] is True
         ([B, S]: each sample its own steps).
 
@@ -208,8 +221,11 @@ class RolloutCollector:
 
         ``decode_frames`` [K] (video models): decode only these frames, [B, K, 3, H, W] (VADER).
 
-        ``with_latents``: also return the clean latents that were decoded [B, *latent_shape] (detached)
-        and the prompts' conditioning, for a KL-to-reference term at the samples' own points.
+        ``with_latents``: also return the clean latents that were decoded [B, *latent_shape] (with their
+        gradient, for rewards that read latents; detach them for a KL-to-reference term at the samples' own
+        points) and the prompts' conditioning.
+
+        ``decode_samples=False`` (every reward reads latents): skip the VAE; the samples returned are None.
 
         ``metadata``: the prompts' (an image-conditioned model reads each one's source image).
         """
@@ -224,7 +240,8 @@ class RolloutCollector:
             grad_steps=grad_steps, checkpoint_steps=checkpoint_denoiser, stop_step=stop_step,
             reentrant=not is_sharded(self.model.denoiser),
         )  # fmt: skip
-        return (decode(chain.sample), chain.sample.detach(), cond) if with_latents else decode(chain.sample)
+        samples = decode(chain.sample) if decode_samples else None
+        return (samples, chain.sample, cond) if with_latents else samples
 
 
 def _first_of_runs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

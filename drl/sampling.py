@@ -133,7 +133,7 @@ class StepOutput:
     prev_sample:          [B, *D]  x_{t-1} (drawn, or the one passed in)
     log_prob:             [B]      log p_θ(x_{t-1} | x_t), float32, reduced over D
     mean:                 [B, *D]  μ_θ(x_t, t)
-    std:                  [B]      σ_t
+    std:                  [B]      σ_t ([B, *D] when the caller gave a per-dimension std)
     pred_original_sample: [B, *D]  x̂_0
     stochastic:           [B] bool σ_t > 0: the step has a density and can be trained
     """
@@ -178,13 +178,26 @@ def predict_x0_eps(
     return x0, eps
 
 
+def _per_dim(std: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A step's std, [B] (one per row) or [B, *D] (one per dimension: ReinFlow's), broadcastable against ``like``."""
+    return _bcast(std, like) if std.ndim == 1 else std.to(like.dtype)
+
+
+def _stochastic_rows(std: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the row's std (every dimension's, for a per-dimension std) is above MIN_STOCHASTIC_STD."""
+    return std > MIN_STOCHASTIC_STD if std.ndim == 1 else (std.flatten(1) > MIN_STOCHASTIC_STD).all(1)
+
+
 def gaussian_log_prob(
     x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reduction: Reduction = "sum"
 ) -> torch.Tensor:
-    """log N(x; mean, std² I) reduced over non-batch dims; 0 where std is (near) zero. [B]"""
-    stochastic = std > MIN_STOCHASTIC_STD
-    safe_std = torch.where(stochastic, std, torch.ones_like(std))
-    s = _bcast(safe_std, _math_dtype(x))
+    """log N(x; mean, diag(std²)) reduced over non-batch dims; 0 where std is (near) zero. [B]
+
+    std: [B] (the same for every dimension of a row) or [B, *D] (per dimension).
+    """
+    stochastic = _stochastic_rows(std)
+    s = _per_dim(std, _math_dtype(x))
+    s = torch.where(s > MIN_STOCHASTIC_STD, s, torch.ones_like(s))
     per_dim = -((_math_dtype(x) - _math_dtype(mean)) ** 2) / (2 * s**2) - s.log() - _HALF_LOG_2PI
     dims = tuple(range(1, x.ndim))
     reduced = per_dim.sum(dims) if reduction == "sum" else per_dim.mean(dims)
@@ -239,6 +252,7 @@ def denoising_step(
     generator: torch.Generator | None = None,
     reduction: Reduction = "sum",
     min_std: float = 0.0,
+    std: torch.Tensor | None = None,
 ) -> StepOutput:
     """One reverse step x_t -> x_{t-1} with its log-probability.
 
@@ -253,18 +267,21 @@ def denoising_step(
         reduction: "sum" (exact log-likelihood) or "mean" over the non-batch dims.
         min_std: floor of σ_t (DPPO's min_sampling_denoising_std / min_logprob_denoising_std): the step is then
             N(μ_θ, max(σ_t, min_std)² I), deterministic steps included; 0 leaves the scheduler's σ_t.
+        std: [B] or [B, *D], the step's std in place of the scheduler's σ_t (ReinFlow's learned noise, per state and
+            dimension); the mean stays the scheduler's μ_θ (with eta = 0 on a flow schedule: the ODE's Euler step).
     """
     if t.ndim == 0:
         t = t.expand(sample.shape[0])
-    mean, std, x0 = step_mean_std(schedule, model_output, t, sample, eta)
-    if min_std > 0:
-        std = std.clamp(min=min_std)
-    stochastic = std > MIN_STOCHASTIC_STD
+    mean, schedule_std, x0 = step_mean_std(schedule, model_output, t, sample, eta)
+    if std is None:
+        std = schedule_std.clamp(min=min_std) if min_std > 0 else schedule_std
+    stochastic = _stochastic_rows(std)
     if prev_sample is None:
         if noise is None:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
         # A deterministic step adds nothing, exactly as diffusers (DDPM adds σ·z with σ≈1e-10).
-        prev_sample = mean + _bcast(torch.where(stochastic, std, torch.zeros_like(std)), mean) * noise.to(mean.dtype)
+        row_std = _per_dim(std, mean)
+        prev_sample = mean + torch.where(_bcast(stochastic, mean).bool(), row_std, torch.zeros_like(row_std)) * noise.to(mean.dtype)
     log_prob = gaussian_log_prob(prev_sample, mean, std, reduction)
     return StepOutput(
         prev_sample=prev_sample.to(sample.dtype),

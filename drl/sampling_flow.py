@@ -89,18 +89,22 @@ def make_flow_schedule(scheduler, num_steps: int, sde_type: str = "flow_grpo", m
     """Read a diffusers FlowMatchEulerDiscreteScheduler's levels for ``num_steps`` steps (its own shift);
     ``sde_type``: the noise form of its stochastic steps (module docstring).
 
-    A scheduler with ``use_dynamic_shifting`` (FLUX, Qwen-Image, Z-Image) shifts by the image's size: ``mu`` is that
-    shift (the model's shift_mu), applied to the unshifted levels 1, 1 - 1/S, ..., 1/S as those pipelines pass them.
-    Its equivalent static shift (e^μ, or μ for time_shift_type=linear) is what compress_tail re-shifts with."""
+    ``mu`` given (the model's shift_mu: FLUX, Qwen-Image, Z-Image): the levels are those the 2025-26 pipelines pass,
+    the unshifted 1, 1 - 1/S, ..., 1/S, shifted by μ where the scheduler shifts by resolution (use_dynamic_shifting)
+    and by its static ``shift`` otherwise (Z-Image-Turbo). Without ``mu``, the scheduler's own spacing (SD3, Wan).
+    The equivalent static shift (e^μ, or μ for time_shift_type=linear) is what compress_tail re-shifts with."""
     if sde_type not in SDE_TYPES:
         raise ValueError(f"Unknown flow sde_type {sde_type!r}; use one of {', '.join(SDE_TYPES)}.")
-    if scheduler.config.use_dynamic_shifting:
-        if mu is None:
-            raise ValueError("This flow scheduler shifts by resolution (use_dynamic_shifting): pass the model's shift mu.")
+    dynamic = scheduler.config.use_dynamic_shifting
+    if dynamic and mu is None:
+        raise ValueError("This flow scheduler shifts by resolution (use_dynamic_shifting): pass the model's shift mu.")
+    if mu is not None:
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / num_steps, num_steps), mu=mu)
-        shift = mu if scheduler.config.time_shift_type == "linear" else math.exp(mu)
     else:
         scheduler.set_timesteps(num_steps)
+    if dynamic:
+        shift = mu if scheduler.config.time_shift_type == "linear" else math.exp(mu)
+    else:
         shift = float(scheduler.config.shift)
     sigmas = scheduler.sigmas.double().clone()  # [S + 1], the last is 0
     return FlowSchedule(

@@ -21,6 +21,10 @@ Where the window sits, by epoch e (step indices 0 .. S-1; the window is [start, 
              (MixGRPO's "progressive" strategy with prog_overlap and roll_back: the window moves by
              prog_overlap_step every iters_per_group iterations)
 
+A random window is drawn from ``window_generator(seed)``, seeded by the run's seed and not the rank's: every rank of a
+data-parallel run draws the same start, so all ranks sample and train the same steps (equal work per rank, and the
+averaged gradient is over one set of steps), with no collective call.
+
 max_start defaults to S - size (- skip_last_steps), so that the window always holds ``size`` steps.
 (MixGRPO lets the window run past max_timesteps and shrink there, down to an empty window at its last
 position; here it rolls back while it is still whole.)
@@ -51,6 +55,14 @@ class SDEWindow:
     @property
     def stop(self) -> int:
         return self.start + self.size
+
+
+WINDOW_SEED_OFFSET = 7_919  # the window's stream: apart from the rank's sampling (seed + r·stride) and update (+ 1) streams
+
+
+def window_generator(seed: int) -> torch.Generator:
+    """The random window's generator: the same on every rank (the run's seed, not the rank's)."""
+    return torch.Generator().manual_seed(seed + WINDOW_SEED_OFFSET)
 
 
 def window_start(position: str, epoch: int, generator: torch.Generator, start: int, max_start: int, every: int = 1, stride: int = 1) -> int:

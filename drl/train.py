@@ -85,7 +85,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
         )
         for epoch in progress:
             # ------------------------------------------------------------ SAMPLING
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()  # wall, and this process's CPU (user + sys, all threads)
             # rewards [B]: a rollout's scores; None when update() samples itself (AlignProp) or data is read
             batch, rewards = collect_and_score(algorithm, ctx.collector, reward, generator, cfg.reward.overlap)
             record: dict = {"epoch": epoch}
@@ -118,7 +118,7 @@ def train(cfg: Config, run_dir: Path, config_dict: dict | None = None, resume_po
             t_update = time.perf_counter() - t1
             n = len(batch)
             record.update(metrics)  # algorithms that sample inside update() report reward_mean themselves
-            record.update(sample_time_s=t_sample, update_time_s=t_update, samples_per_s=n / (t_sample + t_update))
+            record.update(sample_time_s=t_sample, update_time_s=t_update, samples_per_s=n / (t_sample + t_update), cpu_s=time.process_time() - cpu0)
             record = distributed.reduce_metrics(record)  # the job's numbers, identical on every rank
             loss = record.get("train/loss", 0.0)
             if not math.isfinite(loss):

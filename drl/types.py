@@ -29,6 +29,7 @@ class Conditioning:
         SD3 (flow)   encoder_hidden_states [B, L, D], pooled_projections [B, P]
         FLUX.1       encoder_hidden_states [B, L, D], pooled_projections [B, P] (+ Kontext: source_latents [B, C, h, w])
         Qwen-Image   encoder_hidden_states [B, L, D], encoder_hidden_states_mask [B, L] (L: the batch's longest prompt)
+        Z-Image      the same as Qwen-Image
     """
 
     tensors: dict[str, torch.Tensor]
@@ -81,7 +82,7 @@ class Rollout:
     timesteps: torch.Tensor  # [B, S] the denoiser's timestep: long (DDPM/DDIM) or float σ·1000 (flow)
     log_probs: torch.Tensor  # [B, S] float32, exact (summed) log p(x_{t-1} | x_t) at sampling time
     stochastic: torch.Tensor  # [S] bool: steps with a density (trainable by likelihood methods)
-    samples: torch.Tensor  # [B, 3, H, W] float in [0, 1], the decoded x_0
+    samples: torch.Tensor | None  # [B, 3, H, W] float in [0, 1], the decoded x_0; None when every reward reads latents
     rewards: torch.Tensor | None = None  # [B] float32, filled in by the train loop (on a control task, by the collector)
     reward_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B] unweighted
     means: torch.Tensor | None = None  # [B, S, C, h, w] float32 μ_θ(x_t) of each step at sampling (GRPO-Guard's ratio)

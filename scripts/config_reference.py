@@ -95,6 +95,8 @@ def algorithm_facts(cls: str) -> str:
         facts.append("needs a differentiable reward")
     if not schema.trains_denoiser:
         facts.append("keeps the denoiser frozen")
+    if entry.control:
+        facts.append("takes a " + " or a ".join(schema.policy_kinds) + " policy (model.policy_kind)")
     facts.append("takes algorithm.kl_coef" if schema.takes_kl_coef else "has no KL term (algorithm.kl_coef is refused)")
     return f"`{name}` " + ", ".join(facts) + "."
 

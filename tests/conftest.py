@@ -65,6 +65,18 @@ def tiny_config():
     return compose_config
 
 
+@pytest.fixture
+def one_torch_thread():
+    """For contexts built outside train() (which would set hardware.num_threads=1): on a shared CPU, more threads than
+    free cores make a tiny denoiser call many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def random_toy_model(tmp_path_factory) -> str:
     """A randomly initialised toy model saved in diffusers' layout (fast; independent of shipped weights)."""
@@ -102,3 +114,27 @@ def tiny_model_overrides(name: str, tiny_dirs: dict[str, str], *extra: str) -> l
     """Overrides that run family ``name`` from tiny_dirs at SMALL size (flow models take scheduler=flow)."""
     scheduler = ["scheduler=flow"] if name == "sd3" else []
     return [f"model={name}", f"model.path={tiny_dirs[name]}", *scheduler, *SMALL, *extra]
+
+
+# DRL_TEST_CPU_REPORT=path writes each test's CPU seconds (this process and the subprocesses it waited for: user +
+# sys, setup to teardown) as JSON lines. CPU time, unlike wall time, holds on a shared machine: it is how to find
+# the tests that make the default run slow (docs/guide/development.md).
+_CPU_REPORT = os.environ.get("DRL_TEST_CPU_REPORT")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_REPORT:
+        yield
+        return
+    import resource
+    import time
+
+    def cpu_seconds() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    yield
+    with open(_CPU_REPORT, "a") as report:
+        report.write(json.dumps({"test": item.nodeid, "cpu_s": round(cpu_seconds() - cpu, 2), "wall_s": round(time.perf_counter() - wall, 2)}) + "\n")

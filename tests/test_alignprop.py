@@ -194,8 +194,9 @@ def test_alignprop_kl_to_base_is_flat_at_init_and_pulls_back_after_a_step(random
     )  # validates: kl_coef is accepted for alignprop
     ctx, _, algorithm = build_context(cfg)
     prompts = ["a small red circle at the top left", "a large blue square at the center"]
-    _, x0, cond = ctx.collector.sample_with_grad(prompts, torch.Generator().manual_seed(0), torch.ones(2, dtype=torch.bool), with_latents=True)
-    assert not x0.requires_grad and x0.shape == (2, *ctx.collector.latent_shape)
+    _, latents, cond = ctx.collector.sample_with_grad(prompts, torch.Generator().manual_seed(0), torch.ones(2, dtype=torch.bool), with_latents=True)
+    assert latents.requires_grad and latents.shape == (2, *ctx.collector.latent_shape)  # a latent reward backpropagates through them
+    x0 = latents.detach()  # the KL is taken at the samples' own points, as AlignProp.update does
 
     def kl_and_grad():
         algorithm.optimizer.zero_grad(set_to_none=True)

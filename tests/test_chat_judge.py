@@ -12,6 +12,7 @@ import torch
 from conftest import compose_config, read_records
 from PIL import Image
 
+from drl.errors import user_message
 from drl.rewards.base import Reward, RewardError
 from drl.rewards.chat_judge import chat_judge, parse_choice, parse_number
 from drl.testing.chat_server import ChatServer
@@ -134,3 +135,17 @@ def test_a_chat_judge_trains_ddpo_on_the_toy_world(tmp_path):
         assert all(0.01 <= r["reward/judge"] <= 0.99 and math.isfinite(r["train/loss"]) for r in records)
         assert records[-1]["drift_from_base"] > 0
         assert server.served >= 2 + 2 * 8  # the dry call, then 8 samples an epoch (and the before/after evaluation)
+
+
+def test_a_judge_whose_answers_hold_no_score_stops_the_run_at_start_in_one_sentence(tmp_path):
+    """The dry call asks the judge about two random images before anything trains: its answer without a score is the
+    run's one sentence (drl-train prints it as `drl-train: error: ...`, exit 2), and no epoch ran."""
+    with ChatServer() as server:
+        server.answer = "I cannot tell."
+        term = "+reward.terms.judge={_target_: drl.rewards.chat_judge.chat_judge, base_url: %s, model: toy-judge, api_key_env: null}" % server.base_url
+        with pytest.raises(RewardError) as refused:
+            train(compose_config(["reward.terms.toy_aesthetic=0", term, "hardware.num_threads=1"]), tmp_path)
+    message = user_message(refused.value)
+    assert message.startswith("reward 'judge': the judge answered 'I cannot tell.', which holds no score: 'yes' or 'no'")
+    assert "\n" not in message and not (tmp_path / "metrics.jsonl").exists()
+    assert server.served <= 2  # the dry call's two images, nothing more

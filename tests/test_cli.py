@@ -48,14 +48,14 @@ def test_a_run_directory_hydra_cannot_create_is_one_sentence(tmp_path):
     result = drl_train(["hydra.run.dir=a_file/run"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"drl-train: error: Not a directory: {tmp_path / 'a_file' / 'run'} (Hydra could not create the run directory; choose another with hydra.run.dir=...)."
+        "drl-train: error: Not a directory: a_file/run (Hydra could not create the run directory; choose another with hydra.run.dir=...)."
     )
 
 
 def test_help_lists_the_groups(tmp_path):
     result = drl_train(["--help"], tmp_path)
     assert result.returncode == 0
-    for line in ("algorithm: alignprop, awm, bc, ddpo, diffusion_ql, dpo, dppo, dsrl, nft, pretrain, rwr", "scheduler: ddim, ddpm", "hardware: cpu, gpu"):
+    for line in ("algorithm: alignprop, awm, bc, ddpo, diffusion_ql, dpo, dppo, dsrl, fql, nft, pretrain, reinflow, rwr", "scheduler: ddim, ddpm", "hardware: cpu, gpu"):
         assert line in result.stdout
 
 

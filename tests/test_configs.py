@@ -29,6 +29,11 @@ EXTRA = {
     "experiment=hopper_dppo": ["model.path=/tmp/policy"],
     "experiment=pendulum_dsrl": ["model.path=/tmp/policy"],
     **{f"env={name}": CONTROL[1:] for name in ("bandit", "pendulum", "hopper", "halfcheetah")},
+    "model=flow_policy": ["env=bandit", "scheduler=flow", "scheduler.eta=0", "algorithm=bc"],
+    "algorithm=fql": ["env=bandit", "model=flow_policy", "scheduler=flow", "scheduler.eta=0"],
+    "algorithm=reinflow": ["env=bandit", "model=flow_policy", "scheduler=flow", "scheduler.eta=0", "model.from_scratch=false", "model.path=/tmp/policy"],
+    "experiment=bandit_reinflow": ["model.path=/tmp/policy"],
+    "experiment=hopper_reinflow": ["model.path=/tmp/policy"],
 }
 
 

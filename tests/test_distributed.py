@@ -85,6 +85,17 @@ def test_pooled_reward_std_matches_the_std_of_all_samples(monkeypatch):
     assert math.isfinite(out["reward_std"])
 
 
+def test_denoiser_calls_and_cpu_seconds_are_summed_over_ranks(monkeypatch):
+    records = [
+        {"epoch": 0, "cpu_s": 2.0, "train/denoiser_calls_sample": 40, "train/denoiser_calls_update": 16, "train/loss": 1.0},
+        {"epoch": 0, "cpu_s": 3.0, "train/denoiser_calls_sample": 60, "train/denoiser_calls_update": 16, "train/loss": 3.0},
+    ]
+    monkeypatch.setattr(distributed, "gather_objects", lambda record: records)
+    out = distributed.reduce_metrics(records[0])
+    assert out["cpu_s"] == 5.0 and out["train/denoiser_calls_sample"] == 100 and out["train/denoiser_calls_update"] == 32
+    assert out["train/loss"] == 2.0  # a per-rank quantity: the mean
+
+
 def test_multi_node_without_a_launcher_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="one launch per node"):
         distributed.relaunch(HardwareConfig(num_nodes=2), [], tmp_path)

@@ -22,7 +22,11 @@ from drl.sampling import make_schedule
 from drl.train import train
 
 # family -> (model config, diffusers pipeline class)
-FAMILIES = {"flux": ("flux", "FluxPipeline"), "qwen_image": ("qwen_image", "QwenImagePipeline")}
+FAMILIES = {
+    "flux": ("flux", "FluxPipeline"), "qwen_image": ("qwen_image", "QwenImagePipeline"), "z_image": ("z_image", "ZImagePipeline"),
+}  # fmt: skip
+# the pipeline's guidance argument that means "none" where it is not distilled guidance (Z-Image: cond + g (cond - uncond))
+NO_GUIDANCE = {"z_image": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +71,14 @@ def test_missing_component_is_refused_naming_the_directory(tmp_path, family_dirs
         load_t2i(str(broken))
 
 
-@pytest.mark.parametrize("name, guidance", [("flux", 4.0), pytest.param("qwen_image", None, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name, guidance",
+    [("flux", 4.0), pytest.param("qwen_image", None, marks=pytest.mark.slow), pytest.param("z_image", None, marks=pytest.mark.slow)],
+)
 def test_deterministic_chain_reproduces_the_diffusers_pipeline(family_dirs, name, guidance):
-    """eta=0: drl's flow chain is the Euler ODE; packing, ids, timestep scale, the resolution shift μ and the
-    distilled guidance must all match the family's pipeline for the final latents to agree (float32, 1e-4)."""
+    """eta=0: drl's flow chain is the Euler ODE; packing, ids, timestep scale (Z-Image: 1 - σ and -v), the levels
+    (μ-shifted, or Z-Image-Turbo's static shift of linspace(1, 1/S)) and the distilled guidance must all match the
+    family's pipeline for the final latents to agree (float32, 1e-4)."""
     import diffusers
 
     model = load_t2i(family_dirs[name])
@@ -83,7 +91,7 @@ def test_deterministic_chain_reproduces_the_diffusers_pipeline(family_dirs, name
     ours = collector.collect(["a cat", "a red cube"], [{}, {}], torch.Generator(), initial_noise=noise)
     pipe = getattr(diffusers, FAMILIES[name][1]).from_pretrained(family_dirs[name])
     theirs = pipe(
-        ["a cat", "a red cube"], height=16, width=16, num_inference_steps=3, guidance_scale=guidance,
+        ["a cat", "a red cube"], height=16, width=16, num_inference_steps=3, guidance_scale=NO_GUIDANCE.get(name, guidance),
         latents=model.pack_latents(noise), output_type="latent", max_sequence_length=model.max_sequence_length,
     ).images  # fmt: skip
     torch.testing.assert_close(ours.latents[:, -1], model.unpack_latents(theirs, 8, 8), atol=1e-4, rtol=1e-4)
@@ -101,8 +109,8 @@ GRPO = ["algorithm=ddpo", "algorithm.group_size=2"]  # GRPO-style DDPO: groups o
 NFT = ["algorithm=nft", "algorithm.group_size=2", "scheduler.eta=0"]  # NFT samples with the flow ODE
 
 
-# GRPO on FLUX's transformer runs by default in the editing test below (FLUX.1-Kontext)
-@pytest.mark.parametrize("name, extra", [*_slow_but(extra=GRPO), *_slow_but(extra=NFT)])
+# GRPO on FLUX's transformer runs by default in the editing test below (FLUX.1-Kontext), Z-Image's NFT here
+@pytest.mark.parametrize("name, extra", [*_slow_but(extra=GRPO), *_slow_but("z_image", extra=NFT)])
 def test_family_trains_two_epochs(tmp_path, family_dirs, name, extra):
     cfg = compose_config(overrides(name, family_dirs, "algorithm.lr=1e-2", *extra))
     train(cfg, tmp_path)
@@ -235,3 +243,11 @@ def test_an_editing_model_without_source_images_is_refused(kontext_dir):
     model.resolution = 16
     with pytest.raises(ValueError, match=r"^A FluxKontextModel edits a source image given with each prompt: use a prompts file"):
         model.condition(["make it green"], [{}])
+
+
+def test_drl_eval_loads_the_base_with_the_configured_distilled_guidance(family_dirs):
+    from drl.config import ModelConfig
+    from drl.evaluation.models import load_base
+
+    model = load_base(ModelConfig(path=family_dirs["flux"], family="flux", resolution=16, distilled_guidance=2.0))
+    assert model.guidance == 2.0 and model.resolution == 16  # FluxModel's default is 3.5

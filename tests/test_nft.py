@@ -127,6 +127,8 @@ def test_nft_runs_end_to_end_on_policy_with_kl_and_ema(tmp_path, random_toy_mode
     assert len(records) == 2 and all(math.isfinite(r["train/loss"]) for r in records)
     assert records[0]["train/old_dev_first"] == 0.0  # v_θ = v_old before the first step
     assert records[0]["train/pairs"] == 8 * 2  # half of 4 timesteps per sample
+    # denoiser calls: 8 samples x 4 steps (no guidance); v_old, v_θ and the KL's reference on the 16 pairs
+    assert all(r["train/denoiser_calls_sample"] == 8 * 4 and r["train/denoiser_calls_update"] == 3 * 16 for r in records)
     assert records[1]["train/kl_to_base"] > 0 and records[1]["drift_from_base"] > 0
     assert (tmp_path / "samples_after.png").is_file() and (tmp_path / "model" / "unet").is_dir()
 

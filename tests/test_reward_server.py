@@ -1,6 +1,7 @@
 """drl-reward-server's guards, one by one: the bearer token, the refused --host 0.0.0.0, the body and sample
 limits (Content-Length and streamed), the per-request timeout, /health's queue depth, the drain on SIGTERM
-and TLS. Each refusal is a 4xx with one sentence, and the remote reward shows it. Everything on 127.0.0.1."""
+and TLS. Each refusal is a 4xx with one sentence, and the remote reward shows it. A run of the shipped flow model
+(model=toy_flow) trains on a served reward unchanged. Everything on 127.0.0.1."""
 
 import os
 import shutil
@@ -209,6 +210,33 @@ def test_health_reports_the_queue_depth_and_what_was_served():
         assert (after["requests"], after["served"], after["calls"]) == (4, 8, 4)
         assert after["max_samples"] == Limits.max_samples and after["status"] == "ok"
 
+
+
+def test_a_toy_flow_run_on_the_served_reward_sees_the_rewards_of_the_in_process_term(tmp_path):
+    """The server scores the flow model's pixel-space samples as any others: a one-epoch model=toy_flow run whose
+    toy_alignment is served (batches of 3) logs the rewards of the same run scoring in-process (one batch)."""
+    import json
+
+    from conftest import compose_config, read_records
+
+    from drl.rewards import build_reward
+    from drl.train import train
+
+    run = ["model=toy_flow", "reward=toy_alignment", "algorithm=nft", "train.epochs=1", "train.samples_per_epoch=4",
+           "train.batch_size=4", "train.grid_size=2", "train.eval_size=4", "scheduler.num_steps=2", "logger=none",
+           "hardware.num_threads=1"]  # fmt: skip
+    local = compose_config(run, tiny=False)
+    with serving(build_reward(local.reward, torch.device("cpu"))) as url:
+        judge = "{_target_: drl.rewards.remote.remote, urls: [%s], batch_size: 3, token_env: null}" % url
+        served = compose_config([*run, "reward.terms.toy_alignment=0", f"+reward.terms.served={judge}"], tiny=False)
+        assert served.scheduler.kind == "flow"
+        train(served, tmp_path / "served")
+    train(local, tmp_path / "local")
+    # Batches of 3 against one of 4: equal up to float32 rounding (~1e-7 relative; rewards are ~-20).
+    (a,), (b,) = read_records(tmp_path / "served"), read_records(tmp_path / "local")
+    assert a["reward_mean"] == pytest.approx(b["reward_mean"], rel=1e-5) and a["reward_std"] == pytest.approx(b["reward_std"], rel=1e-4)
+    before = [json.loads((tmp_path / name / "eval.json").read_text())["summary"]["eval/reward_before"] for name in ("served", "local")]
+    assert before[0] == pytest.approx(before[1], rel=1e-5)
 
 SLOW_REWARD = '''
 import time

@@ -13,10 +13,12 @@ import torch
 from conftest import compose_config, read_records, tiny_model_overrides
 
 from drl.chain import gaussian_noise, run_chain
+from drl import distributed
 from drl.config import find_problems
 from drl.errors import ConfigError
 from drl.sampling_flow import FlowSchedule
 from drl.sde_window import SDEWindow, compress_tail, step_etas, window_start
+from drl.images import evaluation_batch
 from drl.train import build_context, train
 
 
@@ -49,6 +51,40 @@ def test_fixed_and_random_window_starts():
     assert step_etas(6, SDEWindow(2, 2), 0.7) == [0.0, 0.0, 0.7, 0.7, 0.0, 0.0]
 
 
+def test_random_window_is_the_same_on_every_rank_and_resumes(monkeypatch, tiny_dirs):
+    """Rank 0 and rank 1 (distributed.rank patched) draw the same window starts, while their update streams differ;
+    a checkpointed algorithm state continues the same draws."""
+    overrides = tiny_model_overrides("sd3", tiny_dirs, "algorithm=ddpo", "scheduler.num_steps=6", "algorithm.sde_window=2")
+    starts, update_seeds, algorithms = [], [], []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        _, _, algorithm = build_context(compose_config(overrides))
+        starts.append([algorithm.next_window().start for _ in range(12)])
+        update_seeds.append(algorithm.generator.initial_seed())
+        algorithms.append(algorithm)
+    assert starts[0] == starts[1] and set(starts[0]) == set(range(5))  # 0 .. S - size - skip_last (= 6 - 2 + 1 - 1)
+    assert update_seeds[0] != update_seeds[1]  # the update's own randomness stays per rank
+    state = copy.deepcopy(algorithms[0].state_dict())
+    expected = [algorithms[0].next_window().start for _ in range(6)]
+    algorithms[1].load_state_dict(state)
+    assert [algorithms[1].next_window().start for _ in range(6)] == expected
+
+
+def test_evaluation_samples_with_the_scheduler_not_the_training_window(tiny_dirs):
+    """The fixed-input evaluation (eval.json, the grids) is the scheduler's own sampler whatever window the training
+    drew: after a windowed rollout, its samples equal a run's without a window, bit for bit."""
+    base = tiny_model_overrides("sd3", tiny_dirs, "algorithm=ddpo", "scheduler.num_steps=6", "train.eval_size=3")
+    batches = []
+    for window in ([], ["algorithm.sde_window=2", "algorithm.sde_window_position=fixed", "algorithm.sde_window_start=1"]):
+        ctx, reward, algorithm = build_context(compose_config([*base, *window]))
+        if window:
+            algorithm.collect(torch.Generator().manual_seed(0))  # a training rollout: only steps 1, 2 stochastic
+            assert algorithm.window.start == 1
+        batches.append(evaluation_batch(ctx, reward, seed=0)[0])
+    assert batches[0].stochastic.all() and batches[1].stochastic.all()  # every step: the scheduler's sampler
+    torch.testing.assert_close(batches[1].samples, batches[0].samples, atol=0, rtol=0)
+
+
 def test_compressed_tail_is_mixgrpos_post_window_schedule():
     """MixGRPO's run_sample_step ("post" strategy) on its own levels shift(linspace(1, 0, S + 1)): the levels up to the
     window's end, then shift(linspace(t_end, 0, k + 1)) with t_end the unshifted level there. Float64, 1e-12."""
@@ -63,13 +99,8 @@ def test_compressed_tail_is_mixgrpos_post_window_schedule():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Contexts built here run outside train(), which would set hardware.num_threads=1: on a shared CPU, more threads
-    than free cores make a tiny denoiser call many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Contexts built here run outside train(): one torch thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 A domain is what a run trains: ``images`` (a text-to-image or text-to-video model) or ``control`` (a
 diffusion policy on a gymnasium task, ``env=...``). Classes are named as ``module:Class`` and imported on
 first use, so that config validation reads this table without importing torch. An algorithm's facts
-(offline, differentiable reward, KL, groups, whether it trains the denoiser) live on its schema
+(offline, differentiable reward, KL, groups, whether it trains the denoiser, the policy kinds it takes) live on its schema
 (drl/algorithms/schemas/). Adding an algorithm: its module, its schema, conf/algorithm/<name>.yaml and one
 line here.
 """
@@ -22,8 +22,10 @@ from drl.algorithms.schemas.diffusion_ql import DiffusionQLConfig
 from drl.algorithms.schemas.dpo import DPOConfig
 from drl.algorithms.schemas.dppo import DPPOConfig
 from drl.algorithms.schemas.dsrl import DSRLConfig
+from drl.algorithms.schemas.fql import FQLConfig
 from drl.algorithms.schemas.nft import NFTConfig
 from drl.algorithms.schemas.pretrain import PretrainConfig
+from drl.algorithms.schemas.reinflow import ReinFlowConfig
 from drl.algorithms.schemas.rwr import RWRConfig
 
 IMAGES, CONTROL = "images", "control"
@@ -54,6 +56,8 @@ ALGORITHMS: dict[str, AlgorithmEntry] = {
     "diffusion_ql": AlgorithmEntry(DiffusionQLConfig, control="drl.algorithms.diffusion_ql:DiffusionQL"),
     "dsrl": AlgorithmEntry(DSRLConfig, control="drl.algorithms.dsrl:DSRL"),
     "dppo": AlgorithmEntry(DPPOConfig, control="drl.algorithms.dppo:DPPO"),
+    "reinflow": AlgorithmEntry(ReinFlowConfig, control="drl.algorithms.reinflow:ReinFlow"),
+    "fql": AlgorithmEntry(FQLConfig, control="drl.algorithms.fql:FQL"),
 }
 
 

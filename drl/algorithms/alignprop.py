@@ -85,10 +85,12 @@ class AlignProp(Algorithm):
             masks, stop = [mask for mask, _ in draws], draws[0][1]
             mask = masks[0] if len(masks) == 1 else torch.cat([m.expand(b, -1) for m, b in zip(masks, sizes)])  # [S] or [n, S]
             frames = self._decode_frames()
-            samples, x0, cond = ctx.collector.sample_with_grad(
-                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True, metadata=metadata
-            )  # samples [n, ...] in [0, 1]; x0 [n, *latent_shape] detached
-            scores, call_terms = ctx.reward(samples, prompts, metadata)  # [n], name -> [n]
+            samples, latents, cond = ctx.collector.sample_with_grad(
+                prompts, self.generator, mask, cfg.checkpoint_denoiser, stop, frames, with_latents=True,
+                decode_samples=ctx.reward.needs_pixels, metadata=metadata,
+            )  # samples [n, ...] in [0, 1] (None: every reward reads latents, the VAE is skipped); latents [n, *latent_shape]
+            scores, call_terms = ctx.reward(samples, prompts, metadata, latents=latents)  # [n], name -> [n]
+            x0 = latents.detach()
             for name, values in call_terms.items():
                 terms.setdefault(name, []).append(values.detach())
             loss = -sum(batch_scores.mean() for batch_scores in scores.split(sizes))  # each batch's mean, as in turn

@@ -22,8 +22,7 @@ import torch
 from drl import distributed
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.ddpo import group_advantages
-from drl.algorithms.denoising import forward_process_pairs, pair_minibatch_epochs
-from drl.algorithms.regularization import prediction_kl
+from drl.algorithms.denoising import forward_process_pairs, kl_to_reference, pair_minibatch_epochs
 from drl.algorithms.schemas.awm import AWMConfig
 from drl.losses import awm_log_likelihood, ppo_clip_loss
 from drl.types import Conditioning, Rollout
@@ -72,12 +71,8 @@ class AWM(Algorithm):
             log_ratio = log_likelihood - old[c]
             ratio = torch.exp(log_ratio)
             loss, clipfrac = ppo_clip_loss(advantages[b[c]], ratio, cfg.clip_range)
-            kl = torch.zeros((), device=ctx.device)
-            if cfg.kl_coef > 0:
-                with ctx.autocast():
-                    kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
-                self.update_calls += len(c)
-                loss = loss + cfg.kl_coef * kl
+            kl = kl_to_reference(self, prediction, x_t[c], t[c], cond[c])  # 0 without kl_coef
+            loss = loss + cfg.kl_coef * kl
             if first_ratio_dev is None:
                 first_ratio_dev = float((ratio.detach() - 1).abs().max())  # before any update: 0 on-policy
             return loss, {"approx_kl": 0.5 * log_ratio.detach().pow(2).mean(), "clipfrac": clipfrac, "kl_to_base": kl.detach()}

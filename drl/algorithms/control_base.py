@@ -1,15 +1,20 @@
-"""What the control algorithms share: evaluation in the environment on the loop's epochs, and what drl/control.py asks of them."""
+"""What the control algorithms share: evaluation in the environment on the loop's epochs, what drl/control.py asks of
+them, and the offline actor-critic epoch (Diffusion-QL, FQL)."""
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Callable, Protocol
 
+import numpy as np
 import torch
 
-from drl.algorithms.base import TrainContext
+from drl.algorithms.base import Algorithm, TrainContext
 from drl.envs.chunking import Horizons
 from drl.envs.episodes import Actor, vector_options
 from drl.envs.evaluate import evaluate
+from drl.models.critic import TwinQ
+from drl.types import TransitionBatch
 
 if TYPE_CHECKING:
     from drl.models.policy import DiffusionPolicy
@@ -54,3 +59,39 @@ class ControlAlgorithm(Protocol):
 
     def export_policy(self) -> DiffusionPolicy:
         """The policy a run saves as its result (an algorithm with more to save also has ``export_extra(run_dir)``)."""
+
+
+class OfflineTwinQ(Algorithm):
+    """What the offline actor-critic methods share (Diffusion-QL, FQL): batches of dataset transitions, twin critics with
+    Polyak targets, and an epoch of ``gradient_step``s. Subclasses build the critics with ``build_critics`` in __init__."""
+
+    def build_critics(self, hidden_dim: int, lr: float) -> None:
+        """Q1, Q2 on (state, action), their frozen target copies and the critics' own Adam."""
+        policy = self.ctx.model
+        self.critic = TwinQ(policy.obs_dim, policy.act_dim, hidden_dim).to(self.ctx.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr)
+
+    def collect(self, generator: torch.Generator) -> TransitionBatch:
+        return self.ctx.collector.sample(self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size, generator)
+
+    def gradient_step(self, mb: TransitionBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
+        totals: dict[str, list[float]] = {}
+        for index in torch.arange(len(batch)).split(self.ctx.cfg.train.batch_size):
+            for key, value in self.gradient_step(batch.minibatch(index)).items():
+                totals.setdefault(key, []).append(value)
+        metrics = {key: float(np.mean(values)) for key, values in totals.items()}
+        metrics["train/lr"] = self.lr
+        return with_evaluation(self.ctx, metrics, epoch, self.evaluation_actor, as_reward=True)
+
+    def state_dict(self) -> dict:
+        critics = {"critic": self.critic, "critic_target": self.critic_target, "critic_optimizer": self.critic_optimizer}
+        return {**super().state_dict(), **{name: part.state_dict() for name, part in critics.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for name in ("critic", "critic_target", "critic_optimizer"):
+            getattr(self, name).load_state_dict(state[name])

@@ -12,7 +12,8 @@ Options of 2025 (each a config key, drl/algorithms/schemas/ddpo.py): an SDE wind
 MixGRPO; drl/sde_window.py): only a window's steps are sampled with noise, stored and trained, the rest
 run the ODE (DPM-Solver++(2M) optionally, on a shorter schedule after the window); GRPO-Guard's ratio
 normalisation and per-step reweighting (drl.losses.guard_log_ratio). Denoiser calls (sample-steps through
-the denoiser, guided ones counted twice) are reported per rank for the sampling and the update.
+the denoiser, guided ones counted twice) are counted for the sampling and the update; the logged
+train/denoiser_calls_* are the job's totals, summed over ranks (drl.distributed.SUMMED_METRICS).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from drl.algorithms.schemas.ddpo import DDPOConfig
 from drl.losses import gaussian_kl_equal_std, guard_log_ratio, ppo_clip_loss
 from drl.sampling import denoising_step
 from drl.sampling_flow import flow_diffusion_coefficient
-from drl.sde_window import SDEWindow, window_start
+from drl.sde_window import SDEWindow, window_generator, window_start
 from drl.stat_tracking import PerPromptStatTracker
 from drl.types import Rollout
 
@@ -82,6 +83,7 @@ class DDPO(Algorithm):
         self.tracker = PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
         self.epochs_done = 0  # updates so far: a sliding SDE window's clock (checkpointed)
         self.window: SDEWindow | None = None  # this epoch's SDE window (None: every step stochastic)
+        self.window_generator = window_generator(ctx.cfg.seed)  # random windows: one stream, the same on every rank
         self.sample_calls: int | None = None  # denoiser sample-steps of this epoch's rollout (None: not counted)
 
     # ---------------------------------------------------------------- sampling
@@ -99,13 +101,13 @@ class DDPO(Algorithm):
         return batch
 
     def next_window(self) -> SDEWindow | None:
-        """This epoch's SDE window (drl.sde_window): fixed, drawn (from the update's generator) or sliding with the epoch."""
+        """This epoch's SDE window (drl.sde_window): fixed, drawn (the same on every rank) or sliding with the epoch."""
         cfg = self.cfg
         if cfg.sde_window <= 0:
             return None
         max_start = cfg.window_max_start(self.ctx.schedule.num_steps)
         start = window_start(
-            cfg.sde_window_position, self.epochs_done, self.generator, cfg.sde_window_start, max_start,
+            cfg.sde_window_position, self.epochs_done, self.window_generator, cfg.sde_window_start, max_start,
             cfg.sde_window_every, cfg.sde_window_stride,
         )  # fmt: skip
         return SDEWindow(start, cfg.sde_window, cfg.ode_solver, cfg.ode_steps_after_window)
@@ -223,9 +225,14 @@ class DDPO(Algorithm):
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "tracker": self.tracker.state_dict(), "epochs_done": self.epochs_done}
+        return {
+            **super().state_dict(), "tracker": self.tracker.state_dict(), "epochs_done": self.epochs_done,
+            "window_generator": self.window_generator.get_state(),
+        }  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.tracker.load_state_dict(state["tracker"])
         self.epochs_done = state.get("epochs_done", 0)  # checkpoints before the SDE window had no clock
+        if "window_generator" in state:  # checkpoints before it drew windows from the update's generator
+            self.window_generator.set_state(state["window_generator"])

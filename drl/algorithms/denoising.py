@@ -10,6 +10,7 @@ import torch
 
 from drl.algorithms.base import chunks
 from drl.algorithms.ddpo import select_train_steps
+from drl.algorithms.regularization import prediction_kl
 from drl.losses import l_simple
 from drl.sampling import add_noise, sample_training_timesteps, training_target
 from drl.types import Conditioning
@@ -99,3 +100,14 @@ def pair_minibatch_epochs(algorithm, num_pairs: int, chunk_loss: Callable) -> tu
             totals["grad_norm"] += grad_norm / (cfg.minibatches * cfg.num_inner_epochs)
             optimizer_steps += stepped
     return dict(totals), optimizer_steps
+
+
+def kl_to_reference(algorithm, prediction: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """The mean KL of ``prediction`` [n, *D] to the frozen reference's on the same inputs when algorithm.cfg.kl_coef > 0
+    (its denoiser calls added to algorithm.update_calls), else 0 (NFT, AWM)."""
+    if algorithm.cfg.kl_coef <= 0:
+        return torch.zeros((), device=prediction.device)
+    with algorithm.ctx.autocast():
+        kl = prediction_kl(prediction, algorithm.reference(x_t, t, cond)).mean()
+    algorithm.update_calls += x_t.shape[0]
+    return kl

@@ -24,38 +24,22 @@ import copy
 import numpy as np
 import torch
 
-from drl.algorithms.base import Algorithm, TrainContext
-from drl.algorithms.control_base import with_evaluation
+from drl.algorithms.base import TrainContext
+from drl.algorithms.control_base import OfflineTwinQ
 from drl.algorithms.control_losses import diffusion_ql_q_loss, policy_bc_loss, td_target
 from drl.algorithms.schemas.diffusion_ql import DiffusionQLConfig
-from drl.models.critic import TwinQ, soft_update
+from drl.models.critic import soft_update
 from drl.types import TransitionBatch
 
 
-class DiffusionQL(Algorithm):
+class DiffusionQL(OfflineTwinQ):
     def __init__(self, cfg: DiffusionQLConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)  # self.optimizer trains the actor (the policy's denoiser, ctx.params)
         self.cfg: DiffusionQLConfig = cfg
-        policy = ctx.model
-        self.critic = TwinQ(policy.obs_dim, policy.act_dim, cfg.critic_hidden_dim).to(ctx.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.ema_actor = copy.deepcopy(policy.denoiser).requires_grad_(False)
+        self.build_critics(cfg.critic_hidden_dim, cfg.critic_lr)
+        self.ema_actor = copy.deepcopy(ctx.model.denoiser).requires_grad_(False)
         self.ema = None  # algorithm.ema_decay means the paper's EMA actor here (ema_start, ema_every), not the shared weight EMA
         self.steps = 0
-
-    def collect(self, generator: torch.Generator) -> TransitionBatch:
-        return self.ctx.collector.sample(self.cfg.steps_per_epoch * self.ctx.cfg.train.batch_size, generator)
-
-    # ------------------------------------------------------------------ update
-    def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
-        totals: dict[str, list[float]] = {}
-        for index in torch.arange(len(batch)).split(self.ctx.cfg.train.batch_size):
-            for key, value in self.gradient_step(batch.minibatch(index)).items():
-                totals.setdefault(key, []).append(value)
-        metrics = {key: float(np.mean(values)) for key, values in totals.items()}
-        metrics["train/lr"] = self.lr
-        return with_evaluation(self.ctx, metrics, epoch, self.evaluation_actor, as_reward=True)
 
     def _chain(self, states: torch.Tensor, denoiser=None) -> torch.Tensor:
         """a ~ pi(. | s) through the run's reverse chain (gradients if enabled). [B, A]"""
@@ -126,19 +110,9 @@ class DiffusionQL(Algorithm):
 
     # --------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {
-            **super().state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "ema_actor": self.ema_actor.state_dict(),
-            "steps": self.steps,
-        }
+        return {**super().state_dict(), "ema_actor": self.ema_actor.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         self.ema_actor.load_state_dict(state["ema_actor"])
         self.steps = state["steps"]

@@ -15,8 +15,7 @@ import torch
 
 from drl.algorithms.base import Algorithm, TrainContext, chunks, collect_groups
 from drl.algorithms.ddpo import group_advantages
-from drl.algorithms.denoising import forward_process_pairs, pair_minibatch_epochs
-from drl.algorithms.regularization import prediction_kl
+from drl.algorithms.denoising import forward_process_pairs, kl_to_reference, pair_minibatch_epochs
 from drl.algorithms.schemas.nft import NFTConfig
 from drl.losses import nft_loss
 from drl.sampling import x0_error_scale
@@ -40,9 +39,13 @@ class NFT(Algorithm):
     def __init__(self, cfg: NFTConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
         self.cfg: NFTConfig = cfg
+        self.sample_calls = self.update_calls = 0  # denoiser sample-steps of this epoch's rollout and update
 
     def collect(self, generator: torch.Generator) -> Rollout:
-        return collect_groups(self.ctx, self.cfg.group_size, generator)
+        before = self.ctx.collector.denoiser_rows
+        batch = collect_groups(self.ctx, self.cfg.group_size, generator)
+        self.sample_calls = self.ctx.collector.denoiser_rows - before
+        return batch
 
     def update(self, batch: Rollout, epoch: int) -> dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
@@ -58,6 +61,7 @@ class NFT(Algorithm):
         num_pairs = b.numel()
 
         ctx.model.denoiser.train()
+        self.update_calls = 0
         old = torch.cat(
             [self._predict(x_t[c], t[c], cond[c], grad=False) for c in chunks(torch.arange(num_pairs), ctx.cfg.train.batch_size)]
         )
@@ -68,11 +72,8 @@ class NFT(Algorithm):
             nonlocal first_dev
             prediction = self._predict(x_t[c], t[c], cond[c], grad=True)
             loss = nft_loss(prediction, old[c], target[c], r[b[c]], cfg.beta, scale[c], cfg.adaptive_weighting, cfg.adv_clip_max).mean()
-            kl = torch.zeros((), device=ctx.device)
-            if cfg.kl_coef > 0:
-                with ctx.autocast():
-                    kl = prediction_kl(prediction, self.reference(x_t[c], t[c], cond[c])).mean()
-                loss = loss + cfg.kl_coef * kl
+            kl = kl_to_reference(self, prediction, x_t[c], t[c], cond[c])  # 0 without kl_coef
+            loss = loss + cfg.kl_coef * kl
             deviation = (prediction.detach().float() - old[c]).abs()
             if first_dev is None:
                 first_dev = float(deviation.max())  # before any update: v_θ = v_old
@@ -88,6 +89,8 @@ class NFT(Algorithm):
                 "train/optimizer_steps": optimizer_steps,
                 "train/pairs": num_pairs,
                 "train/lr": self.lr,
+                "train/denoiser_calls_sample": self.sample_calls,
+                "train/denoiser_calls_update": self.update_calls,
             }
         )
         return metrics
@@ -96,4 +99,5 @@ class NFT(Algorithm):
         """The conditional prediction (no guidance); float32 without gradient for v_old."""
         with torch.set_grad_enabled(grad), self.ctx.autocast():
             out = self.ctx.model.denoise(x_t, t, cond)
+        self.update_calls += x_t.shape[0]
         return out if grad else out.detach().float()

@@ -29,7 +29,7 @@ from drl.evaluation.metrics import clip_score, diversity, frechet_distance, kern
 from drl.evaluation.models import LoadedModel, load_spec
 from drl.logging import image_grid
 from drl.prompts import build_prompt_source
-from drl.rewards import WeightedReward, build_reward
+from drl.rewards import WeightedReward, build_reward, refuse_latent_terms
 from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
 
@@ -144,14 +144,15 @@ def distribution_metrics(features: torch.Tensor, reference: torch.Tensor | None,
 
 def compare(cfg: EvalConfig, out_dir: Path, device: torch.device) -> dict:
     """Sample, score and measure every model; write comparison.{md,json,png} to ``out_dir``; return the JSON record."""
+    video = cfg.model.kind == "t2v"
+    reward = build_reward(cfg.reward, device, video=video)
+    refuse_latent_terms(reward, "drl-eval scores decoded samples and reference images: compare the models on pixel terms.")
     specs = list(cfg.models) or [cfg.model.path]
     loaded = [load_spec(spec, cfg.model) for spec in specs]  # every spec is checked before any sampling
     for k, entry in enumerate(loaded):  # the same label twice (e.g. a model against itself): number the later ones
         if any(other.label == entry.label for other in loaded[:k]):
             entry.label = f"{entry.label} #{k + 1}"
     prompts = evaluation_prompts(cfg)
-    video = cfg.model.kind == "t2v"
-    reward = build_reward(cfg.reward, device, video=video)
     extractor = build_features(
         cfg.quality.features if cfg.quality.features != "none" else "auto",
         video=video, toy=is_toy_model(loaded[0].model), num_frames=cfg.model.num_frames,

@@ -42,11 +42,9 @@ def load_base(cfg: ModelConfig) -> T2IModel:
         from drl.models.loading import load_t2v
 
         return load_t2v(cfg.path, cfg.num_frames)
-    from drl.models.loading import load_t2i
+    from drl.models.loading import configure_t2i, load_t2i
 
-    model = load_t2i(cfg.path, cfg.family)
-    model.decode_chunk_size, model.resolution = cfg.vae_decode_chunk, cfg.resolution
-    return model
+    return configure_t2i(load_t2i(cfg.path, cfg.family), cfg)
 
 
 def label_of(spec: str) -> str:
@@ -68,7 +66,7 @@ def _run_base(run_dir: Path, base: ModelConfig) -> ModelConfig:
     if not saved.is_file():
         return base
     model = OmegaConf.load(saved).get("model", {})
-    keys = ("path", "family", "kind", "num_frames", "lora_rank", "lora_alpha", "lora_targets", "finetune")
+    keys = ("path", "family", "kind", "num_frames", "lora_rank", "lora_alpha", "lora_targets", "finetune", "distilled_guidance")
     return ModelConfig(**{**vars(base), **{k: model[k] for k in keys if k in model}, "resolution": base.resolution})
 
 

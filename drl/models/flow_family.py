@@ -7,8 +7,8 @@ Each family's adapter (drl.models.flux, drl.models.qwen_image, drl.models.z_imag
                                         transformer's layout and unpacks its velocity back; the collector, the
                                         step math and every algorithm keep seeing [B, C, h, w];
     what the timestep means to it       drl's flow timestep is σ·1000; FLUX and Qwen-Image take σ, Z-Image 1 - σ.
-Their schedulers shift by resolution (``use_dynamic_shifting``): ``shift_mu`` is the pipelines' linear
-interpolation of μ in the image's token count, which drl.sampling_flow.make_flow_schedule applies.
+Their pipelines pass the levels linspace(1, 1/S) and a μ linear in the image's token count (``shift_mu``); a
+scheduler with ``use_dynamic_shifting`` shifts by μ, a static one by its ``shift`` (drl.sampling_flow.make_flow_schedule).
 """
 
 from __future__ import annotations
@@ -86,15 +86,26 @@ class FlowTransformerModel(T2IModel):
         return (self.latent_size(self.image_size) // self.PATCH) ** 2
 
     # ---------------------------------------------------------- scheduler
-    def shift_mu(self) -> float | None:
-        config = self.scheduler_config
-        return resolution_shift(self.image_tokens(), config) if config.get("use_dynamic_shifting") else None
+    def shift_mu(self) -> float:
+        """μ for the image's token count, computed as these pipelines always do; it also tells make_flow_schedule
+        to take their levels (linspace(1, 1/S)), which a static-shift scheduler (Z-Image-Turbo) shifts by its shift."""
+        return resolution_shift(self.image_tokens(), self.scheduler_config)
 
     def make_scheduler(self, kind: str) -> FlowMatchEulerDiscreteScheduler:
         self.check_scheduler_kind(kind)
         return FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
 
     # -------------------------------------------------------------- saving
+    def pipeline_components(self) -> dict:
+        """One text encoder (Qwen-Image, Z-Image); FLUX adds its second."""
+        return {
+            "scheduler": self.make_scheduler("flow"),
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "tokenizer": self.tokenizer,
+            "transformer": self.denoiser,
+        }
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         with _quiet_diffusers():
             self.to_pipeline().save_pretrained(directory)

@@ -82,15 +82,7 @@ class FluxModel(FlowTransformerModel):
         return unpack_2x2(out[:, : (h // 2) * (w // 2)], h, w)  # the generated tokens' velocity [B, C, h, w]
 
     def pipeline_components(self) -> dict:
-        return {
-            "scheduler": self.make_scheduler("flow"),
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "tokenizer": self.tokenizer,
-            "text_encoder_2": self.text_encoder_2,
-            "tokenizer_2": self.tokenizer_2,
-            "transformer": self.denoiser,
-        }
+        return {**super().pipeline_components(), "text_encoder_2": self.text_encoder_2, "tokenizer_2": self.tokenizer_2}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path
 from drl.models.t2v import DENOISER_CLASSES, T2VModel, UNet3DConditionModel
 from drl.models.wan import is_wan_layout, load_wan
+from drl.models.z_image import ZImageModel
 
 
 def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None) -> T2IModel:
@@ -60,8 +61,17 @@ def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None
     return model
 
 
+def configure_t2i(model: T2IModel, m) -> T2IModel:
+    """What the model config ``m`` sets on a loaded image model, for drl-train and drl-eval alike: the decode chunk,
+    the resolution and the distilled guidance a guidance-embedded family (FLUX.1-dev) runs with."""
+    model.decode_chunk_size, model.resolution = m.vae_decode_chunk, m.resolution
+    if hasattr(model, "guidance"):
+        model.guidance = m.distilled_guidance
+    return model
+
+
 FAMILY_CLASSES = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model, "flux": FluxModel, "flux_kontext": FluxKontextModel,
-                 "qwen_image": QwenImageModel}
+                 "qwen_image": QwenImageModel, "z_image": ZImageModel}
 
 
 # Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
@@ -108,6 +118,13 @@ COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
         ("tokenizer", "tokenizer", "tokenizer", True),
         ("scheduler_config", "scheduler", "scheduler", True),
         ("vae", "vae", "AutoencoderKLQwenImage", True),
+    ],
+    "z_image": [
+        ("denoiser", "transformer", "ZImageTransformer2DModel", True),
+        ("text_encoder", "text_encoder", "Qwen3Model", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKL", True),
     ],
 }
 

@@ -11,6 +11,11 @@ The policy is a diffusion model over actions a in [-1, 1]^A conditioned on the s
 sec. 3): eps_theta(a_t, t, s). Its reverse chain is the one drl.sampling implements for
 images, with the action vector as the "latent" and the state as the "prompt embedding";
 ``denoise`` has the signature of T2IModel.denoise, so DDPO trains it unchanged.
+
+A flow policy (:class:`FlowPolicy`, ``model=flow_policy``) is the same MLP read as a velocity v_theta(a_sigma, t, s)
+on the rectified-flow path a_sigma = (1 - sigma) a + sigma eps (t = sigma * 1000): the image side's flow schedule
+(drl/sampling_flow.py, a FlowMatchEulerDiscreteScheduler's levels) and the same chain, whose steps with
+scheduler.eta = 0 are the flow ODE's Euler steps (1-10 of them; Lipman et al. 2023, Liu et al. 2023).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,6 +37,7 @@ from drl.sampling import NoiseSchedule
 from drl.types import Conditioning
 
 WEIGHTS_NAME, CONFIG_NAME = "policy.safetensors", "policy.json"
+FLOW_TRAIN_TIMESTEPS = 1000  # a flow policy's denoiser reads t = sigma * 1000 (SD3's scale), sigma in [0, 1]
 
 
 def vp_betas(num_steps: int, beta_min: float = 0.1, beta_max: float = 10.0) -> np.ndarray:
@@ -104,6 +110,9 @@ class ChainOutput:
 class DiffusionPolicy(DenoiserModel):
     """The denoiser plus its noise schedule; the action-space twin of drl.models.t2i.T2IModel."""
 
+    kind = "diffusion"
+    """What the denoiser predicts and which schedule it runs (model.policy_kind; algorithms say which they take)."""
+
     def __init__(self, denoiser: MLPDenoiser, scheduler_config: dict, shapes: dict | None = None):
         self.denoiser = denoiser  # the trainable network; named as in T2IModel so algorithms share code
         self.scheduler_config = scheduler_config
@@ -117,16 +126,20 @@ class DiffusionPolicy(DenoiserModel):
         sizes of ``obs_shape``/``action_shape`` (a chunked env's [To, O] / [Ta, A]; default (O,) / (A,))."""
         torch.manual_seed(seed)
         denoiser = MLPDenoiser(obs_dim, act_dim, cfg.hidden_dim, cfg.num_layers, cfg.time_dim)
-        betas = vp_betas(cfg.diffusion_steps, cfg.beta_min, cfg.beta_max)
-        scheduler_config = dict(
+        shapes = {"obs": list(obs_shape or [obs_dim]), "action": list(action_shape or [act_dim])}
+        return cls(denoiser, cls.default_scheduler_config(cfg), shapes)
+
+    @staticmethod
+    def default_scheduler_config(cfg) -> dict:
+        """Diffusion-QL's VP schedule of cfg.diffusion_steps steps, epsilon prediction."""
+        return dict(
             num_train_timesteps=cfg.diffusion_steps,
-            trained_betas=betas.tolist(),
+            trained_betas=vp_betas(cfg.diffusion_steps, cfg.beta_min, cfg.beta_max).tolist(),
             prediction_type="epsilon",
             clip_sample=True,  # x̂_0 clipped to the action box, as Diffusion-QL does
             clip_sample_range=1.0,
             variance_type="fixed_small",
         )
-        return cls(denoiser, scheduler_config, {"obs": list(obs_shape or [obs_dim]), "action": list(action_shape or [act_dim])})
 
     @property
     def act_dim(self) -> int:
@@ -172,6 +185,7 @@ class DiffusionPolicy(DenoiserModel):
         fine_tuned_steps: int | None = None,
         frozen_denoiser: nn.Module | None = None,
         min_std: float = 0.0,
+        step_std=None,
     ) -> ChainOutput:
         """Run the reverse chain from a_T ~ N(0, I) (or ``initial_noise``, actions' shape) for states [B, *obs_shape].
 
@@ -179,6 +193,7 @@ class DiffusionPolicy(DenoiserModel):
         Gradients flow to the weights when the caller enables them (Diffusion-QL's Q term).
         DPPO: with ``fine_tuned_steps`` = K only the last K steps run ``denoiser`` (default self.denoiser), the earlier
         ones ``frozen_denoiser``; ``min_std`` floors every step's std (its exploration noise).
+        ReinFlow: ``step_std(a_t, t)`` [B, *action_shape] is every step's std instead of the schedule's (drl.chain.run_chain).
         """
         n = states.shape[0]
         noise = gaussian_noise(generator, torch.float32, states.device, states.dtype)
@@ -190,7 +205,7 @@ class DiffusionPolicy(DenoiserModel):
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.denoise(x_t, t, states, denoiser=denoiser if bool(t[0] <= first_tuned) else frozen_denoiser)
 
-        chain = run_chain(schedule, x, denoise, noise, eta=eta, min_std=min_std)
+        chain = run_chain(schedule, x, denoise, noise, eta=eta, min_std=min_std, step_std=step_std)
         return ChainOutput(
             actions=chain.sample.clamp(-1, 1),
             latents=chain.latents,
@@ -205,8 +220,26 @@ class DiffusionPolicy(DenoiserModel):
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}, directory / WEIGHTS_NAME)
         shapes = {"obs": list(self.obs_shape), "action": list(self.action_shape)}
-        config = {"denoiser": self.denoiser.config, "scheduler": self.scheduler_config, "shapes": shapes}
+        config = {"denoiser": self.denoiser.config, "scheduler": self.scheduler_config, "shapes": shapes, "kind": self.kind}
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=1))
+
+
+class FlowPolicy(DiffusionPolicy):
+    """The same MLP as a rectified-flow velocity field, on a FlowMatchEulerDiscreteScheduler's levels (shift 1)."""
+
+    kind = "flow"
+
+    @staticmethod
+    def default_scheduler_config(cfg) -> dict:
+        return dict(num_train_timesteps=FLOW_TRAIN_TIMESTEPS, shift=1.0)
+
+    def make_scheduler(self, kind: str) -> FlowMatchEulerDiscreteScheduler:
+        """The flow scheduler whatever ``kind`` (the config check has asked for scheduler.kind=flow)."""
+        return FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+
+
+POLICY_CLASSES: dict[str, type[DiffusionPolicy]] = {"diffusion": DiffusionPolicy, "flow": FlowPolicy}
+"""model.policy_kind -> the class that builds and samples it."""
 
 
 def load_policy(path: str | Path) -> DiffusionPolicy:
@@ -222,4 +255,5 @@ def load_policy(path: str | Path) -> DiffusionPolicy:
     config = json.loads((directory / CONFIG_NAME).read_text())
     denoiser = MLPDenoiser(**config["denoiser"])
     denoiser.load_state_dict(load_file(directory / WEIGHTS_NAME))
-    return DiffusionPolicy(denoiser, config["scheduler"], config.get("shapes"))  # no "shapes": saved before chunks, (O,), (A,)
+    cls = POLICY_CLASSES[config.get("kind", "diffusion")]  # no "kind": saved before flow policies, a diffusion one
+    return cls(denoiser, config["scheduler"], config.get("shapes"))  # no "shapes": saved before chunks, (O,), (A,)

@@ -84,12 +84,3 @@ class QwenImageModel(FlowTransformerModel):
         latents = self.vae.encode(pixels).latent_dist.mean.float()
         mean, std = self._latent_stats(latents)
         return ((latents - mean) / std)[:, :, 0]
-
-    def pipeline_components(self) -> dict:
-        return {
-            "scheduler": self.make_scheduler("flow"),
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "tokenizer": self.tokenizer,
-            "transformer": self.denoiser,
-        }

@@ -169,8 +169,8 @@ class T2IModel(DenoiserModel):
         return ((latents - shift) * scale).to(dtype)
 
     def shift_mu(self) -> float | None:
-        """The resolution-dependent shift μ of a flow scheduler with ``use_dynamic_shifting`` (FLUX, Qwen-Image);
-        None for the others (drl.models.flow_family computes it)."""
+        """The resolution-dependent shift μ of the flow transformers whose pipelines pass their own levels (FLUX,
+        Qwen-Image, Z-Image: drl.models.flow_family computes it); None for the others (the scheduler's own spacing)."""
         return None
 
     def make_scheduler(self, kind: str):

@@ -81,6 +81,13 @@ def _qwen_image(c: dict, s: CallShape) -> Inputs:
     }
 
 
+def _z_image(c: dict, s: CallShape) -> Inputs:
+    """Z-Image takes lists: a [C, 1, h, w] latent and an [L, D] caption per sample."""
+    latents = [torch.randn(c["in_channels"], 1, s.latent_size, s.latent_size, dtype=s.dtype) for _ in range(s.batch)]
+    captions = [torch.randn(s.text_tokens, c["cap_feat_dim"], dtype=s.dtype) for _ in range(s.batch)]
+    return (latents, torch.ones(s.batch), captions), {}
+
+
 def _wan(c: dict, s: CallShape) -> Inputs:
     return (), {
         "hidden_states": torch.randn(s.batch, c["in_channels"], s.frames, s.latent_size, s.latent_size, dtype=s.dtype),
@@ -96,6 +103,7 @@ DENOISER_INPUTS: dict[str, Callable[[dict, CallShape], Inputs]] = {
     "FluxTransformer2DModel": _flux,
     "QwenImageTransformer2DModel": _qwen_image,
     "WanTransformer3DModel": _wan,
+    "ZImageTransformer2DModel": _z_image,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from drl.config import RewardConfig, term_weight
-from drl.errors import ConfigError
+from drl.errors import ConfigError, RewardError
 from drl.rewards.base import Reward
 from drl.rewards.plugin import build_plugin, is_plugin
 
@@ -146,33 +146,56 @@ class WeightedReward:
         return all(r.differentiable for r in self.rewards)
 
     @property
+    def needs_pixels(self) -> bool:
+        """Some term or monitor reads decoded samples; False: every one reads latents, and training skips the decode."""
+        return any(r.space == "pixel" for r in self.rewards + self.monitors)
+
+    @property
     def frames_needed(self) -> int:
         """How many frames of each clip the terms and monitors read: 0 when any reads the whole clip."""
         frames = [r.frames for r in self.rewards + self.monitors]
         return 0 if min(frames) == 0 else max(frames)
 
     def __call__(
-        self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int | None = None
+        self, samples: torch.Tensor | None, prompts: list, metadata: list, group_size: int | None = None, latents: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(weighted sum [B], {term, monitor and info name: [B]}). group_size (groupwise rewards): None, the
-        training layout (consecutive groups of self.group_size); 0, the samples that share a prompt."""
+        training layout (consecutive groups of self.group_size); 0, the samples that share a prompt.
+        latents [B, *latent_shape]: x_0 before the decode, for terms with space "latent" (samples may then be None)."""
         group_size = self.group_size if group_size is None else group_size
         terms, info = {}, {}
         for r in self.rewards:
-            terms[r.name], extra = r.score(samples, prompts, metadata, group_size)
+            terms[r.name], extra = r.score(reads(r, samples, latents), prompts, metadata, group_size)
             info.update(extra)
         total = sum(w * terms[r.name] for r, w in zip(self.rewards, self.weights))
         with torch.no_grad():
             for r in self.monitors:
                 if r.name not in terms:
-                    terms[r.name], extra = r.score(samples.detach(), prompts, metadata, group_size)
+                    terms[r.name], extra = r.score(reads(r, samples, latents).detach(), prompts, metadata, group_size)
                     info.update(extra)
         return total, {**terms, **info}
 
     @torch.no_grad()
-    def evaluate(self, samples: torch.Tensor, prompts: list, metadata: list) -> dict[str, torch.Tensor]:
+    def evaluate(self, samples: torch.Tensor, prompts: list, metadata: list, latents: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Each evaluation reward's scores [B] on the fixed evaluation batch (groups: by prompt), keyed eval:<name>."""
-        return {f"{EVAL_PREFIX}{r.name}": r.score(samples, prompts, metadata, 0)[0] for r in self.eval_rewards}
+        return {f"{EVAL_PREFIX}{r.name}": r.score(reads(r, samples, latents), prompts, metadata, 0)[0] for r in self.eval_rewards}
+
+
+def refuse_latent_terms(reward: WeightedReward, why: str) -> None:
+    """ConfigError (one sentence) when a term, monitor or evaluation term reads latents, for a program that scores only
+    decoded samples; ``why`` ends the sentence: what the program is given, and what to do instead."""
+    latent = [r.name for r in reward.rewards + reward.monitors + reward.eval_rewards if r.space == "latent"]
+    if latent:
+        raise ConfigError(f"reward {latent[0]!r} reads latents (space: latent), and {why}")
+
+
+def reads(reward: Reward, samples: torch.Tensor | None, latents: torch.Tensor | None) -> torch.Tensor:
+    """What ``reward`` is called on: the latents for space "latent", else the decoded samples."""
+    wanted = latents if reward.space == "latent" else samples
+    if wanted is None:
+        what = "latents (space: latent)" if reward.space == "latent" else "decoded samples"
+        raise RewardError(f"reward {reward.name!r} reads {what}, and this call has none: pass them (drl's bug if you did not call it yourself).")
+    return wanted
 
 
 def build_reward(cfg: RewardConfig, device: torch.device, video: bool = False, group_size: int = 1) -> WeightedReward:

@@ -9,6 +9,9 @@ The contract every reward keeps, built-in or plug-in (docs/guide/your-own-reward
 A pairwise reward compares two samples instead: ``fn(first, second, prompts, metadata) -> preferences [P]``, the
 probability that ``first[k]`` is preferred to ``second[k]``; drl calls it on the pairs of each group and scores
 each sample by its win rate in the group (``win_rates``).
+
+A latent reward (``space="latent"``) reads the denoiser's clean latents x_0 [B, *latent_shape] instead of
+decoded samples, before the VAE decode; when no term reads pixels, training rollouts skip the decode.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from drl.errors import RewardError
 
 RewardFn = Callable[[torch.Tensor, list, list], torch.Tensor]
+SPACES = ("pixel", "latent")  # a reward reads decoded samples, or the latents before the VAE decode
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Reward:
     pairwise: fn compares pairs, fn(first [P, ...], second [P, ...], prompts [P], metadata [P]) -> preferences [P] in
         [0, 1] (1: first preferred, 0: second, 0.5: a tie); called on every pair of a group, it scores each sample by its
         win rate there (groupwise, so only under algorithms that sample groups).
+    space: what ``fn`` reads as its first argument: "pixel", the decoded samples; or "latent", the x_0 latents
+        [B, C, h, w] (video: [B, C, F, h, w]) the denoiser produced, before the VAE decode (and its scaling).
     plugin: the ``_target_`` it was built from, for a reward from the user's code ("" for built-ins).
     """
 
@@ -48,10 +54,13 @@ class Reward:
     groupwise: bool = False
     per_sample: bool = True
     pairwise: bool = False
+    space: str = "pixel"
     plugin: str = ""
 
     def __post_init__(self):
         self.groupwise = self.groupwise or self.pairwise  # a pairwise reward compares within groups
+        if self.space not in SPACES:
+            raise RewardError(f"reward {self.name!r}: space={self.space!r} is not one of {', '.join(SPACES)} (what the reward reads).")
 
     def __call__(self, samples: torch.Tensor, prompts: list, metadata: list) -> torch.Tensor:
         return self.score(samples, prompts, metadata)[0]

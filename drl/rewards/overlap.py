@@ -27,13 +27,13 @@ class ChunkScorer:
         self.futures: list[Future] = []
         self.prompts: list = []  # every submitted chunk's prompts, in order
 
-    def submit(self, samples: torch.Tensor, prompts: list, metadata: list) -> None:
+    def submit(self, samples: torch.Tensor | None, prompts: list, metadata: list, latents: torch.Tensor | None = None) -> None:
         self.prompts.extend(prompts)
-        self.futures.append(self.pool.submit(self._score, samples, list(prompts), list(metadata)))
+        self.futures.append(self.pool.submit(self._score, samples, list(prompts), list(metadata), latents))
 
-    def _score(self, samples: torch.Tensor, prompts: list, metadata: list):
+    def _score(self, samples: torch.Tensor | None, prompts: list, metadata: list, latents: torch.Tensor | None):
         with torch.no_grad():  # grad mode is per thread
-            return self.reward(samples, prompts, metadata)
+            return self.reward(samples, prompts, metadata, latents=latents)
 
     def results(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(scores [B], terms {name: [B]}) of every submitted chunk, concatenated; re-raises a chunk's error."""
@@ -62,6 +62,8 @@ def collect_and_score(algorithm, collector, reward: WeightedReward, generator: t
         if scorer is not None:
             stack.callback(scorer.close)
             stack.enter_context(collector.chunk_callback(scorer.submit))
+        if chunked:  # no term reads pixels: no VAE decode in the rollout
+            stack.enter_context(collector.decoding(reward.needs_pixels))
         batch = algorithm.collect(generator)
         if not isinstance(batch, Rollout):
             return batch, None
@@ -71,6 +73,6 @@ def collect_and_score(algorithm, collector, reward: WeightedReward, generator: t
             batch.rewards, batch.reward_terms = scorer.results()
         else:
             with torch.no_grad():
-                batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata)
+                batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, latents=batch.final_latents)
     return batch, batch.rewards
 

@@ -27,6 +27,7 @@ from drl.rewards.base import Reward
 # Keys of a plug-in term that drl reads (with their defaults); the others go to the factory.
 FLAGS: dict[str, Any] = {
     "weight": 1.0, "differentiable": False, "video": False, "frames": 0, "groupwise": False, "per_sample": True, "pairwise": False,
+    "space": "pixel",
 }  # fmt: skip
 
 
@@ -96,23 +97,30 @@ def build_plugin(name: str, spec: Mapping, device: torch.device) -> Reward:
         groupwise=bool(flags["groupwise"]),
         per_sample=bool(flags["per_sample"]),
         pairwise=bool(flags["pairwise"]),
+        space=str(flags["space"]),
         plugin=target,
     )
 
 
 def dry_call(
     reward: Reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool, group_size: int,
-    metadata: list[dict] | None = None,
+    metadata: list[dict] | None = None, latent_shape: tuple[int, ...] | None = None,
 ) -> None:  # fmt: skip
     """Score a tiny random batch once before training, so a broken reward fails in seconds, not after an epoch.
 
-    sample_shape: one sample's shape, (3, H, W) or (F, 3, H, W). needs_grad: the algorithm backpropagates
-    the reward (AlignProp), so a reward declared differentiable must return scores with a gradient.
+    sample_shape: one sample's shape, (3, H, W) or (F, 3, H, W); latent_shape: one x_0 latent's (a latent
+    reward gets those, standard normal). needs_grad: the algorithm backpropagates the reward (AlignProp), so
+    a reward declared differentiable must return scores with a gradient.
     metadata: the prompts' (an editing task's source images), cycled as the prompts are; default {} each.
     """
     n = max(2, group_size if reward.groupwise else 2)
     generator = torch.Generator().manual_seed(0)
-    samples = torch.rand((n, *sample_shape), generator=generator).to(device)  # [n, 3, H, W] or [n, F, 3, H, W]
+    if reward.space == "latent":
+        if latent_shape is None:
+            raise RewardError(f"reward {reward.name!r} reads latents (space: latent), and this model has none to give it.")
+        samples = torch.randn((n, *latent_shape), generator=generator).to(device)  # [n, C, h, w]
+    else:
+        samples = torch.rand((n, *sample_shape), generator=generator).to(device)  # [n, 3, H, W] or [n, F, 3, H, W]
     samples.requires_grad_(needs_grad)
     batch_prompts = [prompts[0] if reward.groupwise else prompts[k % len(prompts)] for k in range(n)]
     with torch.enable_grad() if needs_grad else torch.no_grad():
@@ -124,7 +132,7 @@ def dry_call(
         except Exception as e:
             raise RewardError(
                 f"reward {reward.name!r} ({reward.plugin}) failed on a test batch of {n} random "
-                f"{'clips' if len(sample_shape) == 4 else 'images'} {list(samples.shape)}: {type(e).__name__}: {e}"
+                f"{'latents' if reward.space == 'latent' else 'clips' if len(sample_shape) == 4 else 'images'} {list(samples.shape)}: {type(e).__name__}: {e}"
             ) from None
     if needs_grad and reward.differentiable and not scores.requires_grad:
         raise RewardError(
@@ -135,9 +143,10 @@ def dry_call(
 
 
 def dry_call_plugins(
-    reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool, metadata: list[dict] | None = None
+    reward, sample_shape: tuple[int, ...], prompts: list[str], device: torch.device, needs_grad: bool,
+    metadata: list[dict] | None = None, latent_shape: tuple[int, ...] | None = None,
 ) -> None:  # fmt: skip
     """dry_call every plug-in term, monitor and evaluation reward of a WeightedReward (built-ins are trusted)."""
     for r in reward.rewards + reward.monitors + reward.eval_rewards:
         if r.plugin:
-            dry_call(r, sample_shape, prompts, device, needs_grad and r in reward.rewards, reward.group_size, metadata)
+            dry_call(r, sample_shape, prompts, device, needs_grad and r in reward.rewards, reward.group_size, metadata, latent_shape)

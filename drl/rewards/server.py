@@ -74,32 +74,40 @@ class Batcher:
         self.grouped = any(r.groupwise for r in reward.rewards + reward.monitors)  # then the group layout must not mix requests
         self.served, self.calls = 0, 0  # samples scored, reward calls made (fewer than requests when batching works)
         self.scoring = 0  # samples in the reward call now running
+        self.queued = [0, 0]  # requests and samples in the queue
 
     async def score(self, samples: torch.Tensor, prompts: list, metadata: list, group_size: int) -> dict:
         job = Job(samples, prompts, metadata, group_size, asyncio.get_running_loop().create_future())
+        self.queued = [self.queued[0] + 1, self.queued[1] + len(samples)]
         await self.queue.put(job)
         return await job.answer
 
+    async def take(self, timeout_s: float | None = None) -> Job:
+        """The next job out of the queue (asyncio.TimeoutError after ``timeout_s``)."""
+        job = await (self.queue.get() if timeout_s is None else asyncio.wait_for(self.queue.get(), timeout_s))
+        self.queued = [self.queued[0] - 1, self.queued[1] - len(job.samples)]
+        return job
+
     def depth(self) -> dict:
         """Requests and samples waiting for a reward call, and samples in the call now running."""
-        waiting = list(self.queue._queue)  # asyncio.Queue keeps its items in a deque
-        return {"queued_requests": len(waiting), "queued_samples": sum(len(j.samples) for j in waiting), "scoring_samples": self.scoring}
+        return {"queued_requests": self.queued[0], "queued_samples": self.queued[1], "scoring_samples": self.scoring}
 
     def fail_waiting(self, error: Exception) -> None:
         """At shutdown: every job still queued gets ``error`` (none remain after a drain)."""
         while not self.queue.empty():
             job = self.queue.get_nowait()
+            self.queued = [self.queued[0] - 1, self.queued[1] - len(job.samples)]
             if not job.answer.done():
                 job.answer.set_exception(error)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self.queue.get()]
+            jobs = [await self.take()]
             deadline = loop.time() + self.max_wait_s
             while sum(len(j.samples) for j in jobs) < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
-                    jobs.append(await asyncio.wait_for(self.queue.get(), left))
+                    jobs.append(await self.take(left))
                 except asyncio.TimeoutError:
                     break
             jobs = [j for j in jobs if not j.answer.done()]  # a request that timed out while it waited is not scored
@@ -256,12 +264,13 @@ def make_app(
 def load_reward(overrides: list[str], device: torch.device) -> tuple[WeightedReward, bool]:
     """The weighted reward that drl-train would build from ``overrides``, and whether it scores clips."""
     from drl.compose import compose_config
-    from drl.rewards import build_reward
+    from drl.rewards import build_reward, refuse_latent_terms
     from drl.rewards.plugin import dry_call_plugins
 
     cfg = compose_config([*overrides, "logger=none"])
     video = cfg.model.kind == "t2v"
     reward = build_reward(cfg.reward, device, video=video, group_size=0)  # the group layout comes with each request
+    refuse_latent_terms(reward, "drl-reward-server is sent decoded samples: score it in the training process.")
     shape = (3, cfg.model.resolution, cfg.model.resolution)
     dry_call_plugins(reward, (cfg.model.num_frames, *shape) if video else shape, ["a test prompt"], device, needs_grad=False)
     return reward, video

@@ -3,7 +3,7 @@
 Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
 character) whose vocabulary is written here, and every network is built from a small config.
 
-    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, wan, clip
+    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, qwen_image, z_image, wan, clip
     drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
 """
 
@@ -45,7 +45,8 @@ from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
 from drl.models.toy import TOY_SCHEDULER_CONFIG
-from drl.models.wan import WanModel
+from drl.models.wan import WanExperts, WanModel
+from drl.models.z_image import ZImageModel
 from drl.rewards.clip import CLIP_MEAN, CLIP_STD, AestheticHead
 
 MAX_TOKENS = 16  # the tiny tokenizers' model_max_length (real CLIP: 77)
@@ -324,6 +325,30 @@ def build_tiny_qwen_image(seed: int = 0) -> QwenImageModel:
     return QwenImageModel(tokenizer, text_encoder, transformer, dict(scheduler.config), vae, max_sequence_length=256)
 
 
+def build_tiny_z_image(seed: int = 0) -> ZImageModel:
+    """Z-Image layout: ZImageTransformer2DModel (2x2 patches inside, a refiner layer per stream, one main layer),
+    a shifted AutoencoderKL (here 4 channels), a Qwen3Model text encoder, Qwen2Tokenizer with a chat template, and
+    Z-Image-Turbo's static-shift flow scheduler. 16 px images -> 8 x 8 latents -> 16 tokens."""
+    from diffusers import ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = build_qwen_tokenizer(64)  # characters: the template around a prompt takes ~40
+    torch.manual_seed(seed)
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+    ))  # fmt: skip
+    torch.manual_seed(seed + 1)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16, n_layers=1, n_refiner_layers=1, n_heads=2,
+        n_kv_heads=2, cap_feat_dim=TEXT_DIM, axes_dims=[2, 2, 4], axes_lens=[128, 32, 32],  # caption positions: padded length + 1
+    )  # fmt: skip
+    torch.manual_seed(seed + 2)
+    vae = _vae(scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False)
+    return ZImageModel(tokenizer, text_encoder, transformer, dict(scheduler.config), vae, max_sequence_length=64)
+
+
 def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
     """Wan2.1 layout: WanTransformer3DModel + AutoencoderKLWan (4x in time, 8x in space) + UMT5 + flow scheduler.
 
@@ -354,6 +379,39 @@ def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     config = dict(scheduler.config)
     return WanModel(tokenizer, text_encoder, transformer, config, vae, num_frames=num_frames, max_sequence_length=MAX_TOKENS)
+
+
+def _wan_transformer(seed: int, channels: int = 4) -> WanTransformer3DModel:
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=channels, out_channels=channels,
+        text_dim=TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32,
+    )  # fmt: skip
+
+
+def build_tiny_wan22(seed: int = 0, num_frames: int = 5) -> WanModel:
+    """Wan2.2-T2V-A14B layout: Wan2.1's components with two experts, transformer/ (high noise) and transformer_2/
+    (low noise, its own weights), switched at boundary_ratio 0.875 as the release's model_index.json says."""
+    wan = build_tiny_wan(seed, num_frames)
+    experts = WanExperts(wan.denoiser, _wan_transformer(seed + 3), boundary=875.0)
+    return WanModel(**{**_init_fields(wan), "denoiser": experts, "boundary_ratio": 0.875})
+
+
+def build_tiny_wan22_ti2v(seed: int = 0, num_frames: int = 5) -> WanModel:
+    """Wan2.2-TI2V-5B layout: one transformer taking a timestep per latent token (expand_timesteps), Wan2.2's VAE
+    (residual, 2x2 patchified: 16x smaller frames, 4x fewer latent frames). 64 px frames -> 4 x 4 latents."""
+    wan = build_tiny_wan(seed, num_frames)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLWan(
+        base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        is_residual=True, patch_size=2, scale_factor_spatial=16, in_channels=12, out_channels=12,  # RGB x a 2x2 patch
+        latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0],
+    )  # fmt: skip
+    return WanModel(**{**_init_fields(wan), "vae": vae, "expand_timesteps": True})
+
+
+def _init_fields(model) -> dict:
+    return {f.name: getattr(model, f.name) for f in fields(model) if f.init}
 
 
 def save_tiny_clip(directory: str | Path, seed: int = 0, image_size: int = 16) -> Path:
@@ -401,6 +459,7 @@ def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, 
 BUILDERS = {
     "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan,
     "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "qwen_image": build_tiny_qwen_image,
+    "z_image": build_tiny_z_image, "wan22": build_tiny_wan22, "wan22_ti2v": build_tiny_wan22_ti2v,
 }
 
 

@@ -44,6 +44,8 @@ class AlgorithmConfig:
     """Has a KL-to-reference term that algorithm.kl_coef weighs."""
     trains_denoiser: ClassVar[bool] = True
     """Updates the denoiser's weights (False: steers a frozen one, e.g. through its input noise)."""
+    policy_kinds: ClassVar[tuple[str, ...]] = ("diffusion",)
+    """On control tasks: the policies it takes (model.policy_kind): diffusion (model=diffusion_policy), flow (model=flow_policy)."""
 
     @property
     def samples_per_group(self) -> int:

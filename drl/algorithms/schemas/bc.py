@@ -11,7 +11,8 @@ from drl.checks import positive
 
 @dataclass
 class BCConfig(AlgorithmConfig):
-    """Behaviour cloning of a diffusion policy on a control task's dataset (L_simple on state-action pairs)."""
+    """Behaviour cloning of a diffusion or flow policy on a control task's dataset (L_simple on state-action pairs:
+    the noise for a diffusion policy, the rectified-flow velocity eps - a for a flow policy)."""
 
     name: str = "bc"
     lr: float = 1e-3
@@ -22,6 +23,7 @@ class BCConfig(AlgorithmConfig):
     """The exported policy is an EMA of the weights by default."""
 
     offline: ClassVar[bool] = True
+    policy_kinds: ClassVar[tuple[str, ...]] = ("diffusion", "flow")
 
     def problems(self, cfg) -> list[str]:
         p = super().problems(cfg)

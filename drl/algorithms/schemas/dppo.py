@@ -5,55 +5,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drl.algorithms.schemas.base import AlgorithmConfig
+from drl.algorithms.schemas.control_ppo import PolicyPPOConfig
 from drl.checks import all_positive, fraction
 
 
 @dataclass
-class DPPOConfig(AlgorithmConfig):
+class DPPOConfig(PolicyPPOConfig):
     """DPPO (Ren et al. 2024): PPO over the two-layer MDP (environment decisions x denoising steps), with a value
     function on the environment state (drl/algorithms/dppo.py). lr is the actor's."""
 
     name: str = "dppo"
     lr: float = 1e-4
-    critic_lr: float = 1e-3
-    """Learning rate of the value function V(s) (DPPO's critic_lr)."""
-    critic_hidden_dim: int = 256
-    """Width of the value function's 3 hidden layers (Mish MLP on the flattened observation history)."""
     ft_denoising_steps: int = 5
     """K: only the last K denoising steps are fine-tuned (and are the MDP's actions); the earlier ones run the frozen
     base policy. At most scheduler.num_steps."""
     min_std: float = 0.1
     """Floor of the std of the K fine-tuned steps, in sampling and in the log-prob (DPPO's min_sampling_denoising_std
     and min_logprob_denoising_std): exploration noise even at the near-deterministic last steps."""
-    clip_range: float = 0.01
-    """PPO clip range of the per-denoising-step ratio (DPPO's clip_ploss_coef for Gym tasks)."""
-    gae_lambda: float = 0.95
-    """GAE's lambda over environment decisions (env.gamma is the discount per decision)."""
     gamma_denoising: float = 0.99
     """A chunk's advantage is multiplied by gamma_denoising^(K - 1 - k) at fine-tuned step k (k = K - 1 the last)."""
-    reward_scale: float = 1.0
-    """Rewards are multiplied by this before the value function and GAE see them (DPPO's reward_scale_const)."""
-    vf_coef: float = 0.5
-    """Weight of the value loss 0.5 (V - return)^2."""
-    value_clip: float = 0.0
-    """Clip V's change from its value at collection to +-this in the loss (DPPO's clip_vloss_coef); 0: no clipping."""
     bc_coef: float = 0.0
     """Weight of the BC regulariser: -log-likelihood under the fine-tuned policy of chains sampled by the frozen base
     policy at the batch's states (DPPO's use_bc_loss); 0: off."""
-    update_epochs: int = 5
-    """Passes over each epoch's (decision, denoising step) pairs, in minibatches of train.batch_size."""
-    critic_warmup_epochs: int = 0
-    """First epochs train only the value function (DPPO's n_critic_warmup_itr)."""
 
     def problems(self, cfg) -> list[str]:
         p = super().problems(cfg)
         s = cfg.scheduler
         if not 1 <= self.ft_denoising_steps <= s.num_steps:
             p.append(f"algorithm.ft_denoising_steps={self.ft_denoising_steps} must be between 1 and scheduler.num_steps={s.num_steps}.")
-        all_positive(p, self, "algorithm", ("critic_lr", "critic_hidden_dim", "clip_range", "reward_scale", "update_epochs"))
-        all_positive(p, self, "algorithm", ("min_std", "vf_coef", "value_clip", "bc_coef", "critic_warmup_epochs"), allow_zero=True)
-        fraction(p, "algorithm.gae_lambda", self.gae_lambda, closed_low=True)
+        all_positive(p, self, "algorithm", ("min_std", "bc_coef"), allow_zero=True)
         fraction(p, "algorithm.gamma_denoising", self.gamma_denoising, closed_low=True)
         if self.min_std == 0 and s.kind == "ddim" and s.eta == 0:
             p.append("algorithm=dppo needs stochastic steps: set algorithm.min_std > 0, scheduler.eta > 0 or scheduler=ddpm.")

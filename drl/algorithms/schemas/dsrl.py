@@ -40,6 +40,7 @@ class DSRLConfig(AlgorithmConfig):
     for noise 0), or action, a itself (on Pendulum the raw action is mostly a function of s and Q^A ranked noises wrongly)."""
 
     trains_denoiser: ClassVar[bool] = False
+    policy_kinds: ClassVar[tuple[str, ...]] = ("diffusion", "flow")
 
     def problems(self, cfg) -> list[str]:
         p = super().problems(cfg)
@@ -47,6 +48,9 @@ class DSRLConfig(AlgorithmConfig):
         choice(p, "algorithm.action_critic_input", self.action_critic_input, ("offset", "action"))
         all_positive(p, self, "algorithm", ("noise_bound", "updates_per_epoch", "buffer_size", "init_temperature", "hidden_dim", "distill_samples"))
         fraction(p, "algorithm.tau", self.tau)
-        if cfg.scheduler.kind != "ddim" or cfg.scheduler.eta != 0:
-            p.append("algorithm=dsrl needs the deterministic chain (noise -> action): set scheduler=ddim scheduler.eta=0.")
+        if cfg.scheduler.kind not in ("ddim", "flow") or cfg.scheduler.eta != 0:
+            p.append(
+                "algorithm=dsrl needs the deterministic chain (noise -> action): set scheduler=ddim scheduler.eta=0 "
+                "(a flow policy: scheduler=flow scheduler.eta=0, the flow ODE)."
+            )
         return p
