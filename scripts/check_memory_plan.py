@@ -307,6 +307,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(measured(**json.loads(args.child))))
         return
+    if args.replan and not os.path.isfile(args.replan):
+        raise SystemExit(f"--replan: no such file {args.replan!r} (a --json file of an earlier check).")
     if args.device not in ("cpu", "cuda"):
         raise SystemExit(f"--device must be cpu or cuda, not {args.device!r}.")
     if args.device == "cuda":
