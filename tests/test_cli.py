@@ -31,8 +31,9 @@ def drl_train(args, cwd):
         (["reward.terms.toy_aesthetic=nan"], 2, "reward.terms.toy_aesthetic must be a finite number"),
         (["algorithm.lr=nan"], 2, "algorithm.lr must be a finite number"),
         (["model.path=/nowhere/model", "logger=none"], 2, "No model found at '/nowhere/model'"),
-        (["reward=aesthetic", "reward.aesthetic_clip_path=/nowhere/clip", "logger=none"], 2, "No CLIP ViT-L/14 (aesthetic reward) found at '/nowhere/clip'"),
-        (["model=modelscope_t2v", "model.path=/nowhere/video", "logger=none"], 2, "No model found at '/nowhere/video'"),
+        # ~12 CPU-s each, the same path as /nowhere/model: pytest -m slow tests/test_cli.py
+        pytest.param(["reward=aesthetic", "reward.aesthetic_clip_path=/nowhere/clip", "logger=none"], 2, "No CLIP ViT-L/14 (aesthetic reward) found at '/nowhere/clip'", marks=pytest.mark.slow),
+        pytest.param(["model=modelscope_t2v", "model.path=/nowhere/video", "logger=none"], 2, "No model found at '/nowhere/video'", marks=pytest.mark.slow),
     ],
 )
 def test_bad_input_is_one_sentence_and_nonzero_exit(tmp_path, args, code, message):

@@ -194,6 +194,7 @@ BEFORE_CHUNKS = {"bc": 0.08190124230946821, "dql": 0.4860487858826491, "ddpo": 0
 RECORDED_ON_ANOTHER_CPU = 1e-5
 
 
+@pytest.mark.slow  # ~23 CPU-s; pytest -m slow tests/test_control.py
 def test_unchunked_runs_give_the_metrics_of_before_chunks(bandit_runs):
     _, bc, dql = bandit_runs
     assert bc == pytest.approx(BEFORE_CHUNKS["bc"], rel=RECORDED_ON_ANOTHER_CPU)
@@ -332,6 +333,7 @@ def test_ddpo_on_the_policy_runs_on_policy_with_env_rewards(bandit_runs, tmp_pat
     assert records[-1]["eval/return_mean"] == pytest.approx(BEFORE_CHUNKS["ddpo"], rel=RECORDED_ON_ANOTHER_CPU)  # To = Ta = 1: as before
 
 
+@pytest.mark.slow  # ~10 CPU-s; pytest -m slow tests/test_control.py
 def test_dppo_raises_the_bc_policys_return_on_the_bandit(bandit_runs, tmp_path):
     """DPPO from the BC policy (value function, GAE, the last 5 of 10 denoising steps fine-tuned): ~10 s of CPU."""
     cfg = compose_config(

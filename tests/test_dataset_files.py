@@ -201,6 +201,7 @@ def test_drl_train_runs_diffusion_ql_on_minari_and_hdf5_data_and_refuses_a_misma
     assert mismatch.stderr.strip() == f"drl-train: error: env.dataset={MINARI_ID!r} was recorded on 'Pendulum-v1', not env.id='Hopper-v5'."
 
 
+@pytest.mark.slow  # ~9 CPU-s; pytest -m slow tests/test_dataset_files.py
 def test_diffusion_ql_trains_an_epoch_on_minari_and_hdf5_data(tmp_path, minari_root, monkeypatch):
     """The same runs in this process (the drl-train one above is marked slow: three processes start)."""
     from drl.train import train

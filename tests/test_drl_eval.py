@@ -119,6 +119,7 @@ def test_bad_inputs_are_one_sentence(tmp_path):
             compare(eval_config(*overrides), tmp_path / "out", torch.device("cpu"))
 
 
+@pytest.mark.slow  # ~14 CPU-s; pytest -m slow tests/test_drl_eval.py
 def test_the_command_prints_one_sentence_and_exits_nonzero(tmp_path):
     env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     done = subprocess.run([DRL_EVAL, "models=[/nowhere/model]", "logger=none"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)

@@ -27,6 +27,7 @@ def _last_reward(run_dir):
     return records[-1]["reward_mean"]
 
 
+@pytest.mark.slow  # ~28 CPU-s; pytest -m slow tests/test_launchers.py
 def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
     sweep = tmp_path / "sweep"
     command = [sys.executable, "-m", "drl.cli", "-m", "hparams_search=ddpo_optuna", "hydra.sweeper.n_trials=2", *TINY_CLI, f"hydra.sweep.dir={sweep}"]

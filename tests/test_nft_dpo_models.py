@@ -31,6 +31,7 @@ def _check_run(algorithm: str, records: list[dict], minibatches: int) -> None:
         assert records[0]["train/loss"] == pytest.approx(math.log(2), abs=1e-4)  # the model is still its reference
 
 
+@pytest.mark.slow  # ~26 CPU-s; pytest -m slow tests/test_nft_dpo_models.py
 def test_nft_dpo_and_grouped_ddpo_run_through_drl_train_on_sd15(tmp_path, tiny_dirs):
     """One drl-train -m sweep (one process start) runs all three with groups of 2 samples per prompt."""
     sweep = tmp_path / "sweep"

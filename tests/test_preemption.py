@@ -61,7 +61,10 @@ def straight_run(tmp_path_factory, random_toy_model):
     return run_dir
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])  # SIGINT: Ctrl-C
+@pytest.mark.parametrize(
+    "signum",  # SIGINT: Ctrl-C; the other two signals take the same path and ~10 CPU-s each: pytest -m slow tests/test_preemption.py
+    [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow), pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+)
 def test_signal_checkpoints_at_the_epoch_end_and_the_rerun_continues_exactly(tmp_path, random_toy_model, straight_run, monkeypatch, signum):
     overrides = [f"model.path={random_toy_model}", *COMMON, "train.save_every=100"]
     straight, stopped = straight_run, tmp_path / "stopped"

@@ -33,6 +33,7 @@ def test_saved_directories_are_diffusers_pipelines_and_load_as_their_family(tiny
         assert all(type(p).__name__.endswith("2_0") for p in model.denoiser.attn_processors.values())
 
 
+@pytest.mark.slow  # ~17 CPU-s; pytest -m slow tests/test_real_models.py
 def test_sd15_runs_from_the_command_line(tmp_path, tiny_dirs):
     result = drl_train(
         [*TINY, *_overrides("sd15", tiny_dirs), "logger=none", "hardware.num_threads=1", f"hydra.run.dir={tmp_path}"], tmp_path

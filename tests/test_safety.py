@@ -314,6 +314,7 @@ def cli_path() -> str:
     return shutil.which("drl-train") or os.path.join(os.path.dirname(sys.executable), "drl-train")
 
 
+@pytest.mark.slow  # ~29 CPU-s; pytest -m slow tests/test_safety.py
 def test_two_drl_train_on_one_run_dir_and_a_refused_rerun(tmp_path, random_toy_model):
     """While a run works, a second drl-train on its dir stops with one sentence; each epoch is logged once;
     the first run took over a stale lock and removed a killed run's temporary file; a rerun with a changed

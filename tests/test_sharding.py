@@ -88,7 +88,8 @@ def _check_fsdp_matches_ddp(ranks: list[dict], run_dir: Path, model: str, finetu
         assert len(exported) == len(ema) and all(any(torch.equal(e, s) for e in exported) for s in ema)
 
 
-@pytest.mark.parametrize("finetune", ["full", pytest.param("lora", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~78 CPU-s (full); pytest -m slow tests/test_sharding.py
+@pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_fsdp_update_equals_ddp_update_and_checkpoints_are_whole(tmp_path, random_toy_model, finetune):
     ranks = _run_worker(tmp_path, random_toy_model, f"model.finetune={finetune}")
     _check_fsdp_matches_ddp(ranks, tmp_path / "run", random_toy_model, finetune, atol=1e-5)

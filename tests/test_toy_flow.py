@@ -79,6 +79,7 @@ def test_flow_pretrain_loss_is_the_hand_computed_rectified_flow_loss():
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.slow  # ~12 CPU-s; pytest -m slow tests/test_toy_flow.py
 def test_flow_pretraining_from_scratch_lowers_the_loss(tmp_path):
     from drl.train import train
 
