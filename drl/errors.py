@@ -27,6 +27,10 @@ class ConfigError(ValueError):
     """A user's config is wrong; the message says what and how to fix it."""
 
 
+class PlanError(ConfigError):
+    """A model or option the memory plan (drl/plan/) cannot size; its message is one sentence for the user."""
+
+
 class RunError(RuntimeError):
     """The run cannot go on for a reason outside drl's code (a file, the run dir, a checkpoint); the message says what to do."""
 

@@ -50,9 +50,9 @@ COMPARED_FILES = ("metrics.jsonl", "eval.json", "eval_before.json", "eval_after.
 
 
 def is_timing(key: str) -> bool:
-    """Wall times and throughput: the only values allowed to differ between two identical runs."""
+    """Wall and CPU times and throughput: the only values allowed to differ between two identical runs."""
     leaf = key.rsplit("/", 1)[-1]
-    return leaf.endswith(("_time_s", "_per_s", "_seconds")) or leaf in {"time_s", "seconds", "wall_time"}
+    return leaf.endswith(("_time_s", "_per_s", "_seconds")) or leaf in {"time_s", "seconds", "wall_time", "cpu_s"}
 
 
 def resolve_overrides(name: str, out: Path) -> list[str]:

@@ -279,7 +279,7 @@ def test_a_run_that_never_checkpointed_restarts_without_duplicating_epochs(tmp_p
 
 def test_same_seed_and_threads_give_identical_metrics(tmp_path, random_toy_model):
     overrides = [f"model.path={random_toy_model}", "hardware.num_threads=1", "train.save_every=100"]
-    timing = ("sample_time_s", "update_time_s", "samples_per_s")
+    timing = ("sample_time_s", "update_time_s", "samples_per_s", "cpu_s")
     runs = []
     for name in ("a", "b"):
         train(compose_config(overrides), tmp_path / name)

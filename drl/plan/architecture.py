@@ -18,15 +18,11 @@ from pathlib import Path
 
 import torch
 
-from drl.errors import ConfigError
+from drl.errors import PlanError
 from drl.models.layout import model_index, resolve_path
 
 REAL_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "models" / "real_configs"
 LIBRARIES = ("diffusers", "transformers")
-
-
-class PlanError(ConfigError):
-    """A model or option the memory plan cannot size; its message is one sentence for the user."""
 
 
 @dataclass
