@@ -49,8 +49,8 @@ def main(out: Path, model_path: str, overrides: list[str]) -> None:
             def __getattr__(self, name):  # the rest of WeightedReward (evaluate, group_size, ...)
                 return getattr(reward, name)
 
-            def __call__(self, samples, prompts, metadata, group_size=None):
-                total, terms = score(samples, prompts, metadata, group_size)
+            def __call__(self, samples, prompts, metadata, group_size=None, latents=None):
+                total, terms = score(samples, prompts, metadata, group_size, latents=latents)
                 if len(prompts) == cfg.train.samples_per_epoch:
                     if len(seen["rewards"]) == nan_epoch and distributed.rank() == 1:
                         total = torch.full_like(total, float("nan"))

@@ -59,7 +59,7 @@ def test_a_probe_that_raises_is_reported_and_the_exported_model_stays(tmp_path, 
 def test_an_evaluation_reward_that_raises_is_skipped_by_itself(tmp_path, tiny_dirs, monkeypatch):
     """reward.eval_terms scored only on the evaluation batch: its failure leaves the run's own rewards and the model."""
 
-    def broken(self, samples, prompts, metadata):
+    def broken(self, samples, prompts, metadata, latents=None):
         raise ValueError("no judge")
 
     monkeypatch.setattr(drl.images.WeightedReward, "evaluate", broken)

@@ -48,13 +48,16 @@ def model_index(location: str | Path) -> dict:
     return content if isinstance(content, dict) else {}
 
 
-def detect_family(location: str | Path) -> str:
+def detect_family(location: str | Path, video: bool = False) -> str:
     """The family of a local directory: its model_index.json's pipeline class; without one, its layout
     (transformer/ -> sd3, text_encoder_2/ -> sdxl, otherwise sd: older saves and drl's toy models).
 
     A pipeline class drl does not train is refused in one sentence naming the directory (it used to read as
-    whatever its folders resembled: any transformer/ as SD3)."""
+    whatever its folders resembled: any transformer/ as SD3). ``video``: the video loader asks, for which ModelScope's
+    TextToVideoSDPipeline is the sd family with a 3D UNet."""
     name = model_index(location).get("_class_name")
+    if video and VIDEO_PIPELINES.get(name) == "modelscope":
+        return "sd"
     if name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[name]
     if name is not None:

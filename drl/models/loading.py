@@ -36,10 +36,11 @@ def load_t2i(path: str, family: str = "auto", denoiser_class: type | None = None
         location = str(local)
     elif not _looks_like_hub_id(location):
         raise FileNotFoundError(missing_model_message(location))
+    video = denoiser_class is not None
     if family == "auto":
-        family = detect_family(location) if local.is_dir() else "sd"
-    elif local.is_dir() and detect_family(location) != family:  # else a constructor fails deep inside with a TypeError
-        found = detect_family(location)
+        family = detect_family(location, video) if local.is_dir() else "sd"
+    elif local.is_dir() and detect_family(location, video) != family:  # else a constructor fails deep inside with a TypeError
+        found = detect_family(location, video)
         raise ConfigError(
             f"model.family={family} but {location} holds a {found} model: use model.family=auto "
             f"(or model.family={found}, with the model config of that family)."

@@ -57,7 +57,15 @@ DENOISER_CLASSES = {cls.__name__: cls for cls in (UNet3DConditionModel, CogVideo
 
 @dataclass
 class T2VModel(T2IModel):
+    PIPELINE = "TextToVideoSDPipeline"  # ModelScope's layout: model_index.json names it, and family detection reads it
     num_frames: int = 8
+
+    def pipeline_components(self) -> dict:
+        """TextToVideoSDPipeline's components: the image pipeline's without the safety checker."""
+        components = super().pipeline_components()
+        for image_only in ("safety_checker", "feature_extractor", "requires_safety_checker"):
+            components.pop(image_only)
+        return components
 
     def latent_shape(self, resolution: int) -> tuple[int, ...]:
         """(C, F, h, w): the collector and the step math reduce over all of it, frames included."""
