@@ -42,6 +42,7 @@ class FlowTransformerModel(T2IModel):
     SCHEDULER_KINDS = ("flow",)
     LORA_LAYERS_ARG = "transformer_lora_layers"
     PATCH = 2  # latent pixels per token side
+    TEXT_COMPONENTS = ("text_encoder", "tokenizer")  # what the text path's pipeline holds (Qwen-Image-Edit adds its processor)
 
     # ---------------------------------------------------------------- text
     def text_pipeline(self):
@@ -49,8 +50,7 @@ class FlowTransformerModel(T2IModel):
         if self._text_pipe is None:
             import diffusers
 
-            text = ("text_encoder", "tokenizer")
-            parts = {k: v if k.startswith(text) else None for k, v in self.pipeline_components().items()}
+            parts = {k: v if k.startswith(self.TEXT_COMPONENTS) else None for k, v in self.pipeline_components().items()}
             with _quiet_diffusers():
                 self._text_pipe = getattr(diffusers, self.PIPELINE)(**parts)
         return self._text_pipe

@@ -13,6 +13,7 @@ from pathlib import Path
 from drl.errors import ConfigError
 from drl.models.flux import FluxKontextModel, FluxModel
 from drl.models.qwen_image import QwenImageModel
+from drl.models.qwen_image_edit import QwenImageEditModel, load_processor
 from drl.models.layout import detect_family
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
@@ -72,10 +73,11 @@ def configure_t2i(model: T2IModel, m) -> T2IModel:
 
 
 FAMILY_CLASSES = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model, "flux": FluxModel, "flux_kontext": FluxKontextModel,
-                 "qwen_image": QwenImageModel, "z_image": ZImageModel}
+                 "qwen_image": QwenImageModel, "qwen_image_edit": QwenImageEditModel, "z_image": ZImageModel}
 
 
-# Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer.
+# Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer; a function loader is called
+# with (location, subfolder).
 COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
     "sd": [
         ("denoiser", "unet", "UNet2DConditionModel", True),
@@ -117,6 +119,14 @@ COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
         ("denoiser", "transformer", "QwenImageTransformer2DModel", True),
         ("text_encoder", "text_encoder", "Qwen2_5_VLForConditionalGeneration", True),
         ("tokenizer", "tokenizer", "tokenizer", True),
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKLQwenImage", True),
+    ],
+    "qwen_image_edit": [
+        ("denoiser", "transformer", "QwenImageTransformer2DModel", True),
+        ("text_encoder", "text_encoder", "Qwen2_5_VLForConditionalGeneration", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),
+        ("processor", "processor", load_processor, True),
         ("scheduler_config", "scheduler", "scheduler", True),
         ("vae", "vae", "AutoencoderKLQwenImage", True),
     ],

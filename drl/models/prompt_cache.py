@@ -4,7 +4,8 @@ A T5-XXL or a Qwen2.5-VL text path holds 5-16 GB of weights that a run needs onl
 conditioning. With the offload, the encoders stay on the CPU; every prompt not seen before is encoded there
 and its conditioning (one row of each tensor) is kept, on the CPU; each call returns the rows of its prompts,
 moved to the denoiser's device. A fixed prompt set (prompts=file, list) is encoded in the first epoch and never
-again; the empty prompt of classifier-free guidance is one entry.
+again; the empty prompt of classifier-free guidance is one entry. An editing model whose text encoder reads the source
+image (Qwen-Image-Edit) keys its entries by prompt and image.
 
 The model's own ``encode_prompts`` is what runs, so every family conditions exactly as without the cache
 (tests/test_prompt_cache.py compares them); only where the encoders run changes.
@@ -13,6 +14,7 @@ The model's own ``encode_prompts`` is what runs, so every family conditions exac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import torch
 
@@ -28,15 +30,24 @@ class PromptEmbeddingCache:
         self.encoded = 0  # prompts encoded so far (each once)
 
     @torch.no_grad()
-    def __call__(self, prompts: list[str]) -> Conditioning:
-        missing = [p for p in dict.fromkeys(prompts) if p not in self.rows]
+    def __call__(self, prompts: list[str], images: torch.Tensor | None = None) -> Conditioning:
+        """``images`` [B, 3, H, W] uint8: an editing model's source images (Qwen-Image-Edit), which key the cache too."""
+        keys = list(prompts) if images is None else [(p, _digest(image)) for p, image in zip(prompts, images)]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # each key's first row
+        missing = [i for key, i in first.items() if key not in self.rows]
         if missing:
-            with encoders_device(self.model):
-                cond = self.encode(missing)  # on the CPU: batch len(missing)
-            for i, prompt in enumerate(missing):
-                self.rows[prompt] = cond[i : i + 1]
+            with encoders_device(self.model):  # on the CPU: batch len(missing)
+                picked = [prompts[i] for i in missing]
+                cond = self.encode(picked) if images is None else self.encode(picked, images[missing].cpu())
+            for row, i in enumerate(missing):
+                self.rows[keys[i]] = cond[row : row + 1]
             self.encoded += len(missing)
-        return Conditioning.cat([self.rows[p] for p in prompts]).to(self.device)
+        return Conditioning.cat([self.rows[key] for key in keys]).to(self.device)
+
+
+def _digest(image: torch.Tensor) -> str:
+    """A source image's content, as a cache key."""
+    return hashlib.sha1(image.cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 @contextlib.contextmanager

@@ -33,8 +33,11 @@ class QwenImageModel(FlowTransformerModel):
     def text_tokenizer_length(self) -> int:
         return self.max_sequence_length
 
-    def encode_prompts_with_grad(self, prompts: list[str]) -> Conditioning:
-        hidden, mask = self.text_pipeline().encode_prompt(list(prompts), device=self.device, max_sequence_length=self.max_sequence_length)
+    def encode_prompts_with_grad(self, prompts: list[str], **inputs) -> Conditioning:
+        """``inputs``: more of encode_prompt's arguments (Qwen-Image-Edit: the source images)."""
+        hidden, mask = self.text_pipeline().encode_prompt(
+            list(prompts), device=self.device, max_sequence_length=self.max_sequence_length, **inputs
+        )
         if mask is None:  # the pipeline drops an all-ones mask; drl keeps it, for batches of other lengths
             mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
         return Conditioning({"encoder_hidden_states": hidden, "encoder_hidden_states_mask": mask})  # [B, L, D], [B, L]
@@ -49,16 +52,21 @@ class QwenImageModel(FlowTransformerModel):
 
     def forward_denoiser(self, denoiser, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         b, _, h, w = latents.shape
+        tokens, shapes = pack_2x2(latents), [(1, h // 2, w // 2)]  # [B, N, 4C]
+        source = cond.tensors.get("source_latents")  # Qwen-Image-Edit: [B, C, h', w'] of the image being edited
+        if source is not None:
+            tokens = torch.cat([tokens, pack_2x2(source.to(tokens.dtype))], dim=1)  # its tokens after the generated ones
+            shapes.append((1, source.shape[-2] // 2, source.shape[-1] // 2))
         text = cond["encoder_hidden_states"]
         out = denoiser(
-            hidden_states=pack_2x2(latents).to(text.dtype),  # [B, N, 4C]
+            hidden_states=tokens.to(text.dtype),
             timestep=t.to(text.dtype) / 1000,  # σ
             encoder_hidden_states=text,
             encoder_hidden_states_mask=cond["encoder_hidden_states_mask"],
-            img_shapes=[[(1, h // 2, w // 2)]] * b,
+            img_shapes=[shapes] * b,
             return_dict=False,
         )[0]
-        return unpack_2x2(out, h, w)
+        return unpack_2x2(out[:, : (h // 2) * (w // 2)], h, w)  # the generated tokens' velocity [B, C, h, w]
 
     def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.vae.config

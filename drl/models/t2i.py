@@ -271,6 +271,8 @@ def load_components(location: str, is_local: bool, spec: list[tuple[str, str, st
                 parts[field_name] = AutoTokenizer.from_pretrained(location, subfolder=sub)
             elif loader == "scheduler":
                 parts[field_name] = dict(DDPMScheduler.load_config(location, subfolder=sub))
+            elif callable(loader) and not isinstance(loader, type):  # a family's own loader (Qwen-Image-Edit's processor)
+                parts[field_name] = loader(location, sub)
             else:
                 cls = loader if isinstance(loader, type) else getattr(diffusers, loader, None) or getattr(transformers, loader)
                 parts[field_name] = cls.from_pretrained(location, subfolder=sub)

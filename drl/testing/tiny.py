@@ -3,7 +3,7 @@
 Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
 character) whose vocabulary is written here, and every network is built from a small config.
 
-    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, qwen_image, z_image, wan, clip
+    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, qwen_image(_edit), z_image, wan, clip
     drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
 """
 
@@ -41,6 +41,7 @@ from transformers import (
 
 from drl.models.flux import FluxKontextModel, FluxModel
 from drl.models.qwen_image import QwenImageModel
+from drl.models.qwen_image_edit import QwenImageEditModel
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
@@ -273,13 +274,16 @@ def build_tiny_flux_kontext(seed: int = 0) -> FluxKontextModel:
     return FluxKontextModel(**{f.name: getattr(flux, f.name) for f in fields(flux) if f.init})
 
 
-def build_qwen_tokenizer(max_length: int = 64):
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def build_qwen_tokenizer(max_length: int = 64, vision: bool = False):
     """A real Qwen2Tokenizer (byte-level BPE) with a character vocabulary, no merges, Qwen's chat special tokens
-    and a chat template of Qwen's shape (Z-Image applies it)."""
+    and a chat template of Qwen's shape (Z-Image applies it); ``vision``: Qwen2-VL's image placeholder tokens too."""
     from transformers import Qwen2Tokenizer
 
     vocab = {c: i for i, c in enumerate(_byte_characters())}
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *(QWEN_VISION_TOKENS if vision else [])]
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=max_length, unk_token=None, pad_token="<|endoftext|>",
                                eos_token="<|im_end|>", errors="replace")  # fmt: skip
     tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
@@ -295,19 +299,10 @@ def build_tiny_qwen_image(seed: int = 0) -> QwenImageModel:
     channels, non-trivial per-channel statistics), a Qwen2.5-VL text encoder, Qwen2Tokenizer, a resolution-shifted
     flow scheduler. 16 px images -> 8 x 8 latents -> 16 tokens."""
     from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_qwen_tokenizer(512)  # characters: the chat template's system turn alone takes ~150
     torch.manual_seed(seed)
-    text_config = dict(
-        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
-    )  # fmt: skip
-    vision_config = dict(depth=1, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_heads=2, out_hidden_size=TEXT_DIM,
-                         fullatt_block_indexes=[0], window_size=28)  # fmt: skip
-    config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **text_config)
-    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    text_encoder = _tiny_qwen_vl(tokenizer)
     torch.manual_seed(seed + 1)
     transformer = QwenImageTransformer2DModel(
         patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
@@ -323,6 +318,44 @@ def build_tiny_qwen_image(seed: int = 0) -> QwenImageModel:
         time_shift_type="exponential", shift_terminal=0.02,
     )  # fmt: skip
     return QwenImageModel(tokenizer, text_encoder, transformer, dict(scheduler.config), vae, max_sequence_length=256)
+
+
+def _tiny_qwen_vl(tokenizer, **vision):
+    """A Qwen2_5_VLForConditionalGeneration of one text layer and a one-block vision tower (``vision``: its patch
+    overrides), hidden size TEXT_DIM; the vision placeholder ids are the tokenizer's where it has them."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+        rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
+    )  # fmt: skip
+    vision_config = {**dict(depth=1, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_heads=2, out_hidden_size=TEXT_DIM,
+                            fullatt_block_indexes=[0], window_size=28), **vision}  # fmt: skip
+    ids = {}
+    if "<|image_pad|>" in tokenizer.get_vocab():
+        names = ("vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id")
+        ids = dict(zip(names, tokenizer.convert_tokens_to_ids(QWEN_VISION_TOKENS)))
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **text_config, **ids))
+
+
+def build_tiny_qwen_image_edit(seed: int = 0) -> QwenImageEditModel:
+    """Qwen-Image-Edit layout: Qwen-Image's tiny transformer, VAE and scheduler, a Qwen2.5-VL text encoder whose vision
+    tower reads 2 px patches (merged 2x2: a 16 px source is 16 vision tokens), and processor/: Qwen2-VL's image
+    processor (PIL backend) with the tokenizer, which holds the vision placeholder tokens."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    from drl.models.qwen_image_edit import image_text_processor
+
+    qwen = build_tiny_qwen_image(seed)
+    tokenizer = build_qwen_tokenizer(1024, vision=True)  # characters: the edit template's system turn takes ~330
+    torch.manual_seed(seed)
+    text_encoder = _tiny_qwen_vl(tokenizer, patch_size=2, spatial_merge_size=2, temporal_patch_size=2, window_size=8)
+    image_processor = Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2, min_pixels=4 * 4, max_pixels=64 * 64)
+    return QwenImageEditModel(
+        **{**_init_fields(qwen), "tokenizer": tokenizer, "text_encoder": text_encoder},
+        processor=image_text_processor(image_processor, tokenizer),
+    )
 
 
 def build_tiny_z_image(seed: int = 0) -> ZImageModel:
@@ -459,7 +492,8 @@ def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, 
 BUILDERS = {
     "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan,
     "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "qwen_image": build_tiny_qwen_image,
-    "z_image": build_tiny_z_image, "wan22": build_tiny_wan22, "wan22_ti2v": build_tiny_wan22_ti2v,
+    "qwen_image_edit": build_tiny_qwen_image_edit, "z_image": build_tiny_z_image, "wan22": build_tiny_wan22,
+    "wan22_ti2v": build_tiny_wan22_ti2v,
 }
 
 
