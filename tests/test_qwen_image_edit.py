@@ -19,6 +19,7 @@ from test_flow_families import GRPO, NFT, _edits_file
 from drl.errors import ConfigError
 from drl.models.layout import detect_family
 from drl.models.loading import load_t2i
+from drl.plan.architecture import from_shipped, shipped_configs
 from drl.rollout import RolloutCollector
 from drl.sampling import make_schedule
 from drl.train import train
@@ -156,3 +157,22 @@ def test_exported_lora_loads_into_the_edit_pipeline_and_changes_it(tmp_path, edi
     after = generate()
     assert before.shape == after.shape == (1, 3, 16, 16)
     assert (after - before).abs().max() > 1e-4
+
+
+def test_memory_plan_counts_the_source_tokens(edit_dir):
+    """The plan knows the family: the published config is shipped (Qwen/Qwen-Image-Edit), the text grows by the source's
+    vision tokens (the image processor's 28 px groups), and the transformer call it traces (run here on the tiny
+    transformer) carries the source's tokens after the generated ones."""
+    from drl.plan.architecture import from_directory
+    from drl.plan.budget import edits_a_source, vision_tokens
+    from drl.plan.inputs import CallShape, denoiser_inputs
+
+    shipped = shipped_configs()
+    edit, plain = from_shipped(shipped["qwen/qwen-image-edit"]), from_shipped(shipped["qwen/qwen-image"])
+    assert edits_a_source(edit) and not edits_a_source(plain) and edits_a_source(from_directory(Path(edit_dir)))
+    assert vision_tokens(edit, 512) == 18**2 and vision_tokens(edit, 1024) == 37**2  # round(512 / 28) = 18, round(1024 / 28) = 37
+    model = load_t2i(edit_dir)
+    transformer = from_directory(Path(edit_dir)).components["transformer"]
+    args, kwargs = denoiser_inputs(transformer, CallShape(2, 8, 1, 20, torch.float32, source_image=True))()
+    assert kwargs["hidden_states"].shape == (2, 2 * 16, 16) and kwargs["img_shapes"] == [[(1, 4, 4), (1, 4, 4)]] * 2
+    assert model.denoiser(*args, **kwargs, return_dict=False)[0].shape == (2, 32, 16)

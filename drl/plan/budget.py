@@ -195,9 +195,10 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
     scale = vae_spatial_factor(vae)
     latent = m.resolution // scale
     frames = latent_frames(vae, m.num_frames) if m.kind == "t2v" else 1
-    tokens = text_tokens(arch, m)
+    source = edits_a_source(arch)
+    tokens = text_tokens(arch, m) + (vision_tokens(arch, m.resolution) if source else 0)
     dtype = torch.float32
-    shape = lambda batch: CallShape(batch, latent, frames, tokens, dtype)  # noqa: E731
+    shape = lambda batch: CallShape(batch, latent, frames, tokens, dtype, source)  # noqa: E731
     channels = latent_channels(main, vae)
     latent_numel = channels * latent * latent * frames
     cond_width = conditioning_width(main)
@@ -207,6 +208,7 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
         + steps * 8  # log-probs, timesteps
         + tokens * cond_width * (frozen_bytes if half is not None else 4)  # the prompts' conditioning
         + 3 * m.resolution * m.resolution * (m.num_frames if m.kind == "t2v" else 1) * 4  # decoded samples
+        + (latent_numel * 4 + 3 * m.resolution * m.resolution if source else 0)  # an edit's source: latents fp32, pixels uint8
     )
     resident.append(Line("one epoch's rollout", rollout, f"{t.samples_per_epoch} samples x {steps} steps"))
 
@@ -401,6 +403,24 @@ def text_tokens(arch: Architecture, m) -> int:
     if main.class_name == "SD3Transformer2DModel" and len(encoders) > 1:
         return clip + 256  # the T5 slot (drl's t5_max_length), zeros when the T5 is absent
     return clip
+
+
+def edits_a_source(arch: Architecture) -> bool:
+    """Whether the pipeline edits a source image given with each prompt (drl.models.layout.IMAGE_CONDITIONED)."""
+    from drl.models.layout import IMAGE_CONDITIONED, PIPELINE_FAMILIES
+
+    return PIPELINE_FAMILIES.get(arch.extra.get("pipeline") or arch.extra.get("_class_name")) in IMAGE_CONDITIONED
+
+
+def vision_tokens(arch: Architecture, resolution: int) -> int:
+    """The source image's tokens in a vision-language text encoder's conditioning (Qwen-Image-Edit's Qwen2.5-VL: one
+    per merged 2 x 2 group of 14 px patches of the source, which drl sizes to the generated image; 0 without a vision
+    tower)."""
+    vision = next((c.config.get("vision_config") for c in arch.of_role("text_encoder") if c.config.get("vision_config")), None)
+    if vision is None:
+        return 0
+    side = vision.get("patch_size", 14) * vision.get("spatial_merge_size", 2)
+    return max(1, round(resolution / side)) ** 2  # the image processor rounds each side to a multiple of `side`
 
 
 class _Decoder(torch.nn.Module):

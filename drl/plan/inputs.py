@@ -25,6 +25,7 @@ class CallShape:
     frames: int  # F (1 for images)
     text_tokens: int  # L
     dtype: torch.dtype  # the latents' and conditioning's dtype
+    source_image: bool = False  # an editing model's call: the source image's h x w latents join the generated ones
 
 
 Inputs = tuple[tuple, dict]
@@ -71,13 +72,14 @@ def _flux(c: dict, s: CallShape) -> Inputs:
 
 
 def _qwen_image(c: dict, s: CallShape) -> Inputs:
-    half = s.latent_size // 2
+    """Qwen-Image-Edit appends the source image's tokens (as many, at the generated size) with an img_shapes entry."""
+    half, images = s.latent_size // 2, 2 if s.source_image else 1
     return (), {
-        "hidden_states": torch.randn(s.batch, half * half, c["in_channels"], dtype=s.dtype),
+        "hidden_states": torch.randn(s.batch, images * half * half, c["in_channels"], dtype=s.dtype),
         "timestep": torch.ones(s.batch),
         "encoder_hidden_states": torch.randn(s.batch, s.text_tokens, c["joint_attention_dim"], dtype=s.dtype),
         "encoder_hidden_states_mask": torch.ones(s.batch, s.text_tokens, dtype=torch.long),
-        "img_shapes": [[(1, half, half)]] * s.batch,
+        "img_shapes": [[(1, half, half)] * images] * s.batch,
     }
 
 
