@@ -142,12 +142,17 @@ def _pipeline_flag(location: str, key: str, default: bool) -> bool:
 
 
 
-def load_t2v(path: str, num_frames: int) -> T2VModel:
+def load_t2v(path: str, num_frames: int, family: str = "auto", resolution: int | None = None) -> T2VModel:
     """Load a text-to-video model from a save_pretrained directory: UNet3DConditionModel + CLIP text encoder
-    [+ VAE] (toy, ModelScope), or WanPipeline's layout (drl.models.wan); missing weights raise
-    FileNotFoundError with one sentence naming the path."""
+    [+ VAE] (toy, ModelScope), or WanPipeline's layout (drl.models.wan; ``family`` wan_i2v or a
+    WanImageToVideoPipeline: image-to-video, drl.models.wan_i2v, which sizes the input image by ``resolution``);
+    missing weights raise FileNotFoundError with one sentence naming the path."""
     if is_wan_layout(resolve_path(path)):
-        return load_wan(resolve_path(path), num_frames)
+        model = load_wan(resolve_path(path), num_frames, family)
+        model.resolution = resolution
+        return model
+    if family == "wan_i2v":
+        raise ConfigError(f"model.family=wan_i2v loads a Wan2.2 directory, but {path} holds no Wan (transformer/ and vae/).")
     parts = load_t2i(path, denoiser_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
     return T2VModel(**{f.name: getattr(parts, f.name) for f in fields(parts)}, num_frames=num_frames)
 

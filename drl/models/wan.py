@@ -206,7 +206,7 @@ class WanModel(T2VModel):
             return super().save_lora(directory)
         for name in ("transformer", "transformer_2"):
             target = Path(directory) / ("" if name == "transformer" else name)
-            export_lora(self.denoiser, target, diffusers.WanPipeline, self.LORA_LAYERS_ARG, prefix=f"{name}.")
+            export_lora(self.denoiser, target, getattr(diffusers, self.PIPELINE), self.LORA_LAYERS_ARG, prefix=f"{name}.")
 
 
 def is_wan_layout(location) -> bool:
@@ -223,13 +223,20 @@ def is_wan_layout(location) -> bool:
     return (local / "transformer").is_dir() and (local / "vae").is_dir()
 
 
-def load_wan(location: str, num_frames: int) -> WanModel:
-    """Load a WanPipeline directory (Wan2.1, Wan2.2 A14B's two experts, TI2V-5B); the text encoder and VAE are frozen."""
+def load_wan(location: str, num_frames: int, family: str = "auto") -> WanModel:
+    """Load a WanPipeline directory (Wan2.1, Wan2.2 A14B's two experts, TI2V-5B) or a Wan2.2 image-to-video one
+    (drl.models.wan_i2v: its WanImageToVideoPipeline, or TI2V-5B with ``family`` wan_i2v); the text encoder and VAE
+    are frozen."""
+    from drl.models.wan_i2v import WanI2VModel, check_i2v_layout, wants_image
+
     if (num_frames - 1) % 4:
         raise ConfigError(
             f"model.num_frames={num_frames} does not fit Wan's VAE: use 4k + 1 frames (e.g. 5, 9, 17, 81)."
         )
     index = model_index(location)
+    image = wants_image(location, family)
+    if image:  # read before anything loads
+        check_i2v_layout(location, index)
     boundary_ratio = index.get("boundary_ratio")
     spec = [(f, sub, cls, required or (boundary_ratio is not None and sub == "transformer_2")) for f, sub, cls, required in COMPONENTS]
     parts = load_components(location, True, spec)
@@ -239,7 +246,8 @@ def load_wan(location: str, num_frames: int) -> WanModel:
             f"{location} is not a complete Wan2.2 two-expert directory: its model_index.json needs both a transformer_2 "
             f"(the low-noise expert) and the boundary_ratio where it takes over, or neither."
         )
-    model = WanModel(**parts, num_frames=num_frames, boundary_ratio=boundary_ratio, expand_timesteps=bool(index.get("expand_timesteps")))
+    cls = WanI2VModel if image else WanModel
+    model = cls(**parts, num_frames=num_frames, boundary_ratio=boundary_ratio, expand_timesteps=bool(index.get("expand_timesteps")))
     if transformer_2 is not None:
         boundary = boundary_ratio * model.scheduler_config.get("num_train_timesteps", 1000)  # as WanPipeline
         model.denoiser = WanExperts(model.denoiser, transformer_2, boundary)
