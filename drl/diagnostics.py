@@ -16,14 +16,15 @@ class DriftProbe:
     probe needs no copy of the base weights.
     """
 
-    def __init__(self, model: T2IModel, timesteps: torch.Tensor, prompts: list[str], latent_shape: tuple, seed: int, autocast=contextlib.nullcontext):
+    def __init__(self, model: T2IModel, timesteps: torch.Tensor, prompts: list[str], latent_shape: tuple, seed: int, autocast=contextlib.nullcontext,
+                 metadata: list[dict] | None = None):
         g = torch.Generator().manual_seed(seed)
         n = len(prompts)
         device = model.denoiser.device
         self.model, self.autocast = model, autocast
         self.x = torch.randn((n, *latent_shape), generator=g).to(device)  # [n, C, h, w]
         self.t = timesteps[torch.randint(len(timesteps), (n,), generator=g)].to(device)  # [n]
-        self.cond = model.encode_prompts(prompts)  # batch n
+        self.cond = model.condition(prompts, metadata)  # batch n (an image-conditioned model: the prompts' images too)
         self.base = self._predict()
 
     @torch.no_grad()

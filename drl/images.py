@@ -146,7 +146,8 @@ class ImageHooks:
         ctx, cfg = self.ctx, self.ctx.cfg
         self.quality = QualityProbe.for_run(cfg, ctx.model, ctx.device) if main else None
         # Every rank: under FSDP the probe's forward pass is a collective.
-        self.drift_probe = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast)
+        self.drift_probe = DriftProbe(ctx.model, ctx.schedule.timesteps, ctx.prompts.first(8), ctx.collector.latent_shape, cfg.seed, ctx.autocast,
+                                      metadata=ctx.prompts.first_conditions(8))
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.ctx.model.denoiser, "text_encoder": self.ctx.model.text_encoder}

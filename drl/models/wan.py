@@ -93,9 +93,11 @@ class WanExperts(torch.nn.Module, PeftAdapterMixin):
         if high.all() or not high.any():
             expert = self.transformer if high.all() else self.transformer_2
             return expert(hidden_states, timestep, encoder_hidden_states, **kwargs)
-        out = torch.empty_like(hidden_states)
+        out = None  # [B, out_channels, f, h, w]: an image-to-video expert takes more channels than it returns
         for expert, rows in ((self.transformer, high), (self.transformer_2, ~high)):
-            out[rows] = expert(hidden_states[rows], timestep[rows], encoder_hidden_states[rows], **kwargs).sample.to(out.dtype)
+            sample = expert(hidden_states[rows], timestep[rows], encoder_hidden_states[rows], **kwargs).sample
+            out = hidden_states.new_empty(len(hidden_states), *sample.shape[1:]) if out is None else out
+            out[rows] = sample.to(out.dtype)
         return Transformer2DModelOutput(sample=out)
 
 

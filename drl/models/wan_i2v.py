@@ -57,7 +57,7 @@ class WanI2VModel(WanModel):
     def image_condition(self, metadata: list[dict] | None, n: int) -> torch.Tensor:
         """Each prompt's source image as the transformer takes it (see the module docstring). [B, T + C, f, h, w] or [B, C, 1, h, w]"""
         size = self.image_size
-        pixels = source_images(metadata, n, size, type(self).__name__).to(self.vae.device) * 2 - 1  # [B, 3, H, W] in [-1, 1]
+        pixels = source_images(metadata, n, size, type(self).__name__, needs="starts each clip from an image").to(self.vae.device) * 2 - 1  # [B, 3, H, W] in [-1, 1]
         video = pixels.unsqueeze(2)  # [B, 3, 1, H, W]
         if not self.expand_timesteps:  # the image, then black frames: the VAE encodes the whole clip
             video = torch.cat([video, video.new_zeros(n, 3, self.num_frames - 1, size, size)], dim=2)
@@ -126,9 +126,15 @@ def check_i2v_layout(location: str, index: dict) -> None:
         return  # TI2V-5B: the image replaces the first latent frame
     z, frames = vae_config.get("z_dim", 16), vae_config.get("scale_factor_temporal") or 4
     want = 2 * z + frames
-    if index.get("_class_name") != I2V_PIPELINE or transformer_config.get("in_channels") != want:
+    channels = transformer_config.get("in_channels")
+    if index.get("_class_name") == I2V_PIPELINE and channels != want:
         raise ConfigError(
-            f"{location} holds a text-to-video Wan (transformer in_channels={transformer_config.get('in_channels')}, no "
+            f"{location}'s transformer/config.json has in_channels={channels}, but a Wan2.2 image-to-video transformer "
+            f"takes {want} (the latents, the {frames}-channel frame mask and the image latents, z_dim {z} each)."
+        )
+    if index.get("_class_name") != I2V_PIPELINE:
+        raise ConfigError(
+            f"{location} holds a text-to-video Wan (transformer in_channels={channels}, no "
             f"expand_timesteps), which cannot start from an image: use Wan2.2-I2V-A14B (in_channels {want}: latents, "
             f"frame mask and image latents) or Wan2.2-TI2V-5B, or model=wan22 for text-to-video."
         )
