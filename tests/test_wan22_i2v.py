@@ -219,7 +219,19 @@ def test_an_image_to_video_model_without_start_images_is_refused(dirs):
 
 
 def test_video_families_are_checked_against_the_model_kind():
-    from drl.config import find_problems
+    with pytest.raises(ConfigError, match=r"model\.family=wan_i2v does not fit model\.kind=t2i: video families \(wan, wan_i2v\) take kind=t2v"):
+        compose_config(["model=wan22_i2v", "model.kind=t2i"])
 
-    problems = find_problems(compose_config(["model=wan22_i2v", "model.kind=t2i"]))
-    assert any(p.startswith("model.family=wan_i2v does not fit model.kind=t2i: video families (wan, wan_i2v) take kind=t2v") for p in problems)
+
+def test_the_memory_plan_sizes_the_published_i2v_a14b():
+    """The shipped real-size config: two experts that take 36 channels (16 latent + 4 mask + 16 image) and return 16;
+    the rollout stores the latents at 16 channels and the 20 condition channels once per sample."""
+    from drl.plan.architecture import build_on_meta, from_shipped, shipped_configs
+    from drl.plan.budget import image_condition_channels, latent_channels
+
+    arch = from_shipped(shipped_configs()["wan-ai/wan2.2-i2v-a14b-diffusers"])
+    experts, vae = arch.of_role("denoiser"), arch.of_role("vae")[0]
+    assert [e.config["in_channels"] for e in experts] == [36, 36] and arch.extra["boundary_ratio"] == 0.9
+    assert latent_channels(experts[0], vae) == 16 and image_condition_channels(experts[0], 16) == 20
+    n = sum(p.numel() for p in build_on_meta(experts[0]).parameters())
+    assert 14.2e9 < n < 14.4e9  # "A14B": 14 B active per step, one expert
