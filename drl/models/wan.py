@@ -225,22 +225,17 @@ def is_wan_layout(location) -> bool:
     return (local / "transformer").is_dir() and (local / "vae").is_dir()
 
 
-def load_wan(location: str, num_frames: int, family: str = "auto") -> WanModel:
-    """Load a WanPipeline directory (Wan2.1, Wan2.2 A14B's two experts, TI2V-5B) or a Wan2.2 image-to-video one
-    (drl.models.wan_i2v: its WanImageToVideoPipeline, or TI2V-5B with ``family`` wan_i2v); the text encoder and VAE
-    are frozen."""
-    from drl.models.wan_i2v import WanI2VModel, check_i2v_layout, wants_image
+def load_wan(location: str, num_frames: int, cls: type[WanModel] = WanModel) -> WanModel:
+    """Load a WanPipeline directory (Wan2.1, Wan2.2 A14B's two experts, TI2V-5B) as ``cls`` (drl.models.wan_i2v's
+    WanI2VModel for image-to-video, which drl.models.loading picks); the text encoder and VAE are frozen."""
 
     if (num_frames - 1) % 4:
         raise ConfigError(
             f"model.num_frames={num_frames} does not fit Wan's VAE: use 4k + 1 frames (e.g. 5, 9, 17, 81)."
         )
     index = model_index(location)
-    image = wants_image(location, family)
-    if image:  # read before anything loads
-        check_i2v_layout(location, index)
     boundary_ratio = index.get("boundary_ratio")
-    spec = [(f, sub, cls, required or (boundary_ratio is not None and sub == "transformer_2")) for f, sub, cls, required in COMPONENTS]
+    spec = [(f, sub, loader, required or (boundary_ratio is not None and sub == "transformer_2")) for f, sub, loader, required in COMPONENTS]
     parts = load_components(location, True, spec)
     transformer_2 = parts.pop("transformer_2", None)
     if (transformer_2 is None) != (boundary_ratio is None):
@@ -248,7 +243,6 @@ def load_wan(location: str, num_frames: int, family: str = "auto") -> WanModel:
             f"{location} is not a complete Wan2.2 two-expert directory: its model_index.json needs both a transformer_2 "
             f"(the low-noise expert) and the boundary_ratio where it takes over, or neither."
         )
-    cls = WanI2VModel if image else WanModel
     model = cls(**parts, num_frames=num_frames, boundary_ratio=boundary_ratio, expand_timesteps=bool(index.get("expand_timesteps")))
     if transformer_2 is not None:
         boundary = boundary_ratio * model.scheduler_config.get("num_train_timesteps", 1000)  # as WanPipeline
