@@ -115,19 +115,20 @@ def test_ti2v_first_frame_stays_out_of_the_chain_and_its_log_prob(dirs):
 
 
 # ------------------------------------------------------------------------------ runs
-def first_frame_fidelity():
-    """A reward that reads each prompt's start image (metadata["source_image"] [3, H, W] in [0, 1]): the clip's first
-    frame scores higher the closer it is to it (negative mean absolute difference). [B]"""
+def start_fidelity():
+    """A reward that reads each prompt's start image (metadata["source_image"] [3, H, W] in [0, 1]): the clip scores
+    higher the closer its frames stay to it (negative mean absolute difference over all frames; TI2V-5B's first
+    frame is the image itself, so only the generated frames differ between samples). [B]"""
 
     def score(samples, prompts, metadata):
         resize = lambda image: torch.nn.functional.interpolate(image[None], size=samples.shape[-2:], mode="bilinear")  # noqa: E731
         starts = torch.cat([resize(m["source_image"]) for m in metadata]).to(samples)  # [B, 3, H, W]
-        return -(samples[:, 0] - starts).abs().flatten(1).mean(1)
+        return -(samples - starts[:, None]).abs().flatten(1).mean(1)  # samples [B, F, 3, H, W]
 
     return score
 
 
-REWARD = "+reward.terms.start={_target_: test_wan22_i2v.first_frame_fidelity, video: true}"
+REWARD = "+reward.terms.start={_target_: test_wan22_i2v.start_fidelity, video: true}"
 GRPO = ["algorithm=ddpo", "algorithm.group_size=2"]
 NFT = ["algorithm=nft", "algorithm.group_size=2", "scheduler.eta=0"]
 
