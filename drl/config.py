@@ -23,7 +23,7 @@ from drl.algorithms import ALGORITHMS, algorithms_where, domain_of, domain_probl
 from drl.algorithms.schemas.base import AlgorithmConfig
 from drl.checks import choice as _choice, fraction as _fraction, positive as _positive, scheduler_noise_problems
 from drl.errors import ConfigError
-from drl.models.layout import FAMILIES, FLOW_FAMILIES, model_directory_problems
+from drl.models.layout import FAMILIES, FLOW_FAMILIES, VIDEO_FAMILIES, model_directory_problems
 
 
 # --------------------------------------------------------------------------- model
@@ -35,7 +35,8 @@ class ModelConfig:
     """Diffusers save_pretrained directory, a hub id (diffusers downloads it into its cache), or drl:<name> for a model shipped with drl."""
     family: str = "auto"
     """Model layout: sd (1.x/2.x), sdxl, or a flow-matching family that needs scheduler=flow (sd3, flux, flux_kontext,
-    qwen_image, qwen_image_edit, z_image), or auto (from the directory's model_index.json)."""
+    qwen_image, qwen_image_edit, z_image; video: wan, or wan_i2v, Wan2.2 image-to-video from each prompt's image), or auto (from the
+    directory's model_index.json)."""
     from_scratch: bool = False
     """Build randomly initialised components with the toy architecture instead of loading `path` (pretraining)."""
     resolution: int = 32
@@ -383,9 +384,11 @@ def find_problems(cfg: Config) -> list[str]:
     _positive(p, "scheduler.guidance_scale", s.guidance_scale)
     p += scheduler_noise_problems(s)
     _choice(p, "model.finetune", m.finetune, ("full", "lora"))
-    _choice(p, "model.family", m.family, ("auto", *FAMILIES))
+    _choice(p, "model.family", m.family, ("auto", *FAMILIES, *VIDEO_FAMILIES))
+    if m.family != "auto" and m.family in FAMILIES + VIDEO_FAMILIES and (m.family in VIDEO_FAMILIES) != (m.kind == "t2v"):
+        p.append(f"model.family={m.family} does not fit model.kind={m.kind}: video families ({', '.join(VIDEO_FAMILIES)}) take kind=t2v, image families kind=t2i.")
     _positive(p, "model.vae_decode_chunk", m.vae_decode_chunk)
-    if (m.family in FLOW_FAMILIES) != (s.kind == "flow") and m.family != "auto":
+    if (m.family in FLOW_FAMILIES + VIDEO_FAMILIES) != (s.kind == "flow") and m.family != "auto":
         p.append(f"model.family={m.family} does not fit scheduler.kind={s.kind}: flow models ({', '.join(FLOW_FAMILIES)}) take scheduler=flow, the others ddim or ddpm.")
     if cfg.env is None and m.kind == "t2i":
         p.extend(model_directory_problems(m, s))

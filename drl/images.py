@@ -59,7 +59,7 @@ def build_model(cfg: Config) -> T2IModel:
 
         if cfg.model.from_scratch:
             return build_toy_t2v(cfg.model.resolution, cfg.model.num_frames, seed=cfg.seed)
-        return load_t2v(cfg.model.path, cfg.model.num_frames)
+        return load_t2v(cfg.model.path, cfg.model.num_frames, cfg.model.family, cfg.model.resolution)
     if cfg.model.from_scratch:  # the toy architecture of model.family: toy_flow's transformer (sd3) or toy_t2i's UNet
         from drl.models.toy import build_toy_flow, build_toy_t2i
 

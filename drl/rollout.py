@@ -159,7 +159,7 @@ class RolloutCollector:
             "stochastic": stored.stochastic,  # [S]
             "means": stored.means,  # [n, S, C, h, w] or None
             "clean_latents": final,  # [n, C, h, w] x_0
-            "samples": self.model.decode(final) if self.decode_samples else None,  # [n, 3, H, W], or clips [n, F, 3, H, W]
+            "samples": self.model.decode(self.model.with_condition_frames(final, cond)) if self.decode_samples else None,  # [n, 3, H, W], or clips [n, F, 3, H, W]
         }
 
     def _windowed_chain(self, x, cond, uncond, noise, window: SDEWindow, groups: torch.Tensor | None, record_means: bool):
@@ -240,7 +240,7 @@ class RolloutCollector:
             grad_steps=grad_steps, checkpoint_steps=checkpoint_denoiser, stop_step=stop_step,
             reentrant=not is_sharded(self.model.denoiser),
         )  # fmt: skip
-        samples = decode(chain.sample) if decode_samples else None
+        samples = decode(self.model.with_condition_frames(chain.sample, cond)) if decode_samples else None
         return (samples, chain.sample, cond) if with_latents else samples
 
 

@@ -41,7 +41,7 @@ def load_base(cfg: ModelConfig) -> T2IModel:
     if cfg.kind == "t2v":
         from drl.models.loading import load_t2v
 
-        return load_t2v(cfg.path, cfg.num_frames)
+        return load_t2v(cfg.path, cfg.num_frames, cfg.family, cfg.resolution)
     from drl.models.loading import configure_t2i, load_t2i
 
     return configure_t2i(load_t2i(cfg.path, cfg.family), cfg)

@@ -125,11 +125,11 @@ def unpack_2x2(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return patches.reshape(b, d // 4, h, w)
 
 
-def source_images(metadata: list[dict] | None, n: int, size: int, model: str) -> torch.Tensor:
+def source_images(metadata: list[dict] | None, n: int, size: int, model: str, needs: str = "edits a source image") -> torch.Tensor:
     """Each prompt's metadata["source_image"] [3, H, W] in [0, 1], resized to size x size. [n, 3, size, size]"""
     if metadata is None or len(metadata) != n or any("source_image" not in m for m in metadata):
         raise ValueError(
-            f"A {model} edits a source image given with each prompt: use a prompts file of "
+            f"A {model} {needs} given with each prompt: use a prompts file of "
             '{"prompt": ..., "image": ...} lines (prompts=file prompts.path=edits.jsonl).'
         )
     images = []

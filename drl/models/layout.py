@@ -23,10 +23,11 @@ PIPELINE_FAMILIES = {
     "ZImagePipeline": "z_image",
 }
 # Video pipelines (model.kind=t2v): Wan2.1 and Wan2.2 (two experts: transformer_2 below boundary_ratio).
-VIDEO_PIPELINES = {"WanPipeline": "wan", "TextToVideoSDPipeline": "modelscope"}
+VIDEO_PIPELINES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "TextToVideoSDPipeline": "modelscope"}
+VIDEO_FAMILIES = ("wan", "wan_i2v")  # model.family of a kind=t2v model; wan_i2v: Wan2.2 image-to-video (drl.models.wan_i2v)
 # families sampled by the flow SDE (scheduler=flow); the others take ddim or ddpm
 FLOW_FAMILIES = ("sd3", "flux", "flux_kontext", "qwen_image", "qwen_image_edit", "z_image")
-IMAGE_CONDITIONED = ("flux_kontext", "qwen_image_edit")  # families that edit a source image given with each prompt
+IMAGE_CONDITIONED = ("flux_kontext", "qwen_image_edit", "wan_i2v")  # families conditioned on a source image given with each prompt
 FAMILIES = ("sd", "sdxl", *FLOW_FAMILIES)
 
 

@@ -14,12 +14,13 @@ from drl.errors import ConfigError
 from drl.models.flux import FluxKontextModel, FluxModel
 from drl.models.qwen_image import QwenImageModel
 from drl.models.qwen_image_edit import QwenImageEditModel, load_processor
-from drl.models.layout import detect_family
+from drl.models.layout import detect_family, model_index
 from drl.models.sd3 import SD3Model
 from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel, _looks_like_hub_id, load_components, missing_model_message, resolve_path
 from drl.models.t2v import DENOISER_CLASSES, T2VModel, UNet3DConditionModel
-from drl.models.wan import is_wan_layout, load_wan
+from drl.models.wan import WanModel, is_wan_layout, load_wan
+from drl.models.wan_i2v import WanI2VModel, check_i2v_layout, wants_image
 from drl.models.z_image import ZImageModel
 
 
@@ -152,12 +153,21 @@ def _pipeline_flag(location: str, key: str, default: bool) -> bool:
 
 
 
-def load_t2v(path: str, num_frames: int) -> T2VModel:
+def load_t2v(path: str, num_frames: int, family: str = "auto", resolution: int | None = None) -> T2VModel:
     """Load a text-to-video model from a save_pretrained directory: UNet3DConditionModel + CLIP text encoder
-    [+ VAE] (toy, ModelScope), or WanPipeline's layout (drl.models.wan); missing weights raise
-    FileNotFoundError with one sentence naming the path."""
+    [+ VAE] (toy, ModelScope), or WanPipeline's layout (drl.models.wan; ``family`` wan_i2v or a
+    WanImageToVideoPipeline: image-to-video, drl.models.wan_i2v, which sizes the input image by ``resolution``);
+    missing weights raise FileNotFoundError with one sentence naming the path."""
     if is_wan_layout(resolve_path(path)):
-        return load_wan(resolve_path(path), num_frames)
+        location = resolve_path(path)
+        image = wants_image(location, family)
+        if image:  # read from its config.json files before anything loads
+            check_i2v_layout(location, model_index(location))
+        model = load_wan(location, num_frames, WanI2VModel if image else WanModel)
+        model.resolution = resolution
+        return model
+    if family == "wan_i2v":
+        raise ConfigError(f"model.family=wan_i2v loads a Wan2.2 directory, but {path} holds no Wan (transformer/ and vae/).")
     parts = load_t2i(path, denoiser_class=DENOISER_CLASSES.get(_denoiser_class_name(path), UNet3DConditionModel))
     return T2VModel(**{f.name: getattr(parts, f.name) for f in fields(parts)}, num_frames=num_frames)
 

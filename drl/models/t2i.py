@@ -74,6 +74,11 @@ class T2IModel(DenoiserModel):
         (drl.models.layout.IMAGE_CONDITIONED) adds each prompt's metadata["source_image"]."""
         return self.encode_prompts(prompts)
 
+    def with_condition_frames(self, latents: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """x_0 [B, *D] as the VAE decodes it: an image-to-video model whose chain leaves out the frame it is given
+        (drl.models.wan_i2v, TI2V-5B) puts it back; every other model returns ``latents``."""
+        return latents
+
     def negative_conditioning(self, n: int, like: Conditioning | None = None) -> Conditioning:
         """The unconditional branch of classifier-free guidance: the empty prompt, batch n. ``like``: the
         conditional branch, whose source image an image-conditioned model keeps."""

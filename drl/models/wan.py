@@ -93,9 +93,11 @@ class WanExperts(torch.nn.Module, PeftAdapterMixin):
         if high.all() or not high.any():
             expert = self.transformer if high.all() else self.transformer_2
             return expert(hidden_states, timestep, encoder_hidden_states, **kwargs)
-        out = torch.empty_like(hidden_states)
+        out = None  # [B, out_channels, f, h, w]: an image-to-video expert takes more channels than it returns
         for expert, rows in ((self.transformer, high), (self.transformer_2, ~high)):
-            out[rows] = expert(hidden_states[rows], timestep[rows], encoder_hidden_states[rows], **kwargs).sample.to(out.dtype)
+            sample = expert(hidden_states[rows], timestep[rows], encoder_hidden_states[rows], **kwargs).sample
+            out = hidden_states.new_empty(len(hidden_states), *sample.shape[1:]) if out is None else out
+            out[rows] = sample.to(out.dtype)
         return Transformer2DModelOutput(sample=out)
 
 
@@ -206,7 +208,7 @@ class WanModel(T2VModel):
             return super().save_lora(directory)
         for name in ("transformer", "transformer_2"):
             target = Path(directory) / ("" if name == "transformer" else name)
-            export_lora(self.denoiser, target, diffusers.WanPipeline, self.LORA_LAYERS_ARG, prefix=f"{name}.")
+            export_lora(self.denoiser, target, getattr(diffusers, self.PIPELINE), self.LORA_LAYERS_ARG, prefix=f"{name}.")
 
 
 def is_wan_layout(location) -> bool:
@@ -223,15 +225,17 @@ def is_wan_layout(location) -> bool:
     return (local / "transformer").is_dir() and (local / "vae").is_dir()
 
 
-def load_wan(location: str, num_frames: int) -> WanModel:
-    """Load a WanPipeline directory (Wan2.1, Wan2.2 A14B's two experts, TI2V-5B); the text encoder and VAE are frozen."""
+def load_wan(location: str, num_frames: int, cls: type[WanModel] = WanModel) -> WanModel:
+    """Load a WanPipeline directory (Wan2.1, Wan2.2 A14B's two experts, TI2V-5B) as ``cls`` (drl.models.wan_i2v's
+    WanI2VModel for image-to-video, which drl.models.loading picks); the text encoder and VAE are frozen."""
+
     if (num_frames - 1) % 4:
         raise ConfigError(
             f"model.num_frames={num_frames} does not fit Wan's VAE: use 4k + 1 frames (e.g. 5, 9, 17, 81)."
         )
     index = model_index(location)
     boundary_ratio = index.get("boundary_ratio")
-    spec = [(f, sub, cls, required or (boundary_ratio is not None and sub == "transformer_2")) for f, sub, cls, required in COMPONENTS]
+    spec = [(f, sub, loader, required or (boundary_ratio is not None and sub == "transformer_2")) for f, sub, loader, required in COMPONENTS]
     parts = load_components(location, True, spec)
     transformer_2 = parts.pop("transformer_2", None)
     if (transformer_2 is None) != (boundary_ratio is None):
@@ -239,7 +243,7 @@ def load_wan(location: str, num_frames: int) -> WanModel:
             f"{location} is not a complete Wan2.2 two-expert directory: its model_index.json needs both a transformer_2 "
             f"(the low-noise expert) and the boundary_ratio where it takes over, or neither."
         )
-    model = WanModel(**parts, num_frames=num_frames, boundary_ratio=boundary_ratio, expand_timesteps=bool(index.get("expand_timesteps")))
+    model = cls(**parts, num_frames=num_frames, boundary_ratio=boundary_ratio, expand_timesteps=bool(index.get("expand_timesteps")))
     if transformer_2 is not None:
         boundary = boundary_ratio * model.scheduler_config.get("num_train_timesteps", 1000)  # as WanPipeline
         model.denoiser = WanExperts(model.denoiser, transformer_2, boundary)

@@ -209,6 +209,7 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
         + tokens * cond_width * (frozen_bytes if half is not None else 4)  # the prompts' conditioning
         + 3 * m.resolution * m.resolution * (m.num_frames if m.kind == "t2v" else 1) * 4  # decoded samples
         + (latent_numel * 4 + 3 * m.resolution * m.resolution if source else 0)  # an edit's source: latents fp32, pixels uint8
+        + image_condition_channels(main, channels) * latent * latent * frames * 4  # Wan2.2 I2V: mask + image latents
     )
     resident.append(Line("one epoch's rollout", rollout, f"{t.samples_per_epoch} samples x {steps} steps"))
 
@@ -385,7 +386,17 @@ def latent_channels(denoiser: Component, vae: Component | None) -> int:
     c = denoiser.config
     if denoiser.class_name in ("FluxTransformer2DModel", "QwenImageTransformer2DModel"):
         return c["in_channels"] // 4  # 2 x 2 packed patches
+    if denoiser.class_name == "WanTransformer3DModel":  # image-to-video: in_channels add the frame mask and image latents
+        return c.get("out_channels") or c.get("in_channels", 16)
     return c.get("in_channels", 4)
+
+
+def image_condition_channels(denoiser: Component, latent: int) -> int:
+    """Channels a Wan2.2 image-to-video transformer takes beside the latents (frame mask + image latents), which each
+    sample's conditioning stores once (drl.models.wan_i2v); 0 for the others."""
+    if denoiser.class_name != "WanTransformer3DModel":
+        return 0
+    return denoiser.config.get("in_channels", latent) - latent
 
 
 def conditioning_width(denoiser: Component) -> int:

@@ -47,6 +47,7 @@ from drl.models.sdxl import SDXLModel
 from drl.models.t2i import T2IModel
 from drl.models.toy import TOY_SCHEDULER_CONFIG
 from drl.models.wan import WanExperts, WanModel
+from drl.models.wan_i2v import WanI2VModel
 from drl.models.z_image import ZImageModel
 from drl.rewards.clip import CLIP_MEAN, CLIP_STD, AestheticHead
 
@@ -414,10 +415,10 @@ def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
     return WanModel(tokenizer, text_encoder, transformer, config, vae, num_frames=num_frames, max_sequence_length=MAX_TOKENS)
 
 
-def _wan_transformer(seed: int, channels: int = 4) -> WanTransformer3DModel:
+def _wan_transformer(seed: int, channels: int = 4, in_channels: int | None = None) -> WanTransformer3DModel:
     torch.manual_seed(seed)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=channels, out_channels=channels,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=in_channels or channels, out_channels=channels,
         text_dim=TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32,
     )  # fmt: skip
 
@@ -441,6 +442,14 @@ def build_tiny_wan22_ti2v(seed: int = 0, num_frames: int = 5) -> WanModel:
         latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0],
     )  # fmt: skip
     return WanModel(**{**_init_fields(wan), "vae": vae, "expand_timesteps": True})
+
+
+def build_tiny_wan22_i2v(seed: int = 0, num_frames: int = 5) -> WanI2VModel:
+    """Wan2.2-I2V-A14B layout (WanImageToVideoPipeline): two experts switched at boundary_ratio 0.9, each taking
+    4 + 4 + 4 input channels (latents, frame mask, image latents), Wan2.1's VAE, no CLIP image encoder."""
+    wan = build_tiny_wan(seed, num_frames)
+    high, low = _wan_transformer(seed + 1, in_channels=12), _wan_transformer(seed + 3, in_channels=12)
+    return WanI2VModel(**{**_init_fields(wan), "denoiser": WanExperts(high, low, boundary=900.0), "boundary_ratio": 0.9})
 
 
 def _init_fields(model) -> dict:
@@ -493,7 +502,7 @@ BUILDERS = {
     "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan,
     "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "qwen_image": build_tiny_qwen_image,
     "qwen_image_edit": build_tiny_qwen_image_edit, "z_image": build_tiny_z_image, "wan22": build_tiny_wan22,
-    "wan22_ti2v": build_tiny_wan22_ti2v,
+    "wan22_ti2v": build_tiny_wan22_ti2v, "wan22_i2v": build_tiny_wan22_i2v,
 }
 
 
