@@ -18,13 +18,14 @@ PIPELINE_FAMILIES = {
     "StableDiffusion3Pipeline": "sd3",
     "FluxPipeline": "flux",
     "FluxKontextPipeline": "flux_kontext",
+    "Flux2Pipeline": "flux2",
     "QwenImagePipeline": "qwen_image",
     "ZImagePipeline": "z_image",
 }
 # Video pipelines (model.kind=t2v): Wan2.1 and Wan2.2 (two experts: transformer_2 below boundary_ratio).
 VIDEO_PIPELINES = {"WanPipeline": "wan", "TextToVideoSDPipeline": "modelscope"}
 # families sampled by the flow SDE (scheduler=flow); the others take ddim or ddpm
-FLOW_FAMILIES = ("sd3", "flux", "flux_kontext", "qwen_image", "z_image")
+FLOW_FAMILIES = ("sd3", "flux", "flux_kontext", "flux2", "qwen_image", "z_image")
 IMAGE_CONDITIONED = ("flux_kontext",)  # families that edit a source image given with each prompt
 FAMILIES = ("sd", "sdxl", *FLOW_FAMILIES)
 
