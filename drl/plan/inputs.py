@@ -70,6 +70,21 @@ def _flux(c: dict, s: CallShape) -> Inputs:
     return (), kwargs
 
 
+def _flux2(c: dict, s: CallShape) -> Inputs:
+    """FLUX.2: one token per pixel of the 2x2-patchified latents (h/2 x w/2 of 4 x 32 channels), ids of four axes."""
+    n = _packed_tokens(c, s)
+    kwargs = {
+        "hidden_states": torch.randn(s.batch, n, c["in_channels"], dtype=s.dtype),
+        "timestep": torch.ones(s.batch),
+        "encoder_hidden_states": torch.randn(s.batch, s.text_tokens, c["joint_attention_dim"], dtype=s.dtype),
+        "img_ids": torch.zeros(n, 4),
+        "txt_ids": torch.zeros(s.text_tokens, 4),
+    }
+    if c.get("guidance_embeds", True):
+        kwargs["guidance"] = torch.ones(s.batch)
+    return (), kwargs
+
+
 def _qwen_image(c: dict, s: CallShape) -> Inputs:
     half = s.latent_size // 2
     return (), {
@@ -101,6 +116,7 @@ DENOISER_INPUTS: dict[str, Callable[[dict, CallShape], Inputs]] = {
     "UNet3DConditionModel": _unet,
     "SD3Transformer2DModel": _sd3,
     "FluxTransformer2DModel": _flux,
+    "Flux2Transformer2DModel": _flux2,
     "QwenImageTransformer2DModel": _qwen_image,
     "WanTransformer3DModel": _wan,
     "ZImageTransformer2DModel": _z_image,
