@@ -157,5 +157,9 @@ def export_lora(denoiser: torch.nn.Module, directory: Path, pipeline_cls=None, l
     from peft.utils import get_peft_model_state_dict
 
     layers = {k[len(prefix) :]: v for k, v in get_peft_model_state_dict(denoiser).items() if k.startswith(prefix)}
-    layers = convert_state_dict_to_diffusers(layers)
+    converted = convert_state_dict_to_diffusers(layers)
+    # diffusers' loaders turn the old names back into peft's only when the first key has them: a dict converted in
+    # part (layers the old format has no name for, e.g. FLUX.2's to_qkv_mlp_proj) would lose the rest. Keep peft's.
+    if not any(".lora_A." in key or ".lora_B." in key for key in converted):
+        layers = converted
     (pipeline_cls or StableDiffusionPipeline).save_lora_weights(directory, **{layers_arg: layers}, safe_serialization=True)

@@ -35,7 +35,7 @@ class ModelConfig:
     """Diffusers save_pretrained directory, a hub id (diffusers downloads it into its cache), or drl:<name> for a model shipped with drl."""
     family: str = "auto"
     """Model layout: sd (1.x/2.x), sdxl, or a flow-matching family that needs scheduler=flow (sd3, flux, flux_kontext,
-    qwen_image, qwen_image_edit, z_image; video: wan, or wan_i2v, Wan2.2 image-to-video from each prompt's image), or auto (from the
+    flux2, qwen_image, qwen_image_edit, z_image; video: wan, or wan_i2v, Wan2.2 image-to-video from each prompt's image), or auto (from the
     directory's model_index.json)."""
     from_scratch: bool = False
     """Build randomly initialised components with the toy architecture instead of loading `path` (pretraining)."""

@@ -100,7 +100,8 @@ def build_image_context(cfg: Config, device: torch.device, model: T2IModel | Non
     if cfg.model.gradient_checkpointing:
         enable_activation_checkpointing(model.denoiser)
     model.denoiser.eval()
-    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps, cfg.scheduler.sde_type, model.shift_mu())
+    steps = cfg.scheduler.num_steps
+    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), steps, cfg.scheduler.sde_type, model.shift_mu(steps))
     autocast = make_autocast(device, cfg.hardware.mixed_precision)
     if cfg.hardware.mixed_precision != "no":
         model.cast_frozen(torch.bfloat16 if cfg.hardware.mixed_precision == "bf16" else torch.float16)

@@ -30,6 +30,7 @@ class Conditioning:
         FLUX.1       encoder_hidden_states [B, L, D], pooled_projections [B, P] (+ Kontext: source_latents [B, C, h, w])
         Qwen-Image   encoder_hidden_states [B, L, D], encoder_hidden_states_mask [B, L] (L: the batch's longest prompt)
         Z-Image      the same as Qwen-Image
+        FLUX.2       encoder_hidden_states [B, L, 3D] (L: max_sequence_length, padding included)
     """
 
     tensors: dict[str, torch.Tensor]

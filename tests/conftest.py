@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -138,3 +139,14 @@ def pytest_runtest_protocol(item, nextitem):
     yield
     with open(_CPU_REPORT, "a") as report:
         report.write(json.dumps({"test": item.nodeid, "cpu_s": round(cpu_seconds() - cpu, 2), "wall_s": round(time.perf_counter() - wall, 2)}) + "\n")
+
+
+def assert_trained_two_epochs(run_dir: Path, cfg) -> None:
+    """A two-epoch run of a LoRA-adapted image model: finite loss and reward each epoch, moved from its base, on-policy
+    ratio 1 at DDPO's first inner step, and the LoRA exported."""
+    records = read_records(run_dir)
+    assert len(records) == 2 and all(math.isfinite(r["train/loss"]) and math.isfinite(r["reward_mean"]) for r in records)
+    assert records[-1]["drift_from_base"] > 0
+    if cfg.algorithm.name == "ddpo":
+        assert records[0]["train/ratio_dev_first"] <= 1e-5
+    assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()

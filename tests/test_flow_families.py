@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, compose_config, read_records
+from conftest import SMALL, assert_trained_two_epochs, compose_config, read_records
 
 from drl.errors import ConfigError
 from drl.models.layout import detect_family
@@ -114,12 +114,7 @@ NFT = ["algorithm=nft", "algorithm.group_size=2", "scheduler.eta=0"]  # NFT samp
 def test_family_trains_two_epochs(tmp_path, family_dirs, name, extra):
     cfg = compose_config(overrides(name, family_dirs, "algorithm.lr=1e-2", *extra))
     train(cfg, tmp_path)
-    records = read_records(tmp_path)
-    assert len(records) == 2 and all(math.isfinite(r["train/loss"]) and math.isfinite(r["reward_mean"]) for r in records)
-    assert records[-1]["drift_from_base"] > 0
-    if cfg.algorithm.name == "ddpo":
-        assert records[0]["train/ratio_dev_first"] <= 1e-5
-    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert_trained_two_epochs(tmp_path, cfg)
 
 
 @pytest.mark.parametrize("name", _slow_but("flux"))

@@ -64,7 +64,8 @@ def sample(loaded: LoadedModel, prompts: list[str], cfg: EvalConfig, device: tor
     """The model's samples of ``prompts``: the noise comes from one generator seeded with cfg.seed (identical for every model)."""
     model = loaded.model.to(device)
     model.denoiser.eval()
-    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), cfg.scheduler.num_steps, cfg.scheduler.sde_type, model.shift_mu())
+    steps = cfg.scheduler.num_steps
+    schedule = make_schedule(model.make_scheduler(cfg.scheduler.kind), steps, cfg.scheduler.sde_type, model.shift_mu(steps))
     collector = RolloutCollector(
         model, schedule, eta=cfg.scheduler.eta, guidance_scale=cfg.scheduler.guidance_scale,
         batch_size=cfg.batch_size, resolution=cfg.model.resolution, device=device,

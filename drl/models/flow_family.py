@@ -1,6 +1,6 @@
-"""What the 2025-26 flow transformers (FLUX.1, Qwen-Image, Z-Image) share behind the DenoiserModel interface.
+"""What the 2025-26 flow transformers (FLUX.1, FLUX.2, Qwen-Image, Z-Image) share behind the DenoiserModel interface.
 
-Each family's adapter (drl.models.flux, drl.models.qwen_image, drl.models.z_image) says three things:
+Each family's adapter (drl.models.flux, flux2, qwen_image, z_image) says three things:
     how prompts become a Conditioning   through the family's own diffusers pipeline (``encode_prompt``), built
                                         from the text components alone, so the text path is diffusers' own;
     how latents meet the transformer    ``forward_denoiser`` packs the VAE's latents [B, C, h, w] into the
@@ -86,9 +86,10 @@ class FlowTransformerModel(T2IModel):
         return (self.latent_size(self.image_size) // self.PATCH) ** 2
 
     # ---------------------------------------------------------- scheduler
-    def shift_mu(self) -> float:
+    def shift_mu(self, num_steps: int | None = None) -> float:
         """μ for the image's token count, computed as these pipelines always do; it also tells make_flow_schedule
-        to take their levels (linspace(1, 1/S)), which a static-shift scheduler (Z-Image-Turbo) shifts by its shift."""
+        to take their levels (linspace(1, 1/S)), which a static-shift scheduler (Z-Image-Turbo) shifts by its shift.
+        ``num_steps``: the sampling steps, which FLUX.2's μ also depends on (drl.models.flux2)."""
         return resolution_shift(self.image_tokens(), self.scheduler_config)
 
     def make_scheduler(self, kind: str) -> FlowMatchEulerDiscreteScheduler:

@@ -18,6 +18,7 @@ PIPELINE_FAMILIES = {
     "StableDiffusion3Pipeline": "sd3",
     "FluxPipeline": "flux",
     "FluxKontextPipeline": "flux_kontext",
+    "Flux2Pipeline": "flux2",
     "QwenImagePipeline": "qwen_image",
     "QwenImageEditPipeline": "qwen_image_edit",
     "ZImagePipeline": "z_image",
@@ -26,7 +27,7 @@ PIPELINE_FAMILIES = {
 VIDEO_PIPELINES = {"WanPipeline": "wan", "WanImageToVideoPipeline": "wan", "TextToVideoSDPipeline": "modelscope"}
 VIDEO_FAMILIES = ("wan", "wan_i2v")  # model.family of a kind=t2v model; wan_i2v: Wan2.2 image-to-video (drl.models.wan_i2v)
 # families sampled by the flow SDE (scheduler=flow); the others take ddim or ddpm
-FLOW_FAMILIES = ("sd3", "flux", "flux_kontext", "qwen_image", "qwen_image_edit", "z_image")
+FLOW_FAMILIES = ("sd3", "flux", "flux_kontext", "flux2", "qwen_image", "qwen_image_edit", "z_image")
 IMAGE_CONDITIONED = ("flux_kontext", "qwen_image_edit", "wan_i2v")  # families conditioned on a source image given with each prompt
 FAMILIES = ("sd", "sdxl", *FLOW_FAMILIES)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from drl.errors import ConfigError
 from drl.models.flux import FluxKontextModel, FluxModel
+from drl.models.flux2 import Flux2Model
 from drl.models.qwen_image import QwenImageModel
 from drl.models.qwen_image_edit import QwenImageEditModel, load_processor
 from drl.models.layout import detect_family, model_index
@@ -74,7 +75,7 @@ def configure_t2i(model: T2IModel, m) -> T2IModel:
 
 
 FAMILY_CLASSES = {"sd": T2IModel, "sdxl": SDXLModel, "sd3": SD3Model, "flux": FluxModel, "flux_kontext": FluxKontextModel,
-                 "qwen_image": QwenImageModel, "qwen_image_edit": QwenImageEditModel, "z_image": ZImageModel}
+                 "flux2": Flux2Model, "qwen_image": QwenImageModel, "qwen_image_edit": QwenImageEditModel, "z_image": ZImageModel}
 
 
 # Per family: (field, subfolder, loader, required). Tokenizers load with AutoTokenizer; a function loader is called
@@ -115,6 +116,13 @@ COMPONENTS: dict[str, list[tuple[str, str, str | type, bool]]] = {
         ("tokenizer_2", "tokenizer_2", "tokenizer", True),
         ("scheduler_config", "scheduler", "scheduler", True),
         ("vae", "vae", "AutoencoderKL", True),
+    ],
+    "flux2": [
+        ("denoiser", "transformer", "Flux2Transformer2DModel", True),
+        ("text_encoder", "text_encoder", "Mistral3ForConditionalGeneration", True),
+        ("tokenizer", "tokenizer", "tokenizer", True),  # the PixtralProcessor's tokenizer: the text path needs no more
+        ("scheduler_config", "scheduler", "scheduler", True),
+        ("vae", "vae", "AutoencoderKLFlux2", True),
     ],
     "qwen_image": [
         ("denoiser", "transformer", "QwenImageTransformer2DModel", True),

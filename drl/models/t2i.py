@@ -173,9 +173,10 @@ class T2IModel(DenoiserModel):
         latents = self.vae.encode(pixels.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist.mean
         return ((latents - shift) * scale).to(dtype)
 
-    def shift_mu(self) -> float | None:
+    def shift_mu(self, num_steps: int | None = None) -> float | None:
         """The resolution-dependent shift μ of the flow transformers whose pipelines pass their own levels (FLUX,
-        Qwen-Image, Z-Image: drl.models.flow_family computes it); None for the others (the scheduler's own spacing)."""
+        Qwen-Image, Z-Image: drl.models.flow_family computes it; FLUX.2's also depends on ``num_steps``, the sampling
+        steps); None for the others (the scheduler's own spacing)."""
         return None
 
     def make_scheduler(self, kind: str):

@@ -3,7 +3,7 @@
 Where the components' configs come from:
 - a local diffusers directory (``model.path``): model_index.json names each component's library and class,
   and each component folder's config.json its size, as diffusers itself reads them;
-- a hub id that drl ships the published configs of (drl/models/real_configs/*.json: FLUX.1-dev,
+- a hub id that drl ships the published configs of (drl/models/real_configs/*.json: FLUX.1-dev, FLUX.2-dev,
   Qwen-Image, Wan2.2-T2V-A14B and -I2V-A14B, SD3.5-medium), so that a plan needs neither the weights nor a network.
 
 Classes are looked up by name in diffusers and transformers only, and must be torch modules: a config

@@ -384,7 +384,7 @@ def latent_frames(vae: Component | None, num_frames: int) -> int:
 
 def latent_channels(denoiser: Component, vae: Component | None) -> int:
     c = denoiser.config
-    if denoiser.class_name in ("FluxTransformer2DModel", "QwenImageTransformer2DModel"):
+    if denoiser.class_name in ("FluxTransformer2DModel", "Flux2Transformer2DModel", "QwenImageTransformer2DModel"):
         return c["in_channels"] // 4  # 2 x 2 packed patches
     if denoiser.class_name == "WanTransformer3DModel":  # image-to-video: in_channels add the frame mask and image latents
         return c.get("out_channels") or c.get("in_channels", 16)
@@ -411,6 +411,8 @@ def text_tokens(arch: Architecture, m) -> int:
     lengths = [c.config.get("max_position_embeddings", 77) for c in encoders if "max_position_embeddings" in c.config]
     clip = max(lengths, default=77)
     main = arch.of_role("denoiser")[0]
+    if main.class_name == "Flux2Transformer2DModel":
+        return 512  # Flux2Model.max_sequence_length: every prompt is padded to it
     if main.class_name == "SD3Transformer2DModel" and len(encoders) > 1:
         return clip + 256  # the T5 slot (drl's t5_max_length), zeros when the T5 is absent
     return clip

@@ -10,6 +10,7 @@ One builder per denoiser class; a class without one cannot be planned (PlanError
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,16 +57,19 @@ def _packed_tokens(c: dict, s: CallShape) -> int:
     return (s.latent_size // 2) ** 2
 
 
-def _flux(c: dict, s: CallShape) -> Inputs:
+def _flux(c: dict, s: CallShape, id_axes: int = 3) -> Inputs:
+    """FLUX.1 (ids of 3 axes, a pooled projection) and FLUX.2 (4 axes, none; its tokens are the pixels of the
+    2x2-patchified latents: the same count)."""
     n = _packed_tokens(c, s)
     kwargs = {
         "hidden_states": torch.randn(s.batch, n, c["in_channels"], dtype=s.dtype),
         "timestep": torch.ones(s.batch),
         "encoder_hidden_states": torch.randn(s.batch, s.text_tokens, c["joint_attention_dim"], dtype=s.dtype),
-        "pooled_projections": torch.randn(s.batch, c["pooled_projection_dim"], dtype=s.dtype),
-        "img_ids": torch.zeros(n, 3),
-        "txt_ids": torch.zeros(s.text_tokens, 3),
+        "img_ids": torch.zeros(n, id_axes),
+        "txt_ids": torch.zeros(s.text_tokens, id_axes),
     }
+    if "pooled_projection_dim" in c:
+        kwargs["pooled_projections"] = torch.randn(s.batch, c["pooled_projection_dim"], dtype=s.dtype)
     if c.get("guidance_embeds"):
         kwargs["guidance"] = torch.ones(s.batch)
     return (), kwargs
@@ -103,6 +107,7 @@ DENOISER_INPUTS: dict[str, Callable[[dict, CallShape], Inputs]] = {
     "UNet3DConditionModel": _unet,
     "SD3Transformer2DModel": _sd3,
     "FluxTransformer2DModel": _flux,
+    "Flux2Transformer2DModel": functools.partial(_flux, id_axes=4),
     "QwenImageTransformer2DModel": _qwen_image,
     "WanTransformer3DModel": _wan,
     "ZImageTransformer2DModel": _z_image,

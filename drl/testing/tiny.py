@@ -3,7 +3,7 @@
 Nothing is downloaded: the CLIP tokenizer is a byte-level BPE with no merges (one token per
 character) whose vocabulary is written here, and every network is built from a small config.
 
-    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, qwen_image(_edit), z_image, wan, clip
+    python -m drl.testing.tiny sd15 /tmp/tiny-sd15     # also: sdxl, sd3, flux, flux2, qwen_image(_edit), z_image, wan, clip
     drl-train model=sd15 model.path=/tmp/tiny-sd15 model.resolution=16 debug=fast
 """
 
@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from drl.models.flux import FluxKontextModel, FluxModel
+from drl.models.flux2 import Flux2Model
 from drl.models.qwen_image import QwenImageModel
 from drl.models.qwen_image_edit import QwenImageEditModel
 from drl.models.sd3 import SD3Model
@@ -275,6 +276,35 @@ def build_tiny_flux_kontext(seed: int = 0) -> FluxKontextModel:
     return FluxKontextModel(**{f.name: getattr(flux, f.name) for f in fields(flux) if f.init})
 
 
+MISTRAL_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
+                    "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]  # fmt: skip
+# Mistral-Small-3.x's instruct format for text turns (content as a string or a list of {"type": "text"} parts)
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['content'] is string %}{% set text = m['content'] %}"
+    "{% else %}{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}{% endif %}"
+    "{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif m['role'] == 'user' %}[INST]{{ text }}[/INST]{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def build_mistral_tokenizer(max_length: int = 256):
+    """A real tokenizers-backed tokenizer (TokenizersBackend, the class of Mistral-Small-3.1's tekken tokenizer):
+    byte-level BPE with a character vocabulary and no merges, Mistral's special tokens and instruct chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate([*MISTRAL_SPECIALS, *_byte_characters()])}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bpe.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, model_max_length=max_length, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>")  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": MISTRAL_SPECIALS[3:5] + MISTRAL_SPECIALS[6:]})
+    tokenizer.chat_template = MISTRAL_CHAT_TEMPLATE
+    return tokenizer
+
+
 QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 
@@ -381,6 +411,39 @@ def build_tiny_z_image(seed: int = 0) -> ZImageModel:
     vae = _vae(scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False)
     return ZImageModel(tokenizer, text_encoder, transformer, dict(scheduler.config), vae, max_sequence_length=64)
+
+
+def build_tiny_flux2(seed: int = 0) -> Flux2Model:
+    """FLUX.2-dev layout: Flux2Transformer2DModel (guidance-embedded) over 2x2-patchified latents, AutoencoderKLFlux2
+    (here 4 channels, 2x, non-trivial batch-norm statistics), a Mistral3ForConditionalGeneration text encoder with 30
+    layers (Flux2Pipeline stacks layers 10, 20, 30: 3 x 16 = 48 = joint_attention_dim), Mistral's tokenizer under a
+    PixtralProcessor, FLUX.1-dev's flow scheduler. 16 px images -> 8 x 8 latents -> 16 channels x 4 x 4 = 16 tokens."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer = build_mistral_tokenizer(256)  # characters: the system turn alone takes ~180
+    torch.manual_seed(seed)
+    text_config = dict(model_type="mistral", vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM,
+                       num_hidden_layers=30, num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=256,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    vision_config = dict(model_type="pixtral", hidden_size=TEXT_DIM, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=2 * TEXT_DIM, image_size=28, patch_size=14, head_dim=8)  # fmt: skip
+    config = Mistral3Config(text_config=text_config, vision_config=vision_config, image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"))
+    text_encoder = Mistral3ForConditionalGeneration(config)
+    torch.manual_seed(seed + 1)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=3 * TEXT_DIM, timestep_guidance_channels=16, axes_dims_rope=(2, 2, 2, 2),
+    )  # fmt: skip
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16,
+    )  # fmt: skip
+    vae.bn.running_mean.copy_(torch.linspace(-0.3, 0.3, 16))  # the pipeline (de)normalises with these
+    vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, 16))
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER)  # FLUX.2-dev ships FLUX.1-dev's scheduler
+    return Flux2Model(tokenizer, text_encoder, transformer, dict(scheduler.config), vae, max_sequence_length=256)
 
 
 def build_tiny_wan(seed: int = 0, num_frames: int = 5) -> WanModel:
@@ -500,7 +563,7 @@ def save_tiny_aesthetic_head(path: str | Path, input_dim: int = PROJECTION_DIM, 
 
 BUILDERS = {
     "sd15": build_tiny_sd, "sd21": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "wan": build_tiny_wan,
-    "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "qwen_image": build_tiny_qwen_image,
+    "flux": build_tiny_flux, "flux_kontext": build_tiny_flux_kontext, "flux2": build_tiny_flux2, "qwen_image": build_tiny_qwen_image,
     "qwen_image_edit": build_tiny_qwen_image_edit, "z_image": build_tiny_z_image, "wan22": build_tiny_wan22,
     "wan22_ti2v": build_tiny_wan22_ti2v, "wan22_i2v": build_tiny_wan22_i2v,
 }
