@@ -123,6 +123,9 @@ def test_every_control_algorithm_runs_on_chunks(chunked_setup, tmp_path, algorit
     record = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert math.isfinite(record["train/loss"]) and math.isfinite(record["eval/return_mean"])
     assert load_policy(tmp_path).action_shape == (TA, 1)
+    if algorithm == "dppo":  # whole Pendulum episodes of 200 env steps, ceil(200 / Ta) decisions each
+        episodes = math.ceil(60 / math.ceil(200 / TA))
+        assert record["train/decisions"] == episodes * math.ceil(200 / TA) and record["train/env_steps"] == episodes * 200
     if algorithm == "dsrl":
         _, _, dsrl = build_context(cfg)
         noise, _ = dsrl.actor(torch.zeros(5, TO * 3))

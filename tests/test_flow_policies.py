@@ -236,4 +236,6 @@ def test_hopper_reinflow_fine_tunes_a_chunked_flow_bc_policy(tmp_path):
     records = read_records(tmp_path / "rf")
     assert records[0]["train/ratio_dev_first"] < 1e-4
     assert all(0.1 - 1e-6 <= r["train/noise_std"] <= 0.24 + 1e-6 and math.isfinite(r["train/loss"]) for r in records)
+    # every chunk runs its 4 env steps but an episode's last, which runs 1 to 4 (random data: the hopper falls early)
+    assert all(4 * r["train/decisions"] - 3 * r["samples"] <= r["train/env_steps"] <= 4 * r["train/decisions"] for r in records)
     assert (tmp_path / "rf" / "noise_network.pt").is_file() and (tmp_path / "rf" / "value_function.pt").is_file()

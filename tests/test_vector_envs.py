@@ -24,7 +24,7 @@ from drl.sampling import make_schedule
 
 from conftest import compose_config
 
-FIELDS = ("observations", "actions", "rewards", "terminations", "truncations", "next_observations")
+FIELDS = ("observations", "actions", "rewards", "terminations", "truncations", "next_observations", "executed_steps")
 
 
 def row_by_row(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -78,6 +78,35 @@ def test_chunked_envs_give_the_same_episodes_in_vector_envs():
     three = run_episodes("Hopper-v5", act, 5, seed=3, horizons=horizons, num_envs=3, vector_mode="sync")
     assert one[0].observations.shape[1:] == (2, 11) and one[0].actions.shape[1:] == (4, 3)
     assert_same_episodes(one, three)
+
+
+def test_a_chunked_episode_counts_the_env_steps_its_actions_ran():
+    """Replaying a chunked episode's actions one by one in the plain env ends after Episode.env_steps steps (the last
+    chunk may stop early); Pendulum's 200-step limit in chunks of 3: 67 decisions, 200 env steps."""
+    from drl.envs.chunking import Horizons
+    from drl.envs.make import make_env
+
+    weights = np.random.default_rng(0).normal(0, 1, (11, 4 * 3))
+
+    def act(obs):  # obs [n, To=1, O=11] -> chunks [n, Ta=4, A=3]
+        return np.sin(10 * row_by_row(obs[:, -1], weights)).reshape(len(obs), 4, 3).astype(np.float32), {}
+
+    episodes = run_episodes("Hopper-v5", act, 4, seed=5, horizons=Horizons(obs=1, action=4))
+    replayed = []
+    for k, episode in enumerate(episodes):
+        env = make_env("Hopper-v5")
+        env.reset(seed=5 + k)
+        steps = 0
+        for action in episode.actions.reshape(-1, 3):
+            steps += 1
+            if any(env.step(action)[2:4]):
+                break
+        replayed.append(steps)
+        env.close()
+    assert [e.env_steps for e in episodes] == replayed
+    assert any(e.env_steps < 4 * len(e) for e in episodes)  # some chunk stopped at the fall
+    pendulum = run_episodes("Pendulum-v1", wobbly_actor(3, 3), 1, seed=0, horizons=Horizons(obs=1, action=3))
+    assert len(pendulum[0]) == 67 and pendulum[0].env_steps == 200
 
 
 def test_time_limits_end_episodes_in_vector_envs_without_terminating():

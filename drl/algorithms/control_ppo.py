@@ -31,7 +31,8 @@ class DecisionBatch:
     """One epoch of decisions, N of them, with their chains (S denoising steps).
 
     states [N, *obs_shape]; latents [N, S + 1, *action_shape] (x_T ... x_0); timesteps, log_probs [N, S];
-    advantages, returns, values [N] (GAE, V at collection); episode_returns: one per episode (undiscounted).
+    advantages, returns, values [N] (GAE, V at collection); episode_returns: one per episode (undiscounted);
+    env_steps: the env steps the N decisions ran (a chunk's Ta, fewer where its episode ended).
     """
 
     states: torch.Tensor
@@ -42,6 +43,7 @@ class DecisionBatch:
     returns: torch.Tensor
     values: torch.Tensor
     episode_returns: list[float]
+    env_steps: int
 
     def __len__(self) -> int:
         return len(self.advantages)
@@ -116,6 +118,7 @@ class PolicyPPO(Algorithm):
             returns=tensor(returns),
             values=tensor(values),
             episode_returns=[e.total_reward for e in episodes],
+            env_steps=sum(e.env_steps for e in episodes),
         )
 
     # ------------------------------------------------------------------ update
@@ -153,6 +156,7 @@ class PolicyPPO(Algorithm):
                 "train/ratio_dev_first": first_ratio_dev,
                 "train/lr": self.lr,
                 "train/decisions": len(batch),
+                "train/env_steps": batch.env_steps,
                 "train/value_mean": float(batch.values.mean()),
                 "reward_mean": float(np.mean(returns)),
                 "reward_std": float(np.std(returns)),

@@ -31,12 +31,18 @@ class Episode:
     terminations: np.ndarray  # [T] bool: the MDP ended (no bootstrap)
     truncations: np.ndarray  # [T] bool: time limit (bootstrap through it)
     next_observations: np.ndarray  # [T, O] ([T, To, O] chunked)
+    executed_steps: np.ndarray  # [T] int: env steps each step ran (1; a ChunkedEnv decision: Ta, or fewer at the end)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [T, ...]
     frames: list[np.ndarray] = field(default_factory=list)  # rendered RGB frames when asked
 
     @property
     def total_reward(self) -> float:
         return float(self.rewards.sum())
+
+    @property
+    def env_steps(self) -> int:
+        """The underlying env's steps (= len(self) without chunks)."""
+        return int(self.executed_steps.sum())
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -69,9 +75,10 @@ def run_episodes(
     while active:
         actions, extras = actor(obs[active])
         for j, k in enumerate(active):
-            next_obs, reward, terminated, truncated, _ = envs[k].step(actions[j])
+            next_obs, reward, terminated, truncated, info = envs[k].step(actions[j])
             next_obs = np.asarray(next_obs, dtype=np.float32)
-            steps[k].append((obs[k].copy(), actions[j], reward, terminated, truncated, next_obs, {n: v[j] for n, v in extras.items()}))
+            row = {n: v[j] for n, v in extras.items()}
+            steps[k].append((obs[k].copy(), actions[j], reward, terminated, truncated, next_obs, row, info.get("executed_steps", 1)))
             if render:
                 frames[k].append(envs[k].render())
             obs[k] = next_obs
@@ -87,7 +94,7 @@ def vector_options(env_cfg) -> dict:
 
 
 def _episode(steps: list[tuple], frames: list[np.ndarray]) -> Episode:
-    o, a, r, term, trunc, o2, extras = zip(*steps)
+    o, a, r, term, trunc, o2, extras, executed = zip(*steps)
     names = extras[0].keys()
     return Episode(
         observations=np.stack(o).astype(np.float32),
@@ -96,6 +103,7 @@ def _episode(steps: list[tuple], frames: list[np.ndarray]) -> Episode:
         terminations=np.asarray(term, dtype=bool),
         truncations=np.asarray(trunc, dtype=bool),
         next_observations=np.stack(o2).astype(np.float32),
+        executed_steps=np.asarray(executed, dtype=np.int64),
         extras={n: torch.stack([e[n] for e in extras]) for n in names},
         frames=frames,
     )

@@ -40,7 +40,8 @@ def make_vector_env(env_id: str, num_envs: int, mode: str, horizons: Horizons = 
 def run_vector_episodes(
     env_id: str, actor, num_episodes: int, seed: int, num_envs: int, mode: str, horizons: Horizons = Horizons()
 ) -> list[list[tuple]]:
-    """Each episode's steps ``(obs, action, reward, terminated, truncated, next_obs, extras)``, episode k at index k.
+    """Each episode's steps ``(obs, action, reward, terminated, truncated, next_obs, extras, executed_steps)``, episode k
+    at index k (executed_steps: the env steps a ChunkedEnv decision ran, 1 without chunks).
 
     ``actor(obs [n, ...]) -> (actions [n, ...], extras)`` is called once per vector step on the
     sub-envs that are running an episode (n <= num_envs).
@@ -57,14 +58,15 @@ def run_vector_episodes(
             actions, extras = actor(obs[live])  # [len(live), ...]
             all_actions = np.zeros((n, *envs.single_action_space.shape), dtype=envs.single_action_space.dtype)
             all_actions[live] = actions
-            next_obs, rewards, terminated, truncated, _ = envs.step(all_actions)
+            next_obs, rewards, terminated, truncated, infos = envs.step(all_actions)
+            executed = infos.get("executed_steps", np.ones(n, dtype=np.int64))  # [n] (ChunkedEnv's info)
             next_obs = np.asarray(next_obs, np.float32)  # [n, ...] the actor's dtype, as in run_episodes
             reset = np.zeros(n, dtype=bool)  # [n] sub-envs that start their next episode now
             reset_seeds: list[int | None] = [None] * n
             for j, i in enumerate(live):
                 k = episode_of[i]
                 row = {name: value[j] for name, value in extras.items()}
-                steps[k].append((obs[i].copy(), actions[j], rewards[i], terminated[i], truncated[i], next_obs[i].copy(), row))
+                steps[k].append((obs[i].copy(), actions[j], rewards[i], terminated[i], truncated[i], next_obs[i].copy(), row, int(executed[i])))
                 if terminated[i] or truncated[i]:
                     episode_of[i] = next_episode if next_episode < num_episodes else None
                     if episode_of[i] is not None:
