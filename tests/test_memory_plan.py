@@ -187,11 +187,12 @@ def test_training_peak_is_the_activations_and_backward_buffers_not_the_weight_gr
 
     with torch.device("meta"):
         net = torch.nn.Sequential(torch.nn.Linear(32, 32, bias=False), torch.nn.Tanh(), torch.nn.Linear(32, 32, bias=False))
-    peak = trace_training_peak(net, lambda: ((torch.randn(8, 32),), {}), output=lambda out: out)
+    peak, storages = trace_training_peak(net, lambda: ((torch.randn(8, 32),), {}), output=lambda out: out)
     act = 8 * 32 * 4  # one [8, 32] fp32 activation
     # forward: h1, tanh(h1) (saved), out; backward from ones: grad_out, grad of tanh's output, grad of h1 (the
     # weights' gradients [32, 32] are excluded): at most 5 activations alive at once, at least the 3 of the forward
     assert 3 * act <= peak <= 5 * act
+    assert peak == storages * act  # every storage alive at the peak is one [8, 32] activation
     assert all(p.grad is None for p in net.parameters())
 
 
