@@ -44,6 +44,27 @@ def test_lora_counts_equal_hand_computed_bytes():
     assert _line(plan.resident, "VAE") == 4 * sum(p.numel() for p in model.vae.parameters())
 
 
+def test_alignprop_counts_the_checkpointed_chain_and_the_rewards_backward():
+    """The checkpointed chain keeps x_T and each step's x and noise at the chain's batch (guidance doubles only the
+    call); the tail's backward includes a pixel reward's activations, so it grows when the reward is traced."""
+    from drl.plan.budget import decode_and_score_peak
+    from drl.plan.rewards import differentiable_scores
+
+    model = build_tiny_sd()
+    arch = architecture_of(model, "tiny-sd")
+    alignprop = ("algorithm=alignprop", "reward=toy_aesthetic", "algorithm.checkpoint_denoiser=true", "algorithm.truncation=all",
+                 "train.batch_size=4", "scheduler.num_steps=3", "scheduler.guidance_scale=5.0")
+    plan = plan_for(arch, _cfg(*alignprop))
+    latent = 4 * 8 * 8 * 4  # [4, 8, 8] fp32: 16 px from the tiny VAE's 2x downsampling
+    assert _line(plan.update, "the chain's other calls") == 4 * latent * (2 * 3 + 1)
+    scores, untraced = differentiable_scores(_cfg(*alignprop).reward)
+    assert [name for name, _ in scores] == ["toy_aesthetic"] and untraced == []
+    vae = arch.components["vae"]
+    decode_only = decode_and_score_peak(arch, vae, build_on_meta(vae), 8, 1, None)
+    with_reward = decode_and_score_peak(arch, vae, build_on_meta(vae), 8, 1, None, scores)
+    assert with_reward.bytes > decode_only.bytes and with_reward.storages > decode_only.storages
+
+
 def test_full_fsdp_bf16_and_reference_counts():
     model = build_tiny_sd()
     arch = architecture_of(model, "tiny-sd")
