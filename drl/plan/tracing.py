@@ -144,7 +144,7 @@ def blocks_of(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def trace_call(
-    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: out[0]
+    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: first_output(out)
 ) -> Trace:
     """Trace ``module(*args, **kwargs)`` (on the meta device, with gradient) for the inputs ``make_inputs`` builds."""
     weights = {_key(t) for t in (*module.parameters(), *module.buffers())}
@@ -202,7 +202,7 @@ def trace_call(
 
 
 def trace_training_peak(
-    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: out[0],
+    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: first_output(out),
     input_grad: bool = False,
 ) -> Peak:
     """The most bytes alive at once during ``module(...)``'s forward and a backward from its output (weights, inputs
@@ -223,6 +223,12 @@ def trace_training_peak(
     for p in module.parameters():
         p.grad = None
     return peak
+
+
+def first_output(out) -> torch.Tensor:
+    """A denoiser's prediction from its output tuple; Z-Image returns one tensor per sample, stacked here."""
+    first = out[0]
+    return torch.stack(list(first)) if isinstance(first, (list, tuple)) else first
 
 
 def _meta_inputs(make_inputs: Callable[[], tuple[tuple, dict]]) -> tuple[tuple, dict]:
