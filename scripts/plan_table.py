@@ -19,6 +19,7 @@ FAMILIES = {  # name -> (what the row says, its overrides); new families (flux2,
                                                       "scheduler.guidance_scale=4", "train.batch_size=2"]),
     "wan22": ("Wan2.2-T2V-A14B, 480 px, 33 frames", ["model=wan22", "reward=frames_aesthetic", "train.batch_size=1"]),
     "sd3": ("SD3.5-medium, 512 px", ["model=sd3", "scheduler=flow", "reward=pickscore", "train.batch_size=2"]),
+    "z_image": ("Z-Image-Turbo, 1024 px", ["model=z_image", "model.resolution=1024", "reward=pickscore", "train.batch_size=2"]),
 }
 SETTINGS = {
     "LoRA GRPO": ["algorithm=ddpo", "algorithm.group_size=8"],
