@@ -236,3 +236,14 @@ def test_the_plan_matches_the_measured_peak_of_the_tiny_pipeline(tmp_path):
     for phase in ("peak_over_built", "sampling_added", "update_added"):
         assert rows[phase]["plan_mib"] > 50  # tensors, not the interpreter, dominate what is compared
         assert abs(rows[phase]["ratio"] - 1) <= 0.2, rows[phase]
+
+
+def test_a_denoiser_output_of_one_tensor_per_sample_is_stacked_for_the_backward():
+    """Z-Image returns a list of per-sample tensors; the traced backward needs one tensor ([B, ...])."""
+    from drl.plan.tracing import first_output
+
+    per_sample = [torch.full((4, 1, 2, 2), float(i)) for i in range(3)]
+    stacked = first_output((per_sample,))
+    assert stacked.shape == (3, 4, 1, 2, 2) and torch.equal(stacked[2], per_sample[2])
+    single = torch.ones(3, 4)
+    assert first_output((single,)) is single
