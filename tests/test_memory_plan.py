@@ -44,6 +44,27 @@ def test_lora_counts_equal_hand_computed_bytes():
     assert _line(plan.resident, "VAE") == 4 * sum(p.numel() for p in model.vae.parameters())
 
 
+def test_alignprop_counts_the_checkpointed_chain_and_the_rewards_backward():
+    """The checkpointed chain keeps x_T and each step's x and noise at the chain's batch (guidance doubles only the
+    call); the tail's backward includes a pixel reward's activations, so it grows when the reward is traced."""
+    from drl.plan.budget import decode_and_score_peak
+    from drl.plan.rewards import differentiable_scores
+
+    model = build_tiny_sd()
+    arch = architecture_of(model, "tiny-sd")
+    alignprop = ("algorithm=alignprop", "reward=toy_aesthetic", "algorithm.checkpoint_denoiser=true", "algorithm.truncation=all",
+                 "train.batch_size=4", "scheduler.num_steps=3", "scheduler.guidance_scale=5.0")
+    plan = plan_for(arch, _cfg(*alignprop))
+    latent = 4 * 8 * 8 * 4  # [4, 8, 8] fp32: 16 px from the tiny VAE's 2x downsampling
+    assert _line(plan.update, "the chain's other calls") == 4 * latent * (2 * 3 + 1)
+    scores, untraced = differentiable_scores(_cfg(*alignprop).reward)
+    assert [name for name, _ in scores] == ["toy_aesthetic"] and untraced == []
+    vae = arch.components["vae"]
+    decode_only = decode_and_score_peak(arch, vae, build_on_meta(vae), 8, 1, None)
+    with_reward = decode_and_score_peak(arch, vae, build_on_meta(vae), 8, 1, None, scores)
+    assert with_reward.bytes > decode_only.bytes and with_reward.storages > decode_only.storages
+
+
 def test_full_fsdp_bf16_and_reference_counts():
     model = build_tiny_sd()
     arch = architecture_of(model, "tiny-sd")
@@ -187,11 +208,12 @@ def test_training_peak_is_the_activations_and_backward_buffers_not_the_weight_gr
 
     with torch.device("meta"):
         net = torch.nn.Sequential(torch.nn.Linear(32, 32, bias=False), torch.nn.Tanh(), torch.nn.Linear(32, 32, bias=False))
-    peak = trace_training_peak(net, lambda: ((torch.randn(8, 32),), {}), output=lambda out: out)
+    peak, storages = trace_training_peak(net, lambda: ((torch.randn(8, 32),), {}), output=lambda out: out)
     act = 8 * 32 * 4  # one [8, 32] fp32 activation
     # forward: h1, tanh(h1) (saved), out; backward from ones: grad_out, grad of tanh's output, grad of h1 (the
     # weights' gradients [32, 32] are excluded): at most 5 activations alive at once, at least the 3 of the forward
     assert 3 * act <= peak <= 5 * act
+    assert peak == storages * act  # every storage alive at the peak is one [8, 32] activation
     assert all(p.grad is None for p in net.parameters())
 
 
@@ -214,3 +236,14 @@ def test_the_plan_matches_the_measured_peak_of_the_tiny_pipeline(tmp_path):
     for phase in ("peak_over_built", "sampling_added", "update_added"):
         assert rows[phase]["plan_mib"] > 50  # tensors, not the interpreter, dominate what is compared
         assert abs(rows[phase]["ratio"] - 1) <= 0.2, rows[phase]
+
+
+def test_a_denoiser_output_of_one_tensor_per_sample_is_stacked_for_the_backward():
+    """Z-Image returns a list of per-sample tensors; the traced backward needs one tensor ([B, ...])."""
+    from drl.plan.tracing import first_output
+
+    per_sample = [torch.full((4, 1, 2, 2), float(i)) for i in range(3)]
+    stacked = first_output((per_sample,))
+    assert stacked.shape == (3, 4, 1, 2, 2) and torch.equal(stacked[2], per_sample[2])
+    single = torch.ones(3, 4)
+    assert first_output((single,)) is single

@@ -15,7 +15,8 @@ would make them (peft LoRA, or every weight), and each phase's transient memory 
                  conditioning, the decoded samples
   update         the denoiser's forward + backward on train.batch_size pairs (x 2 with guidance), traced whole
                  (its live peak) with model.gradient_checkpointing as set; AlignProp adds the chain's other
-                 calls (their activations, or their inputs when checkpoint_denoiser) and the VAE decode's backward
+                 calls (their activations, or their inputs when checkpoint_denoiser) and the backward of the VAE
+                 decode and the reward (pure-function rewards traced; a reward network's activations not yet)
   sampling       the larger of: a no-grad denoiser call on the sampling batch (x 2 with guidance), a VAE
                  decode of model.vae_decode_chunk images (each traced for its live peak)
 
@@ -35,12 +36,18 @@ import torch
 from drl.models.sd3 import _quiet_diffusers
 from drl.plan.architecture import Architecture, Component, PlanError, architecture_for, build_on_meta
 from drl.plan.inputs import CallShape, denoiser_inputs
-from drl.plan.rewards import reward_bytes
-from drl.plan.tracing import Trace, trace_call, trace_training_peak
+from drl.plan.rewards import differentiable_scores, reward_bytes
+from drl.plan.tracing import Peak, Trace, trace_call, trace_training_peak
 
 GiB = 2**30
 CARDS_GB = (24, 48, 80)
 DEVICE_RESERVE = 1.0 * GiB  # the CUDA context and the allocator's slack: outside max_memory_allocated, inside the card
+# What an allocator block costs beyond its tensor's bytes, per storage alive at an update's peak. CUDA's caching
+# allocator rounds each block up to 512 B. On the CPU, glibc serves blocks of 64 KiB or more with mmap (as
+# scripts/check_memory_plan.py sets it): the block's header pushes it onto one more 4 KiB page (measured: 2,000
+# tensors of 64, 128, 256 and 1024 KiB grew the RSS by 4.0-4.4 KiB each beyond their bytes). It matters where an
+# update keeps thousands of small tensors: the tiny pipeline's AlignProp decode, 32 chunks' graphs (~2,600 storages).
+BLOCK_OVERHEAD = {"cpu": 4096, "cuda": 512}
 TOY_PATHS = {"sd3": "drl:toy_flow"}  # model.from_scratch builds the shipped toy's architecture
 
 
@@ -229,21 +236,28 @@ def plan_for(arch: Architecture, cfg) -> MemoryPlan:
     # on the tiny, small and SD3.5-medium-size runs, scripts/check_memory_plan.py).
     train_batch = t.batch_size * cfg_calls
     without, with_ckpt = train_batch * trace.kept(False), train_batch * trace.kept(True)
-    call_peak = train_batch * denoiser_training_peak(arch, main, m, half, shape(1))
+    overhead = BLOCK_OVERHEAD["cpu" if hw.device == "cpu" else "cuda"]
+    one_call = denoiser_training_peak(arch, main, m, half, shape(1))
+    call_peak = train_batch * one_call.bytes + one_call.storages * overhead
     chain = chain_steps(a, steps)
     if a.name != "alignprop":
         update_lines = [Line("forward + backward of one call", call_peak,
                              f"batch {train_batch}{', checkpointed' if m.gradient_checkpointing else ''}: activations and gradient buffers at their peak")]
     else:  # gradient through `chain` denoiser calls and the VAE decode; each call's activations kept or recomputed
         per_call = with_ckpt if m.gradient_checkpointing else without
-        earlier = train_batch * latent_numel * 4 * chain if a.checkpoint_denoiser else per_call * (chain - 1)
-        decode = t.batch_size * vae_training_peak(arch, vae, vae_module, latent, frames, half) if vae_module is not None else 0
+        # checkpointed steps keep x_T, and each step's output x_{t-1} and noise z (bound to the step to be recomputed),
+        # at the chain's batch: guidance doubles the batch inside the call, not the chain's latents
+        earlier = t.batch_size * latent_numel * 4 * (2 * chain + 1) if a.checkpoint_denoiser else per_call * (chain - 1)
+        scores, untraced = differentiable_scores(cfg.reward) if m.kind == "t2i" else ((), ["video rewards"])
+        tail = decode_and_score_peak(arch, vae, vae_module, latent, frames, half, scores)
+        decode = t.batch_size * tail.bytes + -(-t.batch_size // m.vae_decode_chunk) * tail.storages * overhead  # a graph per chunk
         update_lines = [
             Line("the chain's other calls", earlier,
-                 f"{chain} chained steps, batch {train_batch}: " + ("their inputs (algorithm.checkpoint_denoiser)" if a.checkpoint_denoiser
-                                                                  else "their activations")),
-            Line("backward of one call, or of the VAE decode", max(call_peak, decode + (0 if a.checkpoint_denoiser else per_call)),
-                 "the larger: a denoiser call's forward + backward, the decode's with gradient into the latents"),
+                 f"{chain} chained steps, batch {t.batch_size}: " + ("x_T, each step's output and noise (algorithm.checkpoint_denoiser)"
+                                                                    if a.checkpoint_denoiser else f"their activations (batch {train_batch})")),
+            Line("backward of one call, or of the decode and reward", max(call_peak, decode + (0 if a.checkpoint_denoiser else per_call)),
+                 "the larger: a denoiser call's forward + backward, or the VAE decode, its post-processing and the reward's "
+                 "forward + backward with gradient into the latents" + (f" (not traced: {', '.join(untraced)})" if untraced else "")),
         ]
     update = [Line("gradients", n * sizes.trainable * 4 // shards, "fp32, alive until the optimizer step"), *update_lines]
     return MemoryPlan(
@@ -277,7 +291,7 @@ def trainable_denoiser(arch: Architecture, main: Component, m) -> tuple[torch.nn
     return _BUILT[key]
 
 
-_TRACES: dict[tuple, Trace] = {}  # one trace per architecture and setting: replans (the advice) reuse it
+_TRACES: dict[tuple, Trace | Peak] = {}  # one trace per architecture and setting: replans (the advice) reuse it
 
 
 def denoiser_trace(arch: Architecture, main: Component, module: torch.nn.Module, m, half, shape: CallShape) -> Trace:
@@ -290,8 +304,9 @@ def denoiser_trace(arch: Architecture, main: Component, module: torch.nn.Module,
     return _TRACES[key]
 
 
-def denoiser_training_peak(arch: Architecture, main: Component, m, half, shape: CallShape) -> int:
-    """Bytes per sample of one denoiser call's forward + backward at its peak, with model.gradient_checkpointing as set."""
+def denoiser_training_peak(arch: Architecture, main: Component, m, half, shape: CallShape) -> Peak:
+    """One denoiser call's forward + backward at its peak, with model.gradient_checkpointing as set: bytes per sample,
+    and the storages alive then."""
     key = ("training", arch.source, main.name, m.finetune, m.lora_rank, tuple(m.lora_targets), half, shape, m.gradient_checkpointing)
     if key not in _TRACES:
         module = build_on_meta(main)  # a fresh copy: checkpointing changes the blocks' forward
@@ -308,18 +323,28 @@ def denoiser_training_peak(arch: Architecture, main: Component, m, half, shape: 
     return _TRACES[key]
 
 
-def vae_training_peak(arch: Architecture, vae: Component, module: torch.nn.Module, latent: int, frames: int, half) -> int:
-    """Bytes per image of a frozen VAE decode with gradient into the latents (AlignProp's reward): forward + backward."""
-    key = ("training", arch.source, vae.name, latent, frames, half)
+def decode_and_score_peak(arch: Architecture, vae: Component | None, module: torch.nn.Module | None, latent: int, frames: int,
+                          half, scores: tuple = ()) -> Peak:
+    """Bytes per image (and storages per decode call) of AlignProp's tail, forward + backward with gradient into the latents: the frozen VAE's decode
+    (drl.models.t2i.decode: unscale, decode, to [0, 1]) and the differentiable ``scores`` ((name, fn) pairs) on the
+    images. The reward's part was left out until the check measured the tiny pipeline's checkpointed AlignProp 28%
+    above the plan; with it, and the chain's inputs as the chain keeps them, the tensors alive at that update's
+    peak (counted on the real run) are within 9% of the plan (scripts/check_memory_plan.py)."""
+    if module is None and not scores:
+        return Peak(0, 0)
+    key = ("tail", arch.source, vae.name if vae is not None else None, latent, frames, half, tuple(name for name, _ in scores))
     if key not in _TRACES:
-        module.requires_grad_(False)
-        _TRACES[key] = trace_training_peak(_Decoder(module), _vae_input(vae, latent, frames, half), output=lambda out: out, input_grad=True)
+        if module is not None:
+            module.requires_grad_(False)
+        _TRACES[key] = trace_training_peak(_DecodeAndScore(module, [fn for _, fn in scores]), _vae_input(vae, latent, frames, half),
+                                           output=lambda out: out, input_grad=True)
     return _TRACES[key]
 
 
-def _vae_input(vae: Component, latent: int, frames: int, half):
-    channels = vae.config.get("latent_channels") or vae.config.get("z_dim", 4)
-    size = (1, channels, frames, latent, latent) if "temperal_downsample" in vae.config else (1, channels, latent, latent)
+def _vae_input(vae: Component | None, latent: int, frames: int, half):
+    config = vae.config if vae is not None else {}
+    channels = config.get("latent_channels") or config.get("z_dim", 3 if vae is None else 4)
+    size = (1, channels, frames, latent, latent) if "temperal_downsample" in config else (1, channels, latent, latent)
     dtype = half or torch.float32
     return lambda: ((torch.randn(*size, dtype=dtype),), {})
 
@@ -445,6 +470,23 @@ class _Decoder(torch.nn.Module):
 
     def forward(self, z):
         return self.vae.decode(z).sample
+
+
+class _DecodeAndScore(torch.nn.Module):
+    """latents -> the summed scores of the decoded images, as drl's decode and a differentiable reward compute them
+    (drl.models.t2i.T2IModel.decode); without a VAE (pixel-space models) the latents are the images."""
+
+    def __init__(self, vae: torch.nn.Module | None, scores: list):
+        super().__init__()
+        self.vae, self.scores = vae, scores
+
+    def forward(self, z):
+        if self.vae is not None:
+            z = self.vae.decode(z / getattr(self.vae.config, "scaling_factor", 1.0)).sample
+        images = ((z.float() + 1) / 2).clamp(0, 1)
+        if not self.scores:  # a reward not traced: the decode's backward alone, from a gradient on every pixel
+            return images.sum()
+        return sum(fn(images).sum() for fn in self.scores)
 
 
 def with_overrides(cfg, **changes):

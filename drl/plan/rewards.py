@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from drl.models.layout import ASSETS_DIR
+from drl.rewards.pixel_stats import high_frequency_energy
+from drl.rewards.toy_aesthetic import toy_aesthetic_score
 
 CLIP_L14 = 427_616_513  # openai/clip-vit-large-patch14 (CLIPModel: vision 303 M + text 123 M + projections)
 CLIP_H14 = 986_109_441  # laion/CLIP-ViT-H-14 (PickScore_v1's CLIPModel)
@@ -41,6 +43,17 @@ def reward_bytes(reward_cfg) -> tuple[int, str]:
     if unknown:
         note += f"; not counted: {', '.join(unknown)} (your own code)"
     return sum(models.values()), note
+
+
+# Differentiable rewards that are functions of the pixels alone: the plan traces their forward + backward on meta
+# tensors (AlignProp's tail). A reward network's activations (CLIP, the toy classifiers) are not traced yet.
+PIXEL_SCORES = {"toy_aesthetic": toy_aesthetic_score, "high_frequency": high_frequency_energy}
+
+
+def differentiable_scores(reward_cfg) -> tuple[tuple, list[str]]:
+    """((name, images [B, 3, H, W] -> scores [B]) for each weighted term the plan can trace, names of those it cannot)."""
+    names = sorted(name for name, spec in reward_cfg.terms.items() if _weight(spec) != 0)
+    return tuple((n, PIXEL_SCORES[n]) for n in names if n in PIXEL_SCORES), [n for n in names if n not in PIXEL_SCORES]
 
 
 def _weight(spec) -> float:

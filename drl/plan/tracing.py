@@ -17,7 +17,8 @@ One call at batch 1 (activations grow linearly in the batch) is traced once per 
                  tensors as on meta), RSS growth 243 MiB; its largest convolution's output is 64 MiB
 
 trace_training_peak runs the call's forward and backward and gives the most bytes alive at once (activations, the
-backward's gradient buffers), the parameters' gradients excluded: what one update call adds. The no-grad largest
+backward's gradient buffers), the parameters' gradients excluded: what one update call adds; and how many storages
+hold them (each is an allocator block, which costs more than its bytes: drl.plan.budget.BLOCK_OVERHEAD). The no-grad largest
 op (working_set) alone was 1.5x short of the sampling peaks measured on the tiny SD 1.x pipeline, where the
 UNet's skip connections are alive together (scripts/check_memory_plan.py). With checkpointing the call keeps saved - sum over blocks + block_inputs + largest_block. The meta device runs
 PyTorch's own shape functions, so nothing is allocated: SD3.5-medium's 2.2 B parameters trace in seconds.
@@ -30,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -68,6 +69,13 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.untyped_storage().nbytes()
 
 
+class Peak(NamedTuple):
+    """The most bytes alive at once, and the number of storages (allocator blocks) alive then."""
+
+    bytes: int
+    storages: int
+
+
 class _LiveBytes(TorchDispatchMode):
     """Bytes of the storages that ops create, alive from creation until freed (weakref.finalize on the storage), as
     a sequence of events; storages made before the mode (weights, inputs) and views of them are not counted."""
@@ -94,12 +102,18 @@ class _LiveBytes(TorchDispatchMode):
 
     def peak(self, excluded: set[int] = frozenset()) -> int:
         """The most bytes alive at once, leaving out the storages alive now whose keys are ``excluded``."""
+        return self.peak_and_storages(excluded).bytes
+
+    def peak_and_storages(self, excluded: set[int] = frozenset()) -> Peak:
+        """The most bytes alive at once and how many storages hold them (``excluded`` as in :meth:`peak`)."""
         skip = {self.alive[k][0] for k in excluded if k in self.alive}
-        live = top = 0
+        live = count = 0
+        top = Peak(0, 0)
         for ident, delta in self.events:
             if ident not in skip:
-                live += delta
-                top = max(top, live)
+                live, count = live + delta, count + (1 if delta > 0 else -1)
+                if live > top.bytes:
+                    top = Peak(live, count)
         return top
 
 
@@ -130,7 +144,7 @@ def blocks_of(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def trace_call(
-    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: out[0]
+    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: first_output(out)
 ) -> Trace:
     """Trace ``module(*args, **kwargs)`` (on the meta device, with gradient) for the inputs ``make_inputs`` builds."""
     weights = {_key(t) for t in (*module.parameters(), *module.buffers())}
@@ -188,9 +202,9 @@ def trace_call(
 
 
 def trace_training_peak(
-    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: out[0],
+    module: torch.nn.Module, make_inputs: Callable[[], tuple[tuple, dict]], output: Callable[[object], torch.Tensor] = lambda out: first_output(out),
     input_grad: bool = False,
-) -> int:
+) -> Peak:
     """The most bytes alive at once during ``module(...)``'s forward and a backward from its output (weights, inputs
     and the parameters' gradients left out), on the meta device. ``input_grad``: the first input carries gradient
     (a frozen VAE decoding a sample that AlignProp's reward differentiates)."""
@@ -205,10 +219,16 @@ def trace_training_peak(
         out.backward(torch.ones_like(out))
         del out
     grads = {_key(p.grad) for p in module.parameters() if p.grad is not None}
-    peak = live.peak(excluded=grads)
+    peak = live.peak_and_storages(excluded=grads)
     for p in module.parameters():
         p.grad = None
     return peak
+
+
+def first_output(out) -> torch.Tensor:
+    """A denoiser's prediction from its output tuple; Z-Image returns one tensor per sample, stacked here."""
+    first = out[0]
+    return torch.stack(list(first)) if isinstance(first, (list, tuple)) else first
 
 
 def _meta_inputs(make_inputs: Callable[[], tuple[tuple, dict]]) -> tuple[tuple, dict]:
