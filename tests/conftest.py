@@ -17,6 +17,14 @@ from drl.config import Config, register_configs, validate
 
 os.environ.setdefault("WANDB_SILENT", "true")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` runs N workers side by side: one torch thread each, for this process and every drl-train it
+    # starts (hardware.num_threads=0 leaves torch at OMP_NUM_THREADS), so that N workers do not spin on N^2 threads.
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 # A run of seconds: few samples, few steps, no W&B.
 TINY = [
     "train.epochs=2",

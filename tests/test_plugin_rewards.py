@@ -147,6 +147,7 @@ def test_the_contract_is_checked_on_every_call_not_only_at_start():
         reward(torch.rand(3, 3, 4, 4), ["a"] * 3, [{}] * 3)
 
 
+@pytest.mark.slow  # ~30 CPU-s: drl-train subprocesses; the in-process plugin tests above cover the reward path
 def test_a_user_config_directory_and_pythonpath_make_reward_my_judge_work_from_the_command_line(tmp_path, plugin_dir):
     directory, module = plugin_dir
     (tmp_path / "my_conf" / "reward").mkdir(parents=True)

@@ -43,6 +43,7 @@ def _spy(monkeypatch, name: str) -> tuple[list, list]:
 FLOAT32_RUNS = 1e-5
 
 
+@pytest.mark.slow  # ~16 CPU-s: two two-epoch runs compared
 def test_overlapped_scoring_trains_as_sequential_scoring(tmp_path, monkeypatch):
     calls, scores = _spy(monkeypatch, "toy_alignment")
     overrides = ["reward=aligned_and_compressible", "train.samples_per_epoch=12", "train.batch_size=4",
