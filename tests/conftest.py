@@ -149,11 +149,26 @@ def pytest_runtest_protocol(item, nextitem):
         report.write(json.dumps({"test": item.nodeid, "cpu_s": round(cpu_seconds() - cpu, 2), "wall_s": round(time.perf_counter() - wall, 2)}) + "\n")
 
 
-def assert_trained_two_epochs(run_dir: Path, cfg) -> None:
+def save_tiny_builds(root: Path, names, **build_options) -> dict[str, str]:
+    """drl.testing.tiny's builders for ``names``, each saved under root/<name>: name -> directory."""
+    from drl.testing.tiny import BUILDERS
+
+    for name in names:
+        BUILDERS[name](seed=0, **build_options).save_pretrained(root / name)
+    return {name: str(root / name) for name in names}
+
+
+def assert_trained_two_epochs(run_dir: Path, cfg, negative_reward: bool = False) -> None:
     """A two-epoch run of a LoRA-adapted image model: finite loss and reward each epoch, moved from its base, on-policy
-    ratio 1 at DDPO's first inner step, and the LoRA exported."""
+    ratio 1 at DDPO's first inner step, and the LoRA exported. ``negative_reward``: the reward is a distance to each
+    prompt's source image (image-conditioned runs), so every epoch's mean and every "after" evaluation is below 0."""
     records = read_records(run_dir)
     assert len(records) == 2 and all(math.isfinite(r["train/loss"]) and math.isfinite(r["reward_mean"]) for r in records)
+    if negative_reward:
+        assert all(r["reward_mean"] < 0 for r in records)
+        evaluation = json.loads((run_dir / "eval.json").read_text())
+        assert len(evaluation["before"]) == len(evaluation["after"]) == cfg.train.eval_size
+        assert all(v < 0 for v in evaluation["after"])
     assert records[-1]["drift_from_base"] > 0
     if cfg.algorithm.name == "ddpo":
         assert records[0]["train/ratio_dev_first"] <= 1e-5

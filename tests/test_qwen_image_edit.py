@@ -7,13 +7,12 @@ changes a fresh diffusers pipeline's output.
 """
 
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, compose_config, read_records
+from conftest import SMALL, assert_trained_two_epochs, compose_config
 from test_flow_families import GRPO, NFT, _edits_file
 
 from drl.errors import ConfigError
@@ -125,14 +124,7 @@ def test_an_editing_run_trains_two_epochs_from_a_prompts_file_with_images(tmp_pa
     edits = _edits_file(tmp_path / "data")
     cfg = compose_config(_edit_overrides(edit_dir, edits, *extra, "algorithm.lr=1e-2", "train.eval_size=2"))
     train(cfg, tmp_path / "run")
-    records = read_records(tmp_path / "run")
-    assert len(records) == 2 and all(math.isfinite(r["train/loss"]) and r["reward_mean"] < 0 for r in records)
-    assert records[-1]["drift_from_base"] > 0
-    if cfg.algorithm.name == "ddpo":
-        assert records[0]["train/ratio_dev_first"] <= 1e-5
-    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert len(evaluation["before"]) == len(evaluation["after"]) == 2 and all(v < 0 for v in evaluation["after"])
-    assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert_trained_two_epochs(tmp_path / "run", cfg, negative_reward=True)
 
 
 @pytest.mark.slow

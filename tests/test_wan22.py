@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, compose_config, read_records
+from conftest import SMALL, compose_config, read_records, save_tiny_builds
 
 from drl.errors import ConfigError
 from drl.models.loading import load_t2v
@@ -25,12 +25,7 @@ LAYOUTS = {"wan22": 32, "wan22_ti2v": 64}  # tiny builder -> frame side (4 x 4 l
 
 @pytest.fixture(scope="module")
 def wan22_dirs(tmp_path_factory) -> dict[str, str]:
-    from drl.testing.tiny import BUILDERS
-
-    root = tmp_path_factory.mktemp("tiny_wan22")
-    for name in LAYOUTS:
-        BUILDERS[name](seed=0, num_frames=5).save_pretrained(root / name)
-    return {name: str(root / name) for name in LAYOUTS}
+    return save_tiny_builds(tmp_path_factory.mktemp("tiny_wan22"), LAYOUTS, num_frames=5)
 
 
 def overrides(name: str, dirs: dict[str, str], *extra: str) -> list[str]:

@@ -5,13 +5,12 @@
 """
 
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, compose_config, read_records
+from conftest import SMALL, assert_trained_two_epochs, compose_config, save_tiny_builds
 
 from drl.errors import ConfigError
 from drl.models.loading import load_t2v
@@ -27,12 +26,7 @@ LAYOUTS = {"wan22_i2v": 32, "wan22_ti2v": 64}  # tiny builder -> frame side (4 x
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory) -> dict[str, str]:
-    from drl.testing.tiny import BUILDERS
-
-    root = tmp_path_factory.mktemp("tiny_wan22_i2v")
-    for name in LAYOUTS:
-        BUILDERS[name](seed=0, num_frames=5).save_pretrained(root / name)
-    return {name: str(root / name) for name in LAYOUTS}
+    return save_tiny_builds(tmp_path_factory.mktemp("tiny_wan22_i2v"), LAYOUTS, num_frames=5)
 
 
 def _load(dirs, name: str) -> WanI2VModel:
@@ -152,15 +146,8 @@ def test_an_image_to_video_run_carries_its_start_images_from_the_prompts_file(tm
     starts = _start_images(tmp_path / "data", LAYOUTS[name])
     cfg = compose_config(overrides(name, dirs, starts, "train.eval_size=2", *extra))
     train(cfg, tmp_path / "run")
-    records = read_records(tmp_path / "run")
-    assert len(records) == 2 and all(math.isfinite(r["train/loss"]) and r["reward_mean"] < 0 for r in records)
-    assert records[-1]["drift_from_base"] > 0
-    if cfg.algorithm.name == "ddpo":
-        assert records[0]["train/ratio_dev_first"] <= 1e-5
-    evaluation = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert len(evaluation["before"]) == len(evaluation["after"]) == 2 and all(v < 0 for v in evaluation["after"])
+    assert_trained_two_epochs(tmp_path / "run", cfg, negative_reward=True)
     lora = tmp_path / "run" / "lora"
-    assert (lora / "pytorch_lora_weights.safetensors").is_file()
     assert (lora / "transformer_2" / "pytorch_lora_weights.safetensors").is_file() == (name == "wan22_i2v")
 
 
