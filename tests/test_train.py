@@ -106,7 +106,8 @@ def test_wandb_offline_run_is_written_into_the_run_dir(tmp_path, random_toy_mode
 @pytest.mark.parametrize(
     "variant",
     [
-        ["algorithm.kl_coef=0.1", "algorithm.lr=1e-2"],
+        # ~21 CPU-s under `pytest -n 2`: the KL term's path is kl-lora's with a full copy as reference (slow suite)
+        pytest.param(["algorithm.kl_coef=0.1", "algorithm.lr=1e-2"], marks=pytest.mark.slow),
         ["algorithm.kl_coef=0.1", "algorithm.lr=1e-2", "model.finetune=lora"],
         ["algorithm.logprob_reduction=sum", "algorithm.clip_range=0.2"],
         ["algorithm.group_size=4", "algorithm.num_inner_epochs=2", "algorithm.timestep_fraction=0.5"],
