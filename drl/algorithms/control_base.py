@@ -78,6 +78,19 @@ class OfflineTwinQ(Algorithm):
     def gradient_step(self, mb: TransitionBatch) -> dict[str, float]:
         raise NotImplementedError
 
+    @staticmethod
+    def step_metrics(losses: dict[str, torch.Tensor], q1: torch.Tensor, target: torch.Tensor, actor_grad: float,
+                     critic_grad: float) -> dict[str, float]:
+        """A gradient step's log line: ``losses`` (name -> scalar; "loss" is the actor's), the critic's Q1 and target
+        means, both gradient norms."""
+        return {
+            **{f"train/{name}": float(value.detach()) for name, value in losses.items()},
+            "train/q_mean": float(q1.detach().mean()),
+            "train/target_mean": float(target.mean()),
+            "train/grad_norm": actor_grad,
+            "train/critic_grad_norm": critic_grad,
+        }
+
     def update(self, batch: TransitionBatch, epoch: int) -> dict[str, float]:
         totals: dict[str, list[float]] = {}
         for index in torch.arange(len(batch)).split(self.ctx.cfg.train.batch_size):

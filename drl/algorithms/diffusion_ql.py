@@ -77,16 +77,8 @@ class DiffusionQL(OfflineTwinQ):
             elif cfg.ema_warmup == "copy":
                 self.ema_actor.load_state_dict(ctx.model.denoiser.state_dict())
         soft_update(self.critic_target, self.critic, cfg.tau)
-        return {
-            "train/loss": float(actor_loss.detach()),
-            "train/bc_loss": float(bc_loss.detach()),
-            "train/q_loss": float(q_loss.detach()),
-            "train/critic_loss": float(critic_loss.detach()),
-            "train/q_mean": float(q1.detach().mean()),
-            "train/target_mean": float(y.mean()),
-            "train/grad_norm": actor_grad,
-            "train/critic_grad_norm": critic_grad,
-        }
+        losses = {"loss": actor_loss, "bc_loss": bc_loss, "q_loss": q_loss, "critic_loss": critic_loss}
+        return self.step_metrics(losses, q1, y, actor_grad, critic_grad)
 
     # -------------------------------------------------------------------- acting
     def select_actions(self, states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -82,17 +82,9 @@ class FQL(OfflineTwinQ):
         self.critic.zero_grad(set_to_none=True)  # the actor's loss must not move the critic
         actor_grad, _ = self.optimizer_step()
         soft_update(self.critic_target, self.critic, cfg.tau)
-        return {
-            "train/loss": float(actor_loss.detach()),
-            "train/bc_loss": float(bc_loss.detach()),
-            "train/distill_loss": float(distill_loss.detach()),
-            "train/q_loss": float(q_loss.detach()),
-            "train/critic_loss": float(critic_loss.detach()),
-            "train/q_mean": float(q1.detach().mean()),
-            "train/target_mean": float(y.mean()),
-            "train/grad_norm": actor_grad,
-            "train/critic_grad_norm": critic_grad,
-        }
+        losses = {"loss": actor_loss, "bc_loss": bc_loss, "distill_loss": distill_loss, "q_loss": q_loss,
+                  "critic_loss": critic_loss}  # fmt: skip
+        return self.step_metrics(losses, q1, y, actor_grad, critic_grad)
 
     # -------------------------------------------------------------------- export
     def export_policy(self):
