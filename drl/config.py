@@ -220,6 +220,9 @@ class TrainConfig:
     eval_size: int = 64
     """Fixed prompts and noise scored before and after training (the grids are their first grid_size);
     the paired gain and its standard error go to eval.json. 0: the grid alone."""
+    eval_eta: Optional[float] = None
+    """The before/after evaluation's noise level (scheduler.eta's meaning: 0 = the deterministic ODE/DDIM chain);
+    null: scheduler.eta, the run's own sampler. Flow-GRPO evaluates with the ODE (0) what it trains with the SDE."""
     max_nonfinite_batches: int = 3
     """Stop the run after this many consecutive epochs whose rewards or loss were NaN/inf (they are skipped)."""
 
@@ -376,6 +379,10 @@ def find_problems(cfg: Config) -> list[str]:
     for key in ("epochs", "samples_per_epoch", "batch_size", "save_every", "grid_size", "max_nonfinite_batches"):
         _positive(p, f"train.{key}", getattr(t, key))
     _positive(p, "train.eval_size", t.eval_size, allow_zero=True)
+    if t.eval_eta is not None:
+        _positive(p, "train.eval_eta", t.eval_eta, allow_zero=True)
+        if s.kind == "ddpm":
+            p.append("train.eval_eta sets the evaluation's eta, which scheduler=ddpm ignores: use scheduler=ddim or leave it unset.")
     if t.sample_batch_size is not None:
         _positive(p, "train.sample_batch_size", t.sample_batch_size)
     _choice(p, "scheduler.kind", s.kind, ("ddim", "ddpm", "flow"))

@@ -193,6 +193,17 @@ class ProbeFailures(dict):
             return default
 
 
+@contextlib.contextmanager
+def evaluation_eta(collector, eta: float | None):
+    """The collector samples with ``eta`` inside the block (None: its own), e.g. the ODE for an SDE-trained run."""
+    own = collector.eta
+    collector.eta = own if eta is None else eta
+    try:
+        yield
+    finally:
+        collector.eta = own
+
+
 def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int, failures: ProbeFailures | None = None) -> tuple[Rollout, list[str]]:
     """Fixed prompts and noise, identical before and after training: max(grid_size, eval_size) samples
     whose first grid_size tiles form the image grid. ``failures``: where an evaluation-only reward term
@@ -204,7 +215,8 @@ def evaluation_batch(ctx: TrainContext, reward: WeightedReward, seed: int, failu
     # an editing task's source images go with its own prompts (grid_prompts carry none)
     metadata = [{} for _ in prompts] if cfg.prompts.grid_prompts else ctx.prompts.first_conditions(n)
     generator = torch.Generator().manual_seed(seed + GRID_SEED_OFFSET)
-    batch = ctx.collector.collect(prompts, metadata, generator)
+    with evaluation_eta(ctx.collector, cfg.train.eval_eta):
+        batch = ctx.collector.collect(prompts, metadata, generator)
     with torch.no_grad():  # group_size=0: a groupwise reward's groups are the samples that share a prompt
         batch.rewards, batch.reward_terms = reward(batch.samples, batch.prompts, batch.metadata, group_size=0, latents=batch.final_latents)
         evaluate = lambda: reward.evaluate(batch.samples, batch.prompts, batch.metadata, batch.final_latents)  # noqa: E731 (reward.eval_terms)

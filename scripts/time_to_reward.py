@@ -158,13 +158,12 @@ def evaluate_checkpoints(overrides: list[str], run_dir: Path, snapshots: list[Pa
     from drl.runtime import seed_everything
     from drl.train import build_context
 
-    kept = [o for o in overrides if not o.startswith(("train.eval_size=", "train.grid_size="))]
-    cfg = compose_config([*kept, f"train.eval_size={args.eval_size}", f"train.grid_size={min(4, args.eval_size)}"])
+    kept = [o for o in overrides if not o.startswith(("train.eval_size=", "train.grid_size=", "train.eval_eta="))]
+    eta = "null" if args.eval_eta == "run" else args.eval_eta  # null: the run's own scheduler.eta
+    cfg = compose_config([*kept, f"train.eval_size={args.eval_size}", f"train.grid_size={min(4, args.eval_size)}", f"train.eval_eta={eta}"])
     torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
     ctx, reward, algorithm = build_context(cfg)
-    if args.eval_eta != "run":
-        ctx.collector.eta = float(args.eval_eta)
     if args.eval_guidance is not None:
         ctx.collector.guidance_scale = args.eval_guidance
     probe = QualityProbe.for_run(cfg, ctx.model, ctx.device)

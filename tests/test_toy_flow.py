@@ -190,10 +190,31 @@ def test_toy_flow_counterparts_keep_every_setting_of_their_reference_recipe_but_
     assert {k: v for k, v in asdict(ours.algorithm).items() if k != "group_size"} == {
         k: v for k, v in asdict(theirs.algorithm).items() if k != "group_size"
     }
-    assert ours.scheduler == theirs.scheduler and ours.seed == theirs.seed
+    assert ours.scheduler == theirs.scheduler and ours.seed == theirs.seed and ours.train.eval_eta == theirs.train.eval_eta
     for key in ("finetune", "lora_rank", "lora_alpha", "lora_targets"):
         assert getattr(ours.model, key) == getattr(theirs.model, key), key
     assert ours.algorithm.group_size < theirs.algorithm.group_size and ours.train.samples_per_epoch % ours.algorithm.group_size == 0
+
+
+def test_the_evaluation_samples_with_train_eval_eta_whatever_the_run_trains_with(random_toy_flow):
+    """An SDE run (eta 0.7) evaluated with train.eval_eta=0 draws the very samples an ODE run's evaluation draws
+    (the same computation: exact), as Flow-GRPO evaluates its SDE-trained model with the ODE."""
+    from drl.images import evaluation_batch
+    from drl.train import build_context
+
+    def evaluation(*overrides):
+        cfg = compose_config([*ONE_EPOCH, f"model.path={random_toy_flow}", "algorithm=ddpo", "algorithm.group_size=2", *overrides], tiny=False)
+        ctx, reward, _ = build_context(cfg)
+        batch, _ = evaluation_batch(ctx, reward, cfg.seed)
+        assert ctx.collector.eta == cfg.scheduler.eta  # the run's own sampler again after the evaluation
+        return batch
+
+    ode, sde = evaluation("scheduler.eta=0.7", "train.eval_eta=0"), evaluation("scheduler.eta=0.7")
+    assert torch.equal(ode.samples, evaluation("scheduler.eta=0.0001", "train.eval_eta=0").samples)
+    assert not bool(ode.stochastic.any()) and bool(sde.stochastic.all())
+    assert not torch.equal(ode.samples, sde.samples)
+    with pytest.raises(ConfigError, match=r"^train\.eval_eta sets the evaluation's eta, which scheduler=ddpm ignores"):
+        compose_config(["scheduler=ddpm", "train.eval_eta=0"])
 
 
 LEARNING_RUNS = {  # docs/results/2026-12-07-toy-flow.md: each raised the 64 fixed inputs' alignment by >= 3 s.e. on seed 0
