@@ -12,6 +12,7 @@ with its own checks, lives in drl/algorithms/schemas/ and is named in the regist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -129,6 +130,8 @@ class RewardConfig:
     """Rewards logged beside the terms (as reward/<name>) without entering the sum or its gradient."""
     jpeg_quality: int = 95
     """JPEG quality used by jpeg_compressibility / jpeg_incompressibility."""
+    target_rgb: List[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])
+    """target_colour's colour, RGB in [0, 1] (blue: shared/tools/trl_anchor's default)."""
     classifier_path: str = "drl:toy_classifier"
     """Directory of the toy prompt-alignment classifier (toy_alignment, toy_object)."""
     aesthetic_clip_path: str = "~/.cache/drl/clip-vit-large-patch14"
@@ -439,6 +442,9 @@ def find_problems(cfg: Config) -> list[str]:
     if image_run and not any(term_weight(w) != 0 for w in cfg.reward.terms.values() if isinstance(w, (Mapping, int, float))):
         p.append("reward.terms has no non-zero weight: name at least one reward, e.g. reward=toy_alignment.")
     _positive(p, "reward.jpeg_quality", cfg.reward.jpeg_quality)
+    rgb = list(cfg.reward.target_rgb)
+    if len(rgb) != 3 or not all(math.isfinite(c) and 0 <= c <= 1 for c in rgb):
+        p.append(f"reward.target_rgb={rgb} must be three numbers in [0, 1] (red, green, blue).")
     _positive(p, "reward.frame_subset", cfg.reward.frame_subset, allow_zero=True)
     for key, spec in cfg.reward.terms.items():  # a term that compares the samples of a group needs groups
         kind = "pairwise" if isinstance(spec, Mapping) and spec.get("pairwise") else "groupwise" if isinstance(spec, Mapping) and spec.get("groupwise") else ""

@@ -73,3 +73,17 @@ def test_the_centroid_of_a_render_moves_as_prompted():
     track = object_centroids((clips + 1) / 2)  # [8, F, 2]
     travel = ((track[:, -1] - track[:, 0]) * directions).sum(1)  # along the prompt, fraction of the width
     assert float(travel.min()) > 0.2  # the renderer moves the shape 0.4 of the width; the border-based weights damp it
+
+
+def test_target_colour_is_minus_the_mean_squared_distance_to_the_colour_with_its_gradient():
+    """Two 1x2 images by hand against blue: (0, 0.5, 1 | 1, 0, 1) -> -(0 + 0.25 + 0 + 1 + 0 + 0) / 6; a blue image -> 0."""
+    reward = build_reward(compose_config(["reward=target_colour"]).reward, torch.device("cpu"))
+    images = torch.tensor([[[[0.0, 1.0]], [[0.5, 0.0]], [[1.0, 1.0]]], [[[0.0, 0.0]], [[0.0, 0.0]], [[1.0, 1.0]]]], requires_grad=True)
+    scores, _ = reward(images, ["a", "b"], [{}, {}])
+    torch.testing.assert_close(scores, torch.tensor([-1.25 / 6, 0.0]))
+    scores[0].backward()  # d/dx of -mean (x - t)^2 = -2 (x - t) / 6 per pixel and channel
+    torch.testing.assert_close(images.grad[0], -2 * (images[0].detach() - torch.tensor([0.0, 0.0, 1.0]).view(3, 1, 1)) / 6)
+    green = build_reward(compose_config(["reward=target_colour", "reward.target_rgb=[0,1,0]"]).reward, torch.device("cpu"))
+    assert float(green(images.detach()[1:], ["b"], [{}])[0]) == pytest.approx(-2 / 6)
+    with pytest.raises(ConfigError, match=r"^reward\.target_rgb=\[0\.0, 2\.0\] must be three numbers in \[0, 1\]"):
+        compose_config(["reward=target_colour", "reward.target_rgb=[0,2]"])

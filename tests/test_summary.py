@@ -19,6 +19,15 @@ def test_groups_are_the_overrides_minus_seed_and_hydra_keys():
     assert summary.median([3.0, None, 1.0]) == 3.0  # a run that never got there counts as +inf
 
 
+def test_overrides_every_group_shares_are_said_once_above_the_table():
+    rows = [{"group": "model=toy_flow algorithm=dpo train.epochs=20"}, {"group": "model=toy_flow algorithm=nft train.epochs=20"}]
+    common = summary.common_overrides(rows)
+    assert common == ["model=toy_flow", "train.epochs=20"]
+    assert [summary.label_of(r, common) for r in rows] == ["algorithm=dpo", "algorithm=nft"]
+    assert summary.common_overrides(rows[:1]) == []  # one group: its overrides are its label
+    assert summary.label_of({"group": "model=toy_flow"}, ["model=toy_flow"]) == "(the common overrides alone)"
+
+
 def _fake_run(directory, job, overrides, gain, diversity_change, cpu):
     run = directory / f"{job}-toy"
     (run / ".hydra").mkdir(parents=True)

@@ -19,6 +19,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -175,11 +176,25 @@ def summarize(runs: list[RunSummary]) -> list[dict]:
     return rows
 
 
+def common_overrides(rows: list[dict]) -> list[str]:
+    """The overrides every group shares (in the first group's order): said once, above the table, when there are several groups."""
+    if len(rows) < 2:
+        return []
+    shared = set.intersection(*(set(r["group"].split()) for r in rows))
+    return [item for item in rows[0]["group"].split() if item in shared]
+
+
+def label_of(row: dict, common: list[str]) -> str:
+    """A group's overrides without the common ones."""
+    return " ".join(item for item in row["group"].split() if item not in common) or "(the common overrides alone)"
+
+
 def table(rows: list[dict]) -> str:
+    common = common_overrides(rows)
     header = ["configuration (overrides minus seed)", "seeds", "paired gain, mean ± s.e.", "diversity change", "wall s / run", "CPU s / run"]
     body = [
         [
-            f"`{r['group']}`",
+            f"`{label_of(r, common)}`",
             f"{len(r['seeds'])}" + (f" (+{r['incomplete']} incomplete)" if r["incomplete"] else ""),
             fmt_mean_se((r["gain_mean"], r["gain_se"])),
             "—" if math.isnan(r["diversity_change_mean"]) else f"{r['diversity_change_mean']:+.0%}",
@@ -188,16 +203,22 @@ def table(rows: list[dict]) -> str:
         ]
         for r in rows
     ]
-    return markdown_table(header, body)
+    above = f"Every configuration: `{' '.join(common)}`\n\n" if common else ""
+    return above + markdown_table(header, body)
 
 
 def draw_gains(rows: list[dict]) -> Callable:
     def draw(plt):
-        fig, ax = plt.subplots(figsize=(6, 0.6 * len(rows) + 1.5))
+        common = common_overrides(rows)
+        labels = [textwrap.fill(label_of(r, common), 48) for r in rows]
+        lines = sum(label.count("\n") + 1 for label in labels)
+        fig, ax = plt.subplots(figsize=(10, 0.2 * lines + 0.3 * len(rows) + 1.2))
         for y, row in enumerate(rows):
             ax.errorbar(row["gain_mean"], y, xerr=0 if math.isnan(row["gain_se"]) else row["gain_se"], fmt="o", color="C0", capsize=4)
             ax.scatter(row["gains"], [y] * len(row["gains"]), color="C1", s=12, zorder=3)
-        ax.set_yticks(range(len(rows)), [r["group"][:60] for r in rows])
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        if common:
+            ax.set_title(textwrap.fill("every run: " + " ".join(common), 110), fontsize=8)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_xlabel("paired gain on the fixed inputs (mean ± s.e.; dots: seeds)")
         ax.invert_yaxis()

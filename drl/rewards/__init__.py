@@ -36,6 +36,12 @@ def _without_options(module: str, name: str) -> Callable[[RewardConfig, torch.de
     return make
 
 
+def _target_colour(cfg: RewardConfig, device: torch.device) -> Reward:
+    from drl.rewards.pixel_stats import target_colour
+
+    return target_colour(cfg.target_rgb)
+
+
 def _toy_alignment(cfg: RewardConfig, device: torch.device) -> Reward:
     from drl.rewards.toy_alignment import toy_alignment  # heavy import stays in the factory
 
@@ -98,6 +104,7 @@ REWARDS: dict[str, Callable[[RewardConfig, torch.device], Reward]] = {
     "temporal_consistency": _without_options("video", "temporal_consistency"),
     "toy_background": _without_options("pixel_stats", "toy_background"),
     "high_frequency": _without_options("pixel_stats", "high_frequency"),
+    "target_colour": _target_colour,
 }
 FRAMES_PREFIX = "frames_"  # frames_<image reward>: that image reward on K random frames of each clip
 EVAL_PREFIX = "eval:"  # evaluation rewards' keys among an evaluation batch's reward terms

@@ -12,7 +12,11 @@ functions of the pixels, so gradients cannot move them except by changing what t
                      channel, [0, 1] units): ~0 on the renders' flat background and soft shape edges,
                      large on pixel noise and texture.
 
-Both take images [B, 3, H, W] in [0, 1] (clips: ``frames_<name>``, or :func:`per_frame` for every
+``target_colour`` is a reward, not a monitor: -mean_(c, y, x) (pixel - target RGB)², differentiable, the pixel
+statistic a random-weight pipeline can learn in a few epochs (trl's AlignProp example and shared/tools/trl_anchor
+use the same one).
+
+The monitors take images [B, 3, H, W] in [0, 1] (clips: ``frames_<name>``, or :func:`per_frame` for every
 frame) and return [B]. :func:`centroid_direction_accuracy` checks the motion itself without a classifier:
 the object's saliency-weighted centroid per frame, and whether it travels the way the prompt says. They are monitors (``reward.monitor``): toy_background is a hard count and
 not differentiable, so AlignProp refuses it as a term, and neither enters the optimised sum.
@@ -86,3 +90,15 @@ def toy_background() -> Reward:
 
 def high_frequency() -> Reward:
     return Reward("high_frequency", lambda s, p, m: high_frequency_energy(s.float()), differentiable=True)
+
+
+def colour_distance(images: torch.Tensor, rgb) -> torch.Tensor:
+    """images [B, 3, H, W] in [0, 1] -> mean_(c, y, x) (pixel - rgb)² [B]."""
+    target = torch.as_tensor(list(rgb), dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - target).pow(2).mean((1, 2, 3))
+
+
+def target_colour(rgb) -> Reward:
+    """r = -colour_distance: images closer to one colour score higher."""
+    rgb = tuple(float(c) for c in rgb)
+    return Reward("target_colour", lambda s, p, m: -colour_distance(s.float(), rgb), differentiable=True)
