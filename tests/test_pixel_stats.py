@@ -84,6 +84,6 @@ def test_target_colour_is_minus_the_mean_squared_distance_to_the_colour_with_its
     scores[0].backward()  # d/dx of -mean (x - t)^2 = -2 (x - t) / 6 per pixel and channel
     torch.testing.assert_close(images.grad[0], -2 * (images[0].detach() - torch.tensor([0.0, 0.0, 1.0]).view(3, 1, 1)) / 6)
     green = build_reward(compose_config(["reward=target_colour", "reward.target_rgb=[0,1,0]"]).reward, torch.device("cpu"))
-    assert float(green(images.detach()[1:], ["b"], [{}])[0]) == pytest.approx(-2 / 6)
+    assert float(green(images.detach()[1:], ["b"], [{}])[0]) == pytest.approx(-4 / 6)  # G off by 1 and B by 1, at both pixels
     with pytest.raises(ConfigError, match=r"^reward\.target_rgb=\[0\.0, 2\.0\] must be three numbers in \[0, 1\]"):
         compose_config(["reward=target_colour", "reward.target_rgb=[0,2]"])
