@@ -24,7 +24,7 @@ one process at a time. A drl run is a child ``python -m drl.cli`` with a checkpo
 checkpoint is kept (a hard link) and, after the run, evaluated here with the base model's fixed prompts and noise
 (drl.images.evaluation_batch, the EMA weights if the run keeps one): the paired gain over the base model, and the
 samples' diversity (the quality probe's features). The evaluation samples with --eval-eta (default 0: the ODE, how a
-deployed model samples; "run": the run's scheduler.eta), whatever SDE window the training used.
+deployed model samples; "run": the run's scheduler.eta; a DDPM run always samples its own way), whatever SDE window the training used.
 
 What is counted up to each evaluated epoch e (from metrics.jsonl): CPU seconds of the epochs (user + sys of the
 training process, ``cpu_s``), their wall seconds (sample + update), denoiser calls (sample-steps through the
@@ -159,8 +159,9 @@ def evaluate_checkpoints(overrides: list[str], run_dir: Path, snapshots: list[Pa
     from drl.train import build_context
 
     kept = [o for o in overrides if not o.startswith(("train.eval_size=", "train.grid_size=", "train.eval_eta="))]
-    eta = "null" if args.eval_eta == "run" else args.eval_eta  # null: the run's own scheduler.eta
-    cfg = compose_config([*kept, f"train.eval_size={args.eval_size}", f"train.grid_size={min(4, args.eval_size)}", f"train.eval_eta={eta}"])
+    cfg = compose_config([*kept, f"train.eval_size={args.eval_size}", f"train.grid_size={min(4, args.eval_size)}", "train.eval_eta=null"])
+    if args.eval_eta != "run" and cfg.scheduler.kind != "ddpm":  # DDPM has no eta: its own sampler, not a refusal after training
+        cfg.train.eval_eta = float(args.eval_eta)
     torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
     ctx, reward, algorithm = build_context(cfg)
