@@ -15,9 +15,11 @@ CONFIGS.yaml (read with yaml.safe_load; nothing in it runs as code):
       fast: [experiment=toy_flow_grpo, algorithm.sde_window=2]
       trl:  {command: [/tmp/trl-venv/bin/python, trl_anchor.py, ddpo, --seed, "{seed}", --epochs, "{epochs}", --json, "{json}"]}
 
-An entry with ``command`` is an external run (shared/tools/trl_anchor's ``ddpo``): {seed}, {epochs} and {json} are
-filled in, and the JSON it writes gives each epoch's wall_s, cpu_s, samples and reward_mean (and its denoiser calls
-per epoch under "derived"). Such a run has no paired evaluation: compare it with --measure epoch_mean.
+An entry with ``command`` is an external run (shared/tools/trl_anchor's ``ddpo``): {seed}, {epochs}, {eval_every}, {json}
+and {lora} are filled in, and the JSON it writes gives each epoch's wall_s, cpu_s, samples and reward_mean (and its denoiser calls
+per epoch under "derived"). With --measure paired it must save its LoRA (diffusers format) after every evaluated epoch
+e to {lora}/epoch<e, 4 digits>/ (trl_anchor.py ddpo --save-lora-dir {lora} --save-lora-every {eval_every}): each is loaded into the
+adapter of the common overrides' model and evaluated on the same fixed inputs as the drl runs of its seed.
 
 How it runs: for each seed, every configuration in turn (A, B, A, B: a change in the machine's load hits all alike),
 one process at a time. A drl run is a child ``python -m drl.cli`` with a checkpoint every --eval-every epochs; each
@@ -54,6 +56,7 @@ from typing import NamedTuple
 
 import yaml
 
+from drl.evaluation.models import LORA_FILE
 from drl.evaluation.summary import epoch_totals, fmt, fmt_mean_se, markdown_table, mean_se, median, read_jsonl, save_figure
 
 SMOKE = {
@@ -145,13 +148,14 @@ def run_child(command: list[str], snapshot_dir: Path | None = None, checkpoint: 
     }
 
 
-def evaluate_checkpoints(overrides: list[str], run_dir: Path, snapshots: list[Path], args) -> list[dict]:
+def evaluate_checkpoints(overrides: list[str], snapshots: list[Path], args) -> list[dict]:
     """The base model's and each checkpoint's rewards and diversity on the fixed evaluation inputs of the run's seed."""
     import torch
 
     from drl.checkpoint import load_checkpoint, load_trainable_state
     from drl.compose import compose_config
     from drl.evaluation.features import extract
+    from drl.evaluation.models import load_lora_into
     from drl.evaluation.hacking import QualityProbe
     from drl.evaluation.metrics import diversity
     from drl.images import evaluation_batch
@@ -179,6 +183,10 @@ def evaluate_checkpoints(overrides: list[str], run_dir: Path, snapshots: list[Pa
 
     points = [evaluate(-1)]  # the base model: epoch -1
     for path in snapshots:
+        if path.is_dir():  # an external run's LoRA after epoch NNNN (epochNNNN/), into the run's own adapter
+            load_lora_into(ctx.model.denoiser, path)
+            points.append(evaluate(int(path.name.removeprefix("epoch"))))
+            continue
         state = load_checkpoint(path)
         load_trainable_state(ctx.hooks.trainable_modules(), state["weights"])
         algorithm.load_state_dict(state["algorithm"])  # the EMA's weights, if any
@@ -212,6 +220,12 @@ def epoch_counts(records: list[dict]) -> list[dict]:
     return out
 
 
+def paired_points(args, overrides: list[str], snapshots: list[Path], counts: list[dict]) -> list[dict]:
+    """The paired curve of a run's snapshots, each point with the run's counts up to its epoch."""
+    by_epoch = {c["epoch"]: c for c in counts}
+    return [{**by_epoch[p["epoch"]], **p} for p in paired_curve(evaluate_checkpoints(overrides, snapshots, args))]
+
+
 def run_drl(args, common: list[str], config: Config, seed: int, run_dir: Path) -> dict:
     overrides = drl_overrides(args, common, config, seed)
     snapshots = run_dir / "snapshots"
@@ -222,18 +236,16 @@ def run_drl(args, common: list[str], config: Config, seed: int, run_dir: Path) -
     if process["returncode"] != 0:
         raise RuntimeError(f"{config.name} seed {seed} failed (exit {process['returncode']}): see {run_dir / 'train.log'}")
     counts = epoch_counts(read_jsonl(run_dir / "run" / "metrics.jsonl"))
-    paired = []
-    if args.measure == "paired":  # epoch_mean reads the epochs' own rewards: nothing to evaluate
-        points = evaluate_checkpoints(overrides, run_dir, sorted(snapshots.glob("*.pt")), args)
-        by_epoch = {c["epoch"]: c for c in counts}
-        paired = [{**by_epoch[p["epoch"]], **p} for p in paired_curve(points)]
+    # epoch_mean reads the epochs' own rewards: nothing to evaluate
+    paired = paired_points(args, overrides, sorted(snapshots.glob("*.pt")), counts) if args.measure == "paired" else []
     return {"config": config.name, "seed": seed, "kind": "drl", "overrides": overrides, "paired": paired, "epochs": counts[1:], **process}
 
 
-def run_external(args, config: Config, seed: int, run_dir: Path) -> dict:
-    """An external run (trl_anchor's ddpo): its JSON's epochs as the curve."""
-    out = run_dir / "external.json"
-    fill = {"{seed}": str(seed), "{epochs}": str(args.epochs), "{json}": str(out)}
+def run_external(args, common: list[str], config: Config, seed: int, run_dir: Path) -> dict:
+    """An external run (trl_anchor's ddpo): its JSON's epochs as the curve; with --measure paired, the LoRA it saved
+    under {lora}/epochNNNN/ evaluated on the drl runs' fixed inputs of its seed (the common overrides' model)."""
+    out, lora = run_dir / "external.json", run_dir / "lora"
+    fill = {"{seed}": str(seed), "{epochs}": str(args.epochs), "{eval_every}": str(args.eval_every), "{json}": str(out), "{lora}": str(lora)}
     command = [fill.get(a, a) for a in config.command]  # whole words only: other braces stay as written
     print(f"[{config.name} seed {seed}] {shlex.join(command)}", flush=True)
     process = run_child(command, log=run_dir / "train.log")
@@ -247,7 +259,13 @@ def run_external(args, config: Config, seed: int, run_dir: Path) -> dict:
          "reward_mean": e["reward_mean"], "train/denoiser_calls_sample": calls}
         for e in doc["epochs"]
     ]  # fmt: skip
-    return {"config": config.name, "seed": seed, "kind": "external", "command": command, "paired": [], "epochs": epoch_counts(records)[1:], **process}
+    counts, paired = epoch_counts(records), []
+    if args.measure == "paired":
+        saved = sorted(path.parent for path in lora.glob(f"epoch*/{LORA_FILE}"))
+        if not saved:
+            raise RuntimeError(f"{config.name} seed {seed} saved no LoRA under {{lora}}/epochNNNN/: --measure paired evaluates those (or use --measure epoch_mean).")
+        paired = paired_points(args, drl_overrides(args, common, Config(config.name), seed), saved, counts)
+    return {"config": config.name, "seed": seed, "kind": "external", "command": command, "paired": paired, "epochs": counts[1:], **process}
 
 
 # ------------------------------------------------------------- aggregation
@@ -271,6 +289,7 @@ def first_reach(points: list[dict], target: float) -> dict | None:
 def aggregate(results: list[dict], configs: list[Config], baseline: str, measure: str, window: int, target: float | None) -> dict:
     """Per configuration: medians over seeds of what it took to reach the target, and its final value."""
     finals = {c.name: [curve(r, measure, window)[-1]["value"] for r in results if r["config"] == c.name and curve(r, measure, window)] for c in configs}
+    target_from = "given" if target is not None else "baseline"
     if target is None:
         target = median(finals[baseline]) if finals[baseline] else math.nan
     rows = []
@@ -291,7 +310,7 @@ def aggregate(results: list[dict], configs: list[Config], baseline: str, measure
     base = next(r for r in rows if r["config"] == baseline)
     for row in rows:
         row["cpu_vs_baseline"] = row["cpu_s_to_target"] / base["cpu_s_to_target"] if base["cpu_s_to_target"] not in (0, math.inf) else math.nan
-    return {"target": target, "baseline": baseline, "measure": measure, "rows": rows}
+    return {"target": target, "target_from": target_from, "baseline": baseline, "measure": measure, "rows": rows}
 
 
 def table(summary: dict) -> str:
@@ -310,7 +329,8 @@ def table(summary: dict) -> str:
         for r in summary["rows"]
     ]  # fmt: skip
     what = "paired gain on the fixed inputs" if summary["measure"] == "paired" else "epoch reward mean"
-    return f"Target: {what} >= {summary['target']:.4g} (the final value of {summary['baseline']}, median over seeds).\n\n" + markdown_table(header, body)
+    source = "--target" if summary.get("target_from") == "given" else f"the final value of {summary['baseline']}, median over seeds"
+    return f"Target: {what} >= {summary['target']:.4g} ({source}).\n\n" + markdown_table(header, body)
 
 
 def draw_curves(results: list[dict], configs: list[Config], summary: dict, measure: str, window: int):
@@ -374,8 +394,8 @@ def parse_args(argv=None):
     baseline = args.baseline or file_baseline or configs[0].name
     if baseline not in {c.name for c in configs}:
         parser.error(f"--baseline {baseline!r} is not one of the configurations {[c.name for c in configs]}.")
-    if args.measure == "paired" and any(c.command for c in configs):
-        parser.error("an external run (command:) has no paired evaluation: use --measure epoch_mean.")
+    if args.measure == "paired" and any(c.command and "{lora}" not in c.command for c in configs):
+        parser.error("an external run (command:) is evaluated paired only from the LoRA it saves: give it {lora} (a directory for epochNNNN/ LoRAs) or use --measure epoch_mean.")
     return args, configs, common, baseline
 
 
@@ -391,7 +411,7 @@ def main(argv=None) -> dict:
                 continue
             if not done.is_file():
                 run_dir.mkdir(parents=True, exist_ok=True)
-                result = run_external(args, config, seed, run_dir) if config.command else run_drl(args, common, config, seed, run_dir)
+                result = run_external(args, common, config, seed, run_dir) if config.command else run_drl(args, common, config, seed, run_dir)
                 done.write_text(json.dumps(result, indent=1) + "\n")
             results.append(json.loads(done.read_text()))
             last = results[-1]["epochs"][-1] if results[-1]["epochs"] else {}

@@ -155,6 +155,7 @@ def test_batches_sharing_a_call_keep_their_own_draws_and_optimizer_steps(random_
     expected += [2] * 4
     assert calls == expected and 2 in expected[:-4]  # (these seeds' draws differ within a call)
     assert metrics["train/steps_with_grad"] == sum(int(m.sum()) for m in masks) / 5
+    assert metrics["train/denoiser_calls_update"] == sum(calls) == 10 * 4  # each sample's 4 steps, unguided, no KL
 
 
 def test_batches_per_call_must_divide_gradient_accumulation(random_toy_model):

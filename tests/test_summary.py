@@ -20,12 +20,16 @@ def test_groups_are_the_overrides_minus_seed_and_hydra_keys():
 
 
 def test_overrides_every_group_shares_are_said_once_above_the_table():
-    rows = [{"group": "model=toy_flow algorithm=dpo train.epochs=20"}, {"group": "model=toy_flow algorithm=nft train.epochs=20"}]
+    rows = [
+        {"overrides": ["model=toy_flow", "algorithm=dpo", "train.epochs=20", "model.lora_targets=[to_q, to_k]"]},
+        {"overrides": ["model=toy_flow", "algorithm=nft", "train.epochs=20", "model.lora_targets=[to_q, to_k]"]},
+    ]
     common = summary.common_overrides(rows)
-    assert common == ["model=toy_flow", "train.epochs=20"]
+    # a value with a space in it ('[to_q, to_k]') is one override, shared as a whole
+    assert common == ["model=toy_flow", "train.epochs=20", "model.lora_targets=[to_q, to_k]"]
     assert [summary.label_of(r, common) for r in rows] == ["algorithm=dpo", "algorithm=nft"]
     assert summary.common_overrides(rows[:1]) == []  # one group: its overrides are its label
-    assert summary.label_of({"group": "model=toy_flow"}, ["model=toy_flow"]) == "(the common overrides alone)"
+    assert summary.label_of({"overrides": ["model=toy_flow"]}, ["model=toy_flow"]) == "(the common overrides alone)"
 
 
 def _fake_run(directory, job, overrides, gain, diversity_change, cpu):

@@ -44,6 +44,10 @@ def test_target_is_the_baselines_median_final_gain_and_reach_is_the_first_evalua
     assert rows["fast"]["diversity_change_median"] == pytest.approx(-0.2)
     text = ttr.table(summary)
     assert "| fast | 2/3 | 12 | 0.2 |" in text and "| never | 0/1 | ∞ |" in text
+    assert "(the final value of slow, median over seeds)" in text
+    given = ttr.aggregate(results, configs, "slow", "paired", 3, 2.0)  # --target 2: every slow seed reaches it
+    assert given["target"] == 2.0 and {r["config"]: r["reached"] for r in given["rows"]} == {"slow": 3, "fast": 2, "never": 1}
+    assert "Target: paired gain on the fixed inputs >= 2 (--target)." in ttr.table(given)
 
 
 def test_the_base_evaluation_never_counts_as_reaching_a_target_at_or_below_zero():
@@ -86,9 +90,10 @@ def test_the_trl_config_parses_and_an_external_run_is_read_from_its_json(tmp_pat
     """scripts/ttr/trl_small.yaml names trl's run through shared/tools/trl_anchor (only epoch_mean can compare it);
     an external command that writes the harness's JSON (epochs: wall_s, cpu_s, samples, reward_mean) is timed from it."""
     args, configs, _, baseline = ttr.parse_args(["--configs", "scripts/ttr/trl_small.yaml", "--measure", "epoch_mean"])
-    assert baseline == "trl" and "trl_anchor.py" in configs[0].command[1] and "{json}" in configs[0].command
+    assert baseline == "trl" and "trl_anchor.py" in configs[0].command[1] and {"{json}", "{lora}"} <= set(configs[0].command)
+    (tmp_path / "no_lora.yaml").write_text("configs:\n  trl: {command: [python, run.py, '{json}']}\n")
     with pytest.raises(SystemExit):
-        ttr.parse_args(["--configs", "scripts/ttr/trl_small.yaml"])  # paired: trl has no paired evaluation
+        ttr.parse_args(["--configs", str(tmp_path / "no_lora.yaml")])  # paired: a run that saves no LoRA cannot be evaluated
     writer = (
         "import json, sys; json.dump({'derived': {'unet_calls_sampling_per_epoch': 640, 'unet_fwd_bwd_training_per_epoch': 640},"
         " 'epochs': [{'epoch': e, 'wall_s': 2.0, 'cpu_s': 1.5, 'samples': 32, 'reward_mean': -5.0 + e} for e in range(int(sys.argv[2]))]},"
@@ -96,8 +101,62 @@ def test_the_trl_config_parses_and_an_external_run_is_read_from_its_json(tmp_pat
     )
     config = ttr.Config("fake_trl", command=[sys.executable, "-c", writer, "{json}", "{epochs}"])
     args.epochs = 5
-    result = ttr.run_external(args, config, 0, tmp_path)
+    result = ttr.run_external(args, [], config, 0, tmp_path)
     points = ttr.curve(result, "epoch_mean", 3)  # 3-epoch running means: -4, -3, -2 after epochs 2, 3, 4
     assert [p["value"] for p in points] == [-4.0, -3.0, -2.0]
     reach = ttr.first_reach(points, -3.0)
     assert (reach["epoch"], reach["cpu_s"], reach["denoiser_calls"], reach["samples"]) == (3, 6.0, 4 * 1280, 128)
+
+
+LORA_RUN = ["model=toy_t2i", "model.finetune=lora", "model.lora_rank=2", "model.lora_alpha=2", "model.lora_targets=[to_q,to_v]",
+            "reward=toy_aesthetic", "scheduler=ddim", "scheduler.num_steps=2", "scheduler.eta=1.0"]  # fmt: skip
+
+
+def _saved_lora(directory):
+    """A LoRA with non-zero weights on the toy model, saved as trl's DDPOTrainer saves its UNet's (diffusers' format)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    from drl.compose import compose_config
+    from drl.train import build_context
+
+    ctx, _, _ = build_context(compose_config(LORA_RUN))
+    with torch.no_grad():
+        for name, p in ctx.model.denoiser.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(ctx.model.denoiser))
+    StableDiffusionPipeline.save_lora_weights(save_directory=str(directory), unet_lora_layers=state)
+    return {name: p.detach().clone() for name, p in ctx.model.denoiser.named_parameters() if "lora_" in name}
+
+
+def test_an_external_lora_loads_into_the_runs_adapter_and_is_evaluated_on_its_fixed_inputs(tmp_path):
+    """trl's LoRA (diffusers' format) goes into drl's own adapter weight for weight; an external run that saves one per
+    evaluated epoch gets a paired curve on the drl runs' fixed inputs; a LoRA of another rank is one sentence."""
+    from drl.compose import compose_config
+    from drl.errors import ConfigError
+    from drl.evaluation.models import load_lora_into
+    from drl.train import build_context
+
+    weights = _saved_lora(tmp_path / "src")
+    ctx, _, _ = build_context(compose_config(LORA_RUN))
+    load_lora_into(ctx.model.denoiser, tmp_path / "src")
+    loaded = {name: p for name, p in ctx.model.denoiser.named_parameters() if "lora_" in name}
+    assert loaded.keys() == weights.keys() and all(bool((loaded[n] == weights[n]).all()) for n in weights)
+    other, _, _ = build_context(compose_config([*LORA_RUN, "model.lora_rank=4", "model.lora_alpha=4"]))
+    with pytest.raises(ConfigError, match=r"^the LoRA in .* does not fit the run's adapter"):
+        load_lora_into(other.model.denoiser, tmp_path / "src")
+
+    writer = (
+        "import json, shutil, sys; shutil.copytree(sys.argv[3], sys.argv[2] + '/epoch0001');"
+        " json.dump({'epochs': [{'epoch': e, 'wall_s': 2.0, 'cpu_s': 1.5, 'samples': 4, 'reward_mean': 0.0} for e in range(2)]},"
+        " open(sys.argv[1], 'w'))"
+    )
+    (tmp_path / "c.yaml").write_text(json.dumps({"common": LORA_RUN, "configs": {"ext": {"command": [sys.executable, "-c", writer, "{json}", "{lora}", str(tmp_path / "src")]}}}))
+    args, configs, common, _ = ttr.parse_args(["--configs", str(tmp_path / "c.yaml"), "--epochs", "2", "--eval-every", "2", "--eval-size", "2"])
+    (tmp_path / "run").mkdir()
+    result = ttr.run_external(args, common, configs[0], 0, tmp_path / "run")
+    assert [p["epoch"] for p in result["paired"]] == [-1, 1] and result["paired"][1]["cpu_s"] == 3.0
+    assert result["paired"][1]["value"] != 0.0  # the LoRA changed the samples, so their rewards

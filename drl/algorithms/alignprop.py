@@ -77,6 +77,7 @@ class AlignProp(Algorithm):
         rewards, grad_norms, steps_with_grad, kls, terms = [], [], [], [], {}
         ctx.model.denoiser.train()
         num_batches, batches_done = -(-len(batch.prompts) // size), 0
+        rows_before, kl_calls = ctx.collector.denoiser_rows, 0  # the chain with gradients is this epoch's sampling and update
         for start in range(0, len(batch.prompts), size * cfg.batches_per_call):
             prompts = batch.prompts[start : start + size * cfg.batches_per_call]
             metadata = batch.metadata[start : start + size * cfg.batches_per_call]
@@ -98,6 +99,7 @@ class AlignProp(Algorithm):
                 kl = denoising_kl(ctx, self.reference, x0, cond, self.generator)  # [n]
                 loss = loss + cfg.kl_coef * sum(batch_kl.mean() for batch_kl in kl.split(sizes))
                 kls.append(kl.detach())
+                kl_calls += 2 * len(x0)  # the trained denoiser and the reference, once per sample
             (loss / cfg.gradient_accumulation).backward()
             rewards.append(scores.detach())
             steps_with_grad.extend(int(m.sum()) for m in masks)
@@ -115,6 +117,7 @@ class AlignProp(Algorithm):
             "train/grad_norm": sum(grad_norms) / len(grad_norms),
             "train/steps_with_grad": sum(steps_with_grad) / len(steps_with_grad),
             "train/optimizer_steps": len(grad_norms),
+            "train/denoiser_calls_update": ctx.collector.denoiser_rows - rows_before + kl_calls,  # sample-steps, guided ones twice
             "train/lr": self.lr,
             **({"train/kl_to_base": float(torch.cat(kls).mean())} if kls else {}),
             **{f"reward/{name}": float(torch.cat(values).float().mean()) for name, values in terms.items()},

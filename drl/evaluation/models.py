@@ -102,6 +102,28 @@ def _with_lora(directory: Path, spec: str, base: ModelConfig) -> T2IModel:
     return model
 
 
+def load_lora_into(denoiser: torch.nn.Module, directory: Path) -> None:
+    """Copy the diffusers-format LoRA in ``directory`` (another trainer's, e.g. trl's DDPOTrainer) into the adapter
+    drl set up on ``denoiser`` (model.finetune=lora): the same target modules and rank, or one sentence."""
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(str(directory / LORA_FILE))
+    state = convert_unet_state_dict_to_peft({key.split(".", 1)[1]: value for key, value in saved.items()})  # unet.<module> -> <module>
+    try:
+        result = set_peft_model_state_dict(denoiser, state, adapter_name=ADAPTER_NAME)
+    except RuntimeError as e:  # a shape mismatch: another rank
+        raise ConfigError(f"the LoRA in {str(directory)!r} does not fit the run's adapter ({str(e).splitlines()[0]}).") from None
+    expected = {name for name, _ in denoiser.named_parameters() if "lora_" in name}
+    missing = [name for name in result.missing_keys if name in expected]
+    if result.unexpected_keys or missing or not expected:
+        raise ConfigError(
+            f"the LoRA in {str(directory)!r} does not fit the run's adapter ({len(result.unexpected_keys)} of its tensors have no "
+            f"place there, {len(missing)} of the adapter's are not in it): give model.lora_targets and model.lora_rank as it was trained."
+        )
+
+
 def _with_checkpoint(path: Path, spec: str, base: ModelConfig) -> T2IModel:
     """The base model with a drl-train checkpoint's trained weights (full or LoRA, as the run trained)."""
     try:

@@ -94,7 +94,7 @@ class RunSummary:
     """What one run of a sweep contributes to its group's row."""
 
     path: str
-    group: str  # its overrides minus the seed
+    group: str  # its overrides minus the seed, joined
     seed: int | None
     gain: float | None  # eval/gain, the paired gain on the fixed inputs (None: no final evaluation)
     gain_se: float | None
@@ -102,10 +102,11 @@ class RunSummary:
     epochs: int  # epochs logged
     wall_s: float  # the epochs' wall time (sample + update)
     cpu_s: float | None  # the epochs' CPU time, user + sys summed over ranks (None: a run before cpu_s was logged)
+    overrides: tuple[str, ...] = ()  # the group's overrides one by one (a value may hold spaces: 'k=[a, b]')
 
 
-def group_of(overrides: Sequence[str]) -> tuple[str, int | None]:
-    """(the overrides without the seed and hydra's keys, joined; the seed or None)."""
+def kept_overrides(overrides: Sequence[str]) -> tuple[tuple[str, ...], int | None]:
+    """(the overrides without the seed and hydra's keys; the seed or None)."""
     kept, seed = [], None
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
@@ -113,6 +114,12 @@ def group_of(overrides: Sequence[str]) -> tuple[str, int | None]:
             seed = int(value)
         elif not key.startswith("hydra."):
             kept.append(item)
+    return tuple(kept), seed
+
+
+def group_of(overrides: Sequence[str]) -> tuple[str, int | None]:
+    """(the overrides without the seed and hydra's keys, joined; the seed or None)."""
+    kept, seed = kept_overrides(overrides)
     return " ".join(kept) or "(defaults)", seed
 
 
@@ -126,12 +133,13 @@ def epoch_totals(records: list[dict]) -> tuple[int, float, float | None]:
 
 def read_run(run_dir: Path) -> RunSummary:
     overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
-    group, seed = group_of([str(o) for o in overrides])
+    kept, seed = kept_overrides([str(o) for o in overrides])
+    group = " ".join(kept) or "(defaults)"
     eval_path = run_dir / "eval.json"
     summary = json.loads(eval_path.read_text()).get("summary", {}) if eval_path.is_file() else {}
     epochs, wall, cpu = epoch_totals(read_jsonl(run_dir / "metrics.jsonl"))
     return RunSummary(
-        str(run_dir), group, seed, summary.get("eval/gain"), summary.get("eval/gain_se"), summary.get("eval/diversity_change"), epochs, wall, cpu
+        str(run_dir), group, seed, summary.get("eval/gain"), summary.get("eval/gain_se"), summary.get("eval/diversity_change"), epochs, wall, cpu, kept
     )
 
 
@@ -161,6 +169,7 @@ def summarize(runs: list[RunSummary]) -> list[dict]:
         rows.append(
             {
                 "group": group,
+                "overrides": list(members[0].overrides),
                 "seeds": sorted(r.seed for r in done if r.seed is not None),
                 "runs": len(members),
                 "incomplete": len(members) - len(done),
@@ -180,13 +189,13 @@ def common_overrides(rows: list[dict]) -> list[str]:
     """The overrides every group shares (in the first group's order): said once, above the table, when there are several groups."""
     if len(rows) < 2:
         return []
-    shared = set.intersection(*(set(r["group"].split()) for r in rows))
-    return [item for item in rows[0]["group"].split() if item in shared]
+    shared = set.intersection(*(set(r["overrides"]) for r in rows))
+    return [item for item in rows[0]["overrides"] if item in shared]
 
 
 def label_of(row: dict, common: list[str]) -> str:
     """A group's overrides without the common ones."""
-    return " ".join(item for item in row["group"].split() if item not in common) or "(the common overrides alone)"
+    return " ".join(item for item in row["overrides"] if item not in common) or "(the common overrides alone)"
 
 
 def table(rows: list[dict]) -> str:
