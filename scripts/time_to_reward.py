@@ -18,7 +18,7 @@ CONFIGS.yaml (read with yaml.safe_load; nothing in it runs as code):
 An entry with ``command`` is an external run (shared/tools/trl_anchor's ``ddpo``): {seed}, {epochs}, {eval_every}, {json}
 and {lora} are filled in, and the JSON it writes gives each epoch's wall_s, cpu_s, samples and reward_mean (and its denoiser calls
 per epoch under "derived"). With --measure paired it must save its LoRA (diffusers format) after every evaluated epoch
-e to {lora}/epoch<e, 4 digits>/ (trl_anchor.py ddpo --save-lora-dir {lora} --save-lora-every {eval_every}): each is loaded into the
+e to {lora}/epoch<e, 4 digits>/ (scripts/ttr/trl_ddpo.py --save-lora-dir {lora} --save-lora-every {eval_every}, trl_anchor.py ddpo with the LoRA saved): each is loaded into the
 adapter of the common overrides' model and evaluated on the same fixed inputs as the drl runs of its seed.
 
 How it runs: for each seed, every configuration in turn (A, B, A, B: a change in the machine's load hits all alike),
