@@ -13,6 +13,7 @@ CONFIGS.yaml (read with yaml.safe_load; nothing in it runs as code):
     configs:
       grpo: [experiment=toy_flow_grpo]                  # a drl-train run: its overrides
       fast: [experiment=toy_flow_grpo, algorithm.sde_window=2]
+      short: {overrides: [experiment=toy_flow_grpo, algorithm.lr=1e-3], epochs: 4}   # its own length (default --epochs)
       trl:  {command: [/tmp/trl-venv/bin/python, trl_anchor.py, ddpo, --seed, "{seed}", --epochs, "{epochs}", --json, "{json}"]}
 
 An entry with ``command`` is an external run (shared/tools/trl_anchor's ``ddpo``): {seed}, {epochs}, {eval_every}, {json}
@@ -75,6 +76,10 @@ class Config(NamedTuple):
     name: str
     overrides: tuple[str, ...] | list[str] = ()  # a drl run
     command: list[str] | None = None  # an external run
+    epochs: int | None = None  # its own run length (default --epochs): a run that needs fewer to reach the target
+
+
+CONFIG_KEYS = {"overrides", "command", "epochs"}
 
 
 # ---------------------------------------------------------------- input
@@ -101,19 +106,26 @@ def parse_configs(args) -> tuple[list[Config], list[str], str | None]:
 
 
 def _config(name: str, value) -> Config:
-    if isinstance(value, dict) and "command" in value:
-        return Config(str(name), command=[str(a) for a in value["command"]])
+    if isinstance(value, dict) and set(value) <= CONFIG_KEYS and ("command" in value) != ("overrides" in value):
+        epochs = value.get("epochs")
+        if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+            raise ValueError(f"configuration {name!r}: epochs is a whole number >= 1, not {epochs!r}.")
+        if "command" in value:
+            return Config(str(name), command=[str(a) for a in value["command"]], epochs=epochs)
+        return _config(name, value["overrides"])._replace(epochs=epochs)
     if isinstance(value, list):
         return Config(str(name), [str(o) for o in value])
     if isinstance(value, str):
         return Config(str(name), shlex.split(value))
-    raise ValueError(f"configuration {name!r}: a list of overrides or {{command: [...]}}, not {value!r}.")
+    raise ValueError(
+        f"configuration {name!r}: a list of overrides, {{overrides: [...], epochs: N}} or {{command: [...], epochs: N}}, not {value!r}."
+    )
 
 
 # ------------------------------------------------------------ one drl run
 def drl_overrides(args, common: list[str], config: Config, seed: int) -> list[str]:
     return [
-        *common, *config.overrides, *args.overrides, f"seed={seed}", f"train.epochs={args.epochs}",
+        *common, *config.overrides, *args.overrides, f"seed={seed}", f"train.epochs={config.epochs or args.epochs}",
         f"train.save_every={args.eval_every}", f"hardware.num_threads={args.threads}", "logger=none",
         "train.eval_size=0", "train.grid_size=1",  # its own before/after evaluation: this script evaluates instead
     ]  # fmt: skip
@@ -245,7 +257,7 @@ def run_external(args, common: list[str], config: Config, seed: int, run_dir: Pa
     """An external run (trl_anchor's ddpo): its JSON's epochs as the curve; with --measure paired, the LoRA it saved
     under {lora}/epochNNNN/ evaluated on the drl runs' fixed inputs of its seed (the common overrides' model)."""
     out, lora = run_dir / "external.json", run_dir / "lora"
-    fill = {"{seed}": str(seed), "{epochs}": str(args.epochs), "{eval_every}": str(args.eval_every), "{json}": str(out), "{lora}": str(lora)}
+    fill = {"{seed}": str(seed), "{epochs}": str(config.epochs or args.epochs), "{eval_every}": str(args.eval_every), "{json}": str(out), "{lora}": str(lora)}
     command = [fill.get(a, a) for a in config.command]  # whole words only: other braces stay as written
     print(f"[{config.name} seed {seed}] {shlex.join(command)}", flush=True)
     process = run_child(command, log=run_dir / "train.log")

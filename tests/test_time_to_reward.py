@@ -67,6 +67,23 @@ def test_bad_input_is_one_sentence_before_any_run(tmp_path, capsys):
             ttr.main([*argv, "--out", str(tmp_path / "out")])
         assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    (tmp_path / "e.yaml").write_text("configs:\n  a: {overrides: [seed=1], epochs: 0}\n")
+    with pytest.raises(SystemExit) as stop:
+        ttr.main(["--configs", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "epochs is a whole number >= 1, not 0" in capsys.readouterr().err
+
+
+def test_a_configuration_may_run_its_own_number_of_epochs(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "configs:\n  long: [algorithm=ddpo]\n  short: {overrides: [algorithm.lr=1e-3], epochs: 4}\n"
+        "  ext: {command: [run, '{epochs}', '{lora}'], epochs: 3}\n"
+    )
+    args, configs, common, _ = ttr.parse_args(["--configs", str(tmp_path / "c.yaml"), "--epochs", "20"])
+    long, short, ext = configs
+    assert (long.epochs, short.epochs, ext.epochs, short.overrides) == (None, 4, 3, ["algorithm.lr=1e-3"])
+    assert "train.epochs=20" in ttr.drl_overrides(args, common, long, 0)
+    assert "train.epochs=4" in ttr.drl_overrides(args, common, short, 0)
+    assert "train.epochs=20" not in ttr.drl_overrides(args, common, short, 0)
 
 
 @pytest.mark.slow
@@ -87,10 +104,10 @@ def test_smoke_mode_runs_two_configurations_and_writes_table_json_and_figure(tmp
 
 
 def test_the_trl_config_parses_and_an_external_run_is_read_from_its_json(tmp_path):
-    """scripts/ttr/trl_small.yaml names trl's run through shared/tools/trl_anchor (only epoch_mean can compare it);
+    """scripts/ttr/trl_small.yaml names trl's run (shared/tools/trl_anchor's ddpo through scripts/ttr/trl_ddpo.py);
     an external command that writes the harness's JSON (epochs: wall_s, cpu_s, samples, reward_mean) is timed from it."""
     args, configs, _, baseline = ttr.parse_args(["--configs", "scripts/ttr/trl_small.yaml", "--measure", "epoch_mean"])
-    assert baseline == "trl" and "trl_anchor.py" in configs[0].command[1] and {"{json}", "{lora}"} <= set(configs[0].command)
+    assert baseline == "trl" and configs[0].command[1] == "scripts/ttr/trl_ddpo.py" and {"{json}", "{lora}"} <= set(configs[0].command)
     (tmp_path / "no_lora.yaml").write_text("configs:\n  trl: {command: [python, run.py, '{json}']}\n")
     with pytest.raises(SystemExit):
         ttr.parse_args(["--configs", str(tmp_path / "no_lora.yaml")])  # paired: a run that saves no LoRA cannot be evaluated
@@ -148,6 +165,10 @@ def test_an_external_lora_loads_into_the_runs_adapter_and_is_evaluated_on_its_fi
     other, _, _ = build_context(compose_config([*LORA_RUN, "model.lora_rank=4", "model.lora_alpha=4"]))
     with pytest.raises(ConfigError, match=r"^the LoRA in .* does not fit the run's adapter"):
         load_lora_into(other.model.denoiser, tmp_path / "src")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "pytorch_lora_weights.safetensors").write_text("not a tensor file")
+    with pytest.raises(ConfigError, match=r"is not a readable safetensors LoRA"):
+        load_lora_into(other.model.denoiser, tmp_path / "bad")
 
     writer = (
         "import json, shutil, sys; shutil.copytree(sys.argv[3], sys.argv[2] + '/epoch0001');"

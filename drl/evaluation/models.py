@@ -107,10 +107,17 @@ def load_lora_into(denoiser: torch.nn.Module, directory: Path) -> None:
     drl set up on ``denoiser`` (model.finetune=lora): the same target modules and rank, or one sentence."""
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    saved = load_file(str(directory / LORA_FILE))
-    state = convert_unet_state_dict_to_peft({key.split(".", 1)[1]: value for key, value in saved.items()})  # unet.<module> -> <module>
+    path = directory / LORA_FILE
+    try:
+        saved = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise ConfigError(f"{str(path)!r} is not a readable safetensors LoRA ({str(e).splitlines()[0]}).") from None
+    # diffusers names each tensor after its component (unet.<module>); a file saved without the prefix is read as it is
+    unprefixed = {key.removeprefix("unet.").removeprefix("transformer."): value for key, value in saved.items()}
+    state = convert_unet_state_dict_to_peft(unprefixed)
     try:
         result = set_peft_model_state_dict(denoiser, state, adapter_name=ADAPTER_NAME)
     except RuntimeError as e:  # a shape mismatch: another rank

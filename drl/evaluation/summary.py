@@ -120,7 +120,11 @@ def kept_overrides(overrides: Sequence[str]) -> tuple[tuple[str, ...], int | Non
 def group_of(overrides: Sequence[str]) -> tuple[str, int | None]:
     """(the overrides without the seed and hydra's keys, joined; the seed or None)."""
     kept, seed = kept_overrides(overrides)
-    return " ".join(kept) or "(defaults)", seed
+    return group_label(kept), seed
+
+
+def group_label(kept: Sequence[str]) -> str:
+    return " ".join(kept) or "(defaults)"
 
 
 def epoch_totals(records: list[dict]) -> tuple[int, float, float | None]:
@@ -134,7 +138,7 @@ def epoch_totals(records: list[dict]) -> tuple[int, float, float | None]:
 def read_run(run_dir: Path) -> RunSummary:
     overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
     kept, seed = kept_overrides([str(o) for o in overrides])
-    group = " ".join(kept) or "(defaults)"
+    group = group_label(kept)
     eval_path = run_dir / "eval.json"
     summary = json.loads(eval_path.read_text()).get("summary", {}) if eval_path.is_file() else {}
     epochs, wall, cpu = epoch_totals(read_jsonl(run_dir / "metrics.jsonl"))
