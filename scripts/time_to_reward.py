@@ -14,9 +14,9 @@ CONFIGS.yaml (read with yaml.safe_load; nothing in it runs as code):
       grpo: [experiment=toy_flow_grpo]                  # a drl-train run: its overrides
       fast: [experiment=toy_flow_grpo, algorithm.sde_window=2]
       short: {overrides: [experiment=toy_flow_grpo, algorithm.lr=1e-3], epochs: 4}   # its own length (default --epochs)
-      trl:  {command: [/tmp/trl-venv/bin/python, trl_anchor.py, ddpo, --seed, "{seed}", --epochs, "{epochs}", --json, "{json}"]}
+      trl:  {command: [/tmp/trl-venv/bin/python, scripts/ttr/trl_ddpo.py, --save-lora-dir, "{lora}", --seed, "{seed}", --epochs, "{epochs}", --json, "{json}"]}
 
-An entry with ``command`` is an external run (shared/tools/trl_anchor's ``ddpo``): {seed}, {epochs}, {eval_every}, {json}
+An entry with ``command`` is an external run (shared/tools/trl_anchor's ``ddpo``, through scripts/ttr/trl_ddpo.py): {seed}, {epochs}, {eval_every}, {json}
 and {lora} are filled in, and the JSON it writes gives each epoch's wall_s, cpu_s, samples and reward_mean (and its denoiser calls
 per epoch under "derived"). With --measure paired it must save its LoRA (diffusers format) after every evaluated epoch
 e to {lora}/epoch<e, 4 digits>/ (scripts/ttr/trl_ddpo.py --save-lora-dir {lora} --save-lora-every {eval_every}, trl_anchor.py ddpo with the LoRA saved): each is loaded into the
