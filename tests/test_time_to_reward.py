@@ -181,3 +181,15 @@ def test_an_external_lora_loads_into_the_runs_adapter_and_is_evaluated_on_its_fi
     result = ttr.run_external(args, common, configs[0], 0, tmp_path / "run")
     assert [p["epoch"] for p in result["paired"]] == [-1, 1] and result["paired"][1]["cpu_s"] == 3.0
     assert result["paired"][1]["value"] != 0.0  # the LoRA changed the samples, so their rewards
+
+
+def test_trls_side_scores_the_colour_as_drls_target_colour_does():
+    """scripts/ttr/trl_ddpo.py (run in trl's venv) rewards -colour_distance(images): drl's target_colour on the same images."""
+    import torch
+
+    from drl.rewards.pixel_stats import target_colour
+
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # (B, 3, H, W) in [0, 1]
+    trl_side = torch.tensor(load_script("ttr/trl_ddpo").colour_distance([0.0, 0.0, 1.0])(images))
+    drl_side = target_colour([0.0, 0.0, 1.0]).fn(images, None, None)
+    assert torch.allclose(-trl_side, drl_side.float(), atol=1e-6)  # float32: two reductions of the same squares

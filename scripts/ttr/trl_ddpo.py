@@ -33,7 +33,7 @@ def load_anchor(path: Path):
 
 
 def colour_distance(target_rgb):
-    """The anchor negates what this returns: -mean squared distance to the colour, per image (drl's target_colour)."""
+    """Each image's mean squared distance to the colour; the anchor rewards its negative, drl's target_colour."""
     import torch
 
     def distances(images):  # images: (B, 3, H, W) in [0, 1]
