@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -173,3 +174,18 @@ def assert_trained_two_epochs(run_dir: Path, cfg, negative_reward: bool = False)
     if cfg.algorithm.name == "ddpo":
         assert records[0]["train/ratio_dev_first"] <= 1e-5
     assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def lora_outputs(pipe, prompt_kw: dict, *loads: tuple[str, dict]) -> list:
+    """A diffusers pipeline's output for "a cat" (seed 0, ``prompt_kw``) before and after each LoRA load in turn
+    (``loads``: (directory, load_lora_weights keywords)); the images, or a video pipeline's frames."""
+
+    def generate():
+        out = pipe("a cat", generator=torch.Generator().manual_seed(0), output_type="pt", **prompt_kw)
+        return out.frames if hasattr(out, "frames") else out.images
+
+    outputs = [generate()]
+    for directory, kw in loads:
+        pipe.load_lora_weights(directory, **kw)
+        outputs.append(generate())
+    return outputs

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, assert_trained_two_epochs, compose_config, read_records
+from conftest import SMALL, assert_trained_two_epochs, compose_config, lora_outputs, read_records
 
 from drl.errors import ConfigError
 from drl.models.layout import detect_family
@@ -124,13 +124,8 @@ def test_exported_lora_loads_into_the_family_pipeline_and_changes_it(tmp_path, f
     train(compose_config(overrides(name, family_dirs, "algorithm=alignprop", "algorithm.lr=5e-2", "train.epochs=1")), tmp_path)
     pipe = getattr(diffusers, FAMILIES[name][1]).from_pretrained(family_dirs[name])
 
-    def generate():
-        kw = dict(height=16, width=16, num_inference_steps=2, output_type="pt", max_sequence_length=16)
-        return pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).images
-
-    before = generate()
-    pipe.load_lora_weights(str(tmp_path / "lora"))
-    after = generate()
+    kw = dict(height=16, width=16, num_inference_steps=2, max_sequence_length=16)
+    before, after = lora_outputs(pipe, kw, (str(tmp_path / "lora"), {}))
     assert before.shape == after.shape == (1, 3, 16, 16)
     assert (after - before).abs().max() > 1e-4
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, TINY, compose_config, read_records
+from conftest import SMALL, TINY, compose_config, lora_outputs, read_records
 from conftest import tiny_model_overrides as _overrides
 from test_cli import drl_train
 
@@ -130,13 +130,8 @@ def test_exported_lora_loads_into_a_fresh_diffusers_pipeline_and_changes_it(tmp_
     train(compose_config(_overrides(name, tiny_dirs, "algorithm=alignprop", "algorithm.lr=5e-2", "train.epochs=1")), tmp_path)
     pipe = getattr(diffusers, pipeline).from_pretrained(tiny_dirs[name])
 
-    def generate():
-        kw = dict(height=16, width=16, num_inference_steps=2, output_type="pt", guidance_scale=1.0)
-        return pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).images
-
-    before = generate()
-    pipe.load_lora_weights(str(tmp_path / "lora"))
-    after = generate()
+    kw = dict(height=16, width=16, num_inference_steps=2, guidance_scale=1.0)
+    before, after = lora_outputs(pipe, kw, (str(tmp_path / "lora"), {}))
     assert before.shape == after.shape == (1, 3, 16, 16)
     assert (after - before).abs().max() > 1e-4
 

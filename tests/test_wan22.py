@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL, compose_config, read_records, save_tiny_builds
+from conftest import SMALL, compose_config, lora_outputs, read_records, save_tiny_builds
 
 from drl.errors import ConfigError
 from drl.models.loading import load_t2v
@@ -105,15 +105,9 @@ def test_exported_lora_of_both_experts_loads_into_wan_pipeline_and_changes_it(tm
     train(compose_config(overrides("wan22", wan22_dirs, "algorithm=ddpo", "algorithm.lr=5e-2", "train.epochs=1")), tmp_path)
     pipe = diffusers.WanPipeline.from_pretrained(wan22_dirs["wan22"])
 
-    def generate():
-        kw = dict(height=32, width=32, num_frames=5, num_inference_steps=4, guidance_scale=1.0, output_type="pt", max_sequence_length=16)
-        return pipe("a cat", generator=torch.Generator().manual_seed(0), **kw).frames
-
-    before = generate()
-    pipe.load_lora_weights(str(tmp_path / "lora"))
-    high_only = generate()
-    pipe.load_lora_weights(str(tmp_path / "lora" / "transformer_2"), load_into_transformer_2=True)
-    both = generate()
+    kw = dict(height=32, width=32, num_frames=5, num_inference_steps=4, guidance_scale=1.0, max_sequence_length=16)
+    lora = tmp_path / "lora"
+    before, high_only, both = lora_outputs(pipe, kw, (str(lora), {}), (str(lora / "transformer_2"), {"load_into_transformer_2": True}))
     assert before.shape == both.shape == (1, 5, 3, 32, 32)
     assert (high_only - before).abs().max() > 1e-4 and (both - high_only).abs().max() > 1e-4
 

@@ -32,7 +32,6 @@ class AWM(Algorithm):
     def __init__(self, cfg: AWMConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
         self.cfg: AWMConfig = cfg
-        self.sample_calls = 0
 
     def collect(self, generator: torch.Generator) -> Rollout:
         before = self.ctx.collector.denoiser_rows
@@ -79,19 +78,13 @@ class AWM(Algorithm):
 
         totals, optimizer_steps = pair_minibatch_epochs(self, num_pairs, chunk_loss)
         ctx.model.denoiser.eval()
-        metrics = {f"train/{k}": v for k, v in totals.items()}
-        metrics.update(
-            {
-                "train/ratio_dev_first": first_ratio_dev,
-                "train/advantage_abs_mean": float(advantages.abs().mean()),
-                "train/optimizer_steps": optimizer_steps,
-                "train/pairs": num_pairs,
-                "train/lr": self.lr,
-                "train/denoiser_calls_sample": self.sample_calls,
-                "train/denoiser_calls_update": self.update_calls,
-            }
+        return self.pair_update_metrics(
+            totals,
+            ratio_dev_first=first_ratio_dev,
+            advantage_abs_mean=float(advantages.abs().mean()),
+            optimizer_steps=optimizer_steps,
+            pairs=num_pairs,
         )
-        return metrics
 
     def _log_likelihood(
         self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, target: torch.Tensor, sigma: torch.Tensor

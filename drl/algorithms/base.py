@@ -65,6 +65,9 @@ class Algorithm:
         # The update's own randomness (shuffles, timesteps, noise), per rank, checkpointed with the rest.
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(ctx.cfg.seed) + 1)
         self.ema = WeightEMA(self.params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        # Denoiser rows of this epoch's rollout and update, for the algorithms that count them (None: not counted).
+        self.sample_calls: int | None = None
+        self.update_calls = 0
 
     def _shard(self) -> None:
         """hardware.sharding=fsdp: shard the trained denoiser (and the frozen reference copy) over
@@ -117,6 +120,16 @@ class Algorithm:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    def pair_update_metrics(self, totals: dict[str, float], **values) -> dict[str, float]:
+        """A pair-training update's metrics under ``train/``: its loss terms' averages (``totals``), ``values``, the
+        lr and the epoch's denoiser calls (``sample_calls`` when the algorithm counted its rollout's)."""
+        metrics = {f"train/{k}": v for k, v in {**totals, **values}.items()}
+        metrics["train/lr"] = self.lr
+        metrics["train/denoiser_calls_update"] = self.update_calls
+        if self.sample_calls is not None:
+            metrics["train/denoiser_calls_sample"] = self.sample_calls
+        return metrics
 
     def sampling_weights(self) -> contextlib.AbstractContextManager:
         """Context in which the model holds the weights that a user samples from: the EMA if there is one."""

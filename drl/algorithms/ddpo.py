@@ -84,7 +84,6 @@ class DDPO(Algorithm):
         self.epochs_done = 0  # updates so far: a sliding SDE window's clock (checkpointed)
         self.window: SDEWindow | None = None  # this epoch's SDE window (None: every step stochastic)
         self.window_generator = window_generator(ctx.cfg.seed)  # random windows: one stream, the same on every rank
-        self.sample_calls: int | None = None  # denoiser sample-steps of this epoch's rollout (None: not counted)
 
     # ---------------------------------------------------------------- sampling
     def collect(self, generator: torch.Generator) -> Rollout:
@@ -162,20 +161,14 @@ class DDPO(Algorithm):
                 optimizer_steps += stepped
                 skipped += not stepped
         ctx.model.denoiser.eval()
-        metrics = {f"train/{k}": v for k, v in totals.items()}
-        metrics.update(
-            {
-                "train/ratio_dev_first": first_ratio_dev,
-                "train/optimizer_steps": optimizer_steps,
-                "train/skipped_steps": skipped,
-                "train/lr": self.lr,
-                "train/advantage_abs_mean": float(advantages.abs().mean()),
-                "train/pairs": num_pairs,
-                "train/denoiser_calls_update": self.update_calls,
-            }
+        metrics = self.pair_update_metrics(
+            totals,
+            ratio_dev_first=first_ratio_dev,
+            optimizer_steps=optimizer_steps,
+            skipped_steps=skipped,
+            advantage_abs_mean=float(advantages.abs().mean()),
+            pairs=num_pairs,
         )
-        if self.sample_calls is not None:
-            metrics["train/denoiser_calls_sample"] = self.sample_calls
         if self.window is not None:
             metrics["train/sde_window_start"] = self.window.start
         self.epochs_done += 1

@@ -39,7 +39,6 @@ class NFT(Algorithm):
     def __init__(self, cfg: NFTConfig, ctx: TrainContext):
         super().__init__(cfg, ctx)
         self.cfg: NFTConfig = cfg
-        self.sample_calls = self.update_calls = 0  # denoiser sample-steps of this epoch's rollout and update
 
     def collect(self, generator: torch.Generator) -> Rollout:
         before = self.ctx.collector.denoiser_rows
@@ -81,19 +80,9 @@ class NFT(Algorithm):
 
         totals, optimizer_steps = pair_minibatch_epochs(self, num_pairs, chunk_loss)
         ctx.model.denoiser.eval()
-        metrics = {f"train/{k}": v for k, v in totals.items()}
-        metrics.update(
-            {
-                "train/old_dev_first": first_dev,
-                "train/optimality_mean": float(r.mean()),
-                "train/optimizer_steps": optimizer_steps,
-                "train/pairs": num_pairs,
-                "train/lr": self.lr,
-                "train/denoiser_calls_sample": self.sample_calls,
-                "train/denoiser_calls_update": self.update_calls,
-            }
+        return self.pair_update_metrics(
+            totals, old_dev_first=first_dev, optimality_mean=float(r.mean()), optimizer_steps=optimizer_steps, pairs=num_pairs
         )
-        return metrics
 
     def _predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, grad: bool) -> torch.Tensor:
         """The conditional prediction (no guidance); float32 without gradient for v_old."""
