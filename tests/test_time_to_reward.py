@@ -86,7 +86,7 @@ def test_a_configuration_may_run_its_own_number_of_epochs(tmp_path):
     assert "train.epochs=20" not in ttr.drl_overrides(args, common, short, 0)
 
 
-@pytest.mark.slow
+# In the default run, as the benchmark's CPU check: about 45 CPU-s (two child drl-train runs and their evaluation).
 def test_smoke_mode_runs_two_configurations_and_writes_table_json_and_figure(tmp_path):
     summary = ttr.main(["--smoke", "--out", str(tmp_path)])
     doc = json.loads((tmp_path / "results.json").read_text())
